@@ -1,0 +1,1 @@
+"""Storage: schema, batched writer and query compiler for SQLite, PostgreSQL and MySQL."""

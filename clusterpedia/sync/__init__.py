@@ -1,0 +1,1 @@
+"""Per-cluster sync workers, health probing and status reporting."""

@@ -1,0 +1,247 @@
+"""Test binaries (kube-apiserver, etcd, kubectl) in one directory, the envtest way.
+
+Tests, benchmarks and the playground run real control-plane processes. Their binaries come from:
+
+1. ``KUBEBUILDER_ASSETS`` when it is set and holds all three binaries (the envtest convention;
+   ``TEST_ASSET_<NAME>`` overrides a single binary, as controller-runtime does);
+2. otherwise a cached build made here with the Go toolchain, from Go modules pinned in
+   ``gomod/`` beside this file. ``k8s.io/kubernetes`` cannot be ``go install``-ed (its go.mod
+   replaces the staging modules with relative paths), so ``gomod/kubernetes/go.mod`` requires it
+   and replaces every ``k8s.io/*`` staging module with its published ``v0.x`` twin.
+
+The cache lives outside the repository, keyed by versions and platform, so the second run costs
+nothing. ``python -m clusterpedia.testing.assets`` provisions and prints the directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.35.4"
+ETCD_VERSION = "v3.6.8"
+BINARIES = ("kube-apiserver", "etcd", "kubectl")
+
+
+class AssetsUnavailable(RuntimeError):
+    """Neither usable ``KUBEBUILDER_ASSETS`` nor a Go toolchain to build the binaries."""
+
+
+@dataclass(frozen=True)
+class Assets:
+    """Where each test binary is."""
+
+    kube_apiserver: Path
+    etcd: Path
+    kubectl: Path
+
+    @property
+    def directory(self) -> Path:
+        return self.kube_apiserver.parent
+
+
+def cache_root() -> Path:
+    """The per-user cache directory for heavy build outputs (never inside the repository)."""
+    explicit = os.environ.get("CLUSTERPEDIA_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "clusterpedia-py"
+
+
+def cache_key() -> str:
+    machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    return f"kubernetes-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_{sys.platform}-{machine}"
+
+
+def _env_var_name(binary: str) -> str:
+    return "TEST_ASSET_" + binary.upper().replace("-", "_")
+
+
+def _complete(directory: Path) -> bool:
+    return all(os.access(directory / name, os.X_OK) for name in BINARIES)
+
+
+def _from_directory(directory: Path) -> Assets:
+    paths = {
+        name: Path(os.environ.get(_env_var_name(name)) or directory / name) for name in BINARIES
+    }
+    return Assets(
+        kube_apiserver=paths["kube-apiserver"], etcd=paths["etcd"], kubectl=paths["kubectl"]
+    )
+
+
+def find_assets() -> Assets | None:
+    """The binaries if they are already available, without building anything."""
+    env_dir = os.environ.get("KUBEBUILDER_ASSETS")
+    if env_dir and _complete(Path(env_dir)):
+        return _from_directory(Path(env_dir))
+    cached = cache_root() / "assets" / cache_key()
+    if _complete(cached):
+        return _from_directory(cached)
+    return None
+
+
+def ensure_assets(*, log: bool = True) -> Assets:
+    """Return the binaries, building and caching them first if needed.
+
+    Raises :class:`AssetsUnavailable` with an explanation when nothing can provide them.
+    """
+    found = find_assets()
+    if found is not None:
+        return found
+    go = shutil.which("go")
+    if go is None:
+        env_dir = os.environ.get("KUBEBUILDER_ASSETS")
+        hint = (
+            f"KUBEBUILDER_ASSETS={env_dir} lacks some of {', '.join(BINARIES)}"
+            if env_dir
+            else "KUBEBUILDER_ASSETS is not set"
+        )
+        raise AssetsUnavailable(
+            f"cannot provide test binaries: {hint}, and no Go toolchain ('go') is on PATH to "
+            f"build kube-apiserver/kubectl {KUBERNETES_VERSION} and etcd {ETCD_VERSION}. "
+            "Install Go >= 1.25 or point KUBEBUILDER_ASSETS at a directory with the binaries."
+        )
+    target = cache_root() / "assets" / cache_key()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(target.parent / ".lock"):
+        if not _complete(target):  # another process may have built it while we waited
+            _build(go=go, target=target, log=log)
+    return _from_directory(target)
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path):  # type: ignore[no-untyped-def]
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _version_ldflags() -> str:
+    major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
+    flags = ["-s", "-w"]
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {package}.gitVersion={KUBERNETES_VERSION}",
+            f"-X {package}.gitMajor={major}",
+            f"-X {package}.gitMinor={minor}",
+            f"-X {package}.gitTreeState=clean",
+        ]
+    return " ".join(flags)
+
+
+def _build(*, go: str, target: Path, log: bool) -> None:
+    """Build all binaries into a scratch directory, then move it into place atomically."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        bin_dir = staging / "bin"
+        bin_dir.mkdir()
+        _go_build(
+            go=go,
+            module="kubernetes",
+            packages=["k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kubectl"],
+            ldflags=_version_ldflags(),
+            output=f"{bin_dir}/",  # a directory: one binary per package
+            workdir=staging / "kubernetes",
+            log=log,
+        )
+        _go_build(
+            go=go,
+            module="etcd",
+            packages=["go.etcd.io/etcd/server/v3"],
+            ldflags="-s -w",
+            output=str(bin_dir / "etcd"),
+            workdir=staging / "etcd",
+            log=log,
+        )
+        (bin_dir / "VERSIONS.json").write_text(
+            json.dumps({"kubernetes": KUBERNETES_VERSION, "etcd": ETCD_VERSION}, indent=2) + "\n"
+        )
+        bin_dir.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _go_build(
+    *,
+    go: str,
+    module: str,
+    packages: list[str],
+    ldflags: str,
+    output: str,
+    workdir: Path,
+    log: bool,
+) -> None:
+    source = resources.files("clusterpedia.testing") / "gomod" / module
+    workdir.mkdir()
+    for name in ("go.mod", "go.sum", "tools.go"):
+        (workdir / name).write_bytes((source / name).read_bytes())
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly"}
+    command = [go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", output, *packages]
+    if log:
+        print(
+            f"clusterpedia assets: go build {' '.join(packages)} "
+            "(first build takes several minutes; cached afterwards)",
+            file=sys.stderr,
+            flush=True,
+        )
+    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AssetsUnavailable(
+            f"go build failed for {module} (exit {result.returncode}):\n{result.stderr[-4000:]}"
+        )
+
+
+def binary_versions(assets: Assets) -> dict[str, str]:
+    """Ask each binary for its version (printed by the test command and the test log)."""
+
+    def first_line(*command: str | Path) -> str:
+        done = subprocess.run(
+            [str(part) for part in command], capture_output=True, text=True, timeout=60
+        )
+        text = (done.stdout or done.stderr).strip()
+        return text.splitlines()[0] if text else f"(no output, exit {done.returncode})"
+
+    return {
+        "kube-apiserver": first_line(assets.kube_apiserver, "--version"),
+        "etcd": first_line(assets.etcd, "--version"),
+        "kubectl": first_line(assets.kubectl, "version", "--client"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m clusterpedia.testing.assets",
+        description="Provision kube-apiserver, etcd and kubectl for tests; print their directory.",
+    )
+    parser.add_argument("--versions", action="store_true", help="also print each binary's version")
+    args = parser.parse_args(argv)
+    try:
+        assets = ensure_assets()
+    except AssetsUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.versions:
+        for name, version in binary_versions(assets).items():
+            print(f"{name}: {version}", file=sys.stderr)
+    print(assets.directory)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The package layout promised in the README: mapped folders, importable modules, no shadowing."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+import sysconfig
+import tomllib
+from pathlib import Path
+
+import clusterpedia
+from clusterpedia.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pyproject() -> dict:  # type: ignore[type-arg]
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_every_python_folder_is_a_listed_package() -> None:
+    setuptools = _pyproject()["tool"]["setuptools"]
+    package_dir: dict[str, str] = setuptools["package-dir"]
+    listed = set(setuptools["packages"])
+    folders_to_packages = {folder: package for package, folder in package_dir.items()}
+    expected = set()
+    for folder, package in folders_to_packages.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            relative = path.parent.relative_to(ROOT / folder)
+            if any(part in {"__pycache__", "gomod"} for part in relative.parts):
+                continue
+            expected.add(".".join([package, *relative.parts]))
+    assert expected <= listed, f"add to [tool.setuptools] packages: {sorted(expected - listed)}"
+
+
+def test_operator_folder_does_not_shadow_the_standard_library() -> None:
+    # `python -c` puts the working directory first on sys.path, as `python -m pytest` does.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import operator; print(operator.__file__)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stdlib = Path(sysconfig.get_paths()["stdlib"]).resolve()
+    assert Path(probe.stdout.strip()).resolve().parent == stdlib
+
+
+def test_every_module_imports() -> None:
+    packages = [clusterpedia]
+    packages += [
+        importlib.import_module(f"clusterpedia.{name}") for name in ("operator", "apiserver")
+    ]
+    imported = []
+    for package in packages:
+        for module in pkgutil.walk_packages(package.__path__, prefix=f"{package.__name__}."):
+            if module.name.endswith("__main__"):
+                continue
+            importlib.import_module(module.name)
+            imported.append(module.name)
+    assert "clusterpedia.operator.handlers" in imported
+    assert "clusterpedia.apiserver.app" in imported
+    assert "clusterpedia.testing.controlplane" in imported
+
+
+def test_cli_prints_its_version(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert main(["version"]) == 0
+    assert capsys.readouterr().out.strip() == f"clusterpedia-py {clusterpedia.__version__}"

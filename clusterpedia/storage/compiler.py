@@ -1,0 +1,395 @@
+"""Compile a :class:`Query` into SQLAlchemy expressions for one dialect.
+
+Nothing from a request is pasted into SQL: keys and paths were validated by the parsers and are
+bound as parameters (JSON paths included); ordering uses a fixed set of columns or validated
+field paths. Differences between dialects are confined to the small builders below.
+
+JSON access:
+
+- PostgreSQL: objects are ``bytea``; ``convert_from(object, 'UTF8')::jsonb`` parses at query
+  time, ``#>>`` extracts a scalar as text, ``jsonb_path_query`` walks list wildcards. Labels
+  are ``jsonb`` and use ``@>`` / ``?`` (GIN-indexed).
+- MySQL/MariaDB: ``JSON_UNQUOTE(JSON_EXTRACT(...))`` compared with ``utf8mb4_bin`` (Kubernetes
+  compares case-sensitively); ``JSON_TABLE`` walks wildcards.
+- SQLite: ``json_extract``/``json_type``; nested ``json_each`` walks wildcards.
+
+Values compare as strings, as the original does: ``spec.replicas=3`` matches the number 3.
+``!=`` and ``notin`` also match objects without the key, as Kubernetes label selectors do.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.elements import ColumnElement
+
+from clusterpedia.search.selectors import FieldPath, FieldRequirement, Index, Key, Requirement
+from clusterpedia.storage.errors import InvalidQuery
+from clusterpedia.storage.query import OrderBy, OwnerFilter, Query, TypeFilter
+from clusterpedia.storage.schema import resources
+
+R = resources.c
+MAX_OWNER_SENIORITY = 8
+_names = itertools.count()
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}_{next(_names)}"
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _json_path(segments: tuple[Key | Index, ...]) -> str:
+    """``$."a"."b"[0]`` / ``$."a"[*]`` for MySQL, SQLite and PostgreSQL jsonpath.
+
+    Keys were validated as qualified names (no quotes or backslashes), so quoting is safe.
+    """
+    out = ["$"]
+    for segment in segments:
+        if isinstance(segment, Key):
+            out.append(f'."{segment.name}"')
+        else:
+            out.append("[*]" if segment.index is None else f"[{segment.index}]")
+    return "".join(out)
+
+
+class _JsonPath(sa.types.UserDefinedType[str]):
+    """PostgreSQL's ``jsonpath`` type, for binding paths as parameters."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_: Any) -> str:
+        return "jsonpath"
+
+
+_JSONPATH = _JsonPath()
+
+
+class Compiler:
+    """Builds WHERE and ORDER BY parts of a query for ``dialect``."""
+
+    def __init__(self, dialect: str):
+        if dialect not in ("postgresql", "mysql", "sqlite"):
+            raise ValueError(f"unsupported dialect {dialect}")
+        self.dialect = dialect
+
+    # -- text helpers ---------------------------------------------------------------------
+
+    def _binary(self, expression: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Case-sensitive comparison for JSON text on MySQL (default collations ignore case)."""
+        return sa.collate(expression, "utf8mb4_bin") if self.dialect == "mysql" else expression
+
+    def _document(self) -> ColumnElement[Any]:
+        if self.dialect == "postgresql":
+            return sa.cast(sa.func.convert_from(R.object, "UTF8"), JSONB)
+        return R.object
+
+    def scalar_text(self, path: FieldPath) -> ColumnElement[Any]:
+        """The text of the scalar at ``path`` (no wildcards), NULL when missing."""
+        if self.dialect == "postgresql":
+            parts = [s.name if isinstance(s, Key) else str(s.index) for s in path.segments]
+            return self._document().op("#>>")(sa.cast(sa.literal(parts), sa.ARRAY(sa.Text)))
+        json_path = sa.literal(_json_path(path.segments))
+        if self.dialect == "mysql":
+            return self._binary(sa.func.JSON_UNQUOTE(sa.func.JSON_EXTRACT(R.object, json_path)))
+        return sa.case(
+            (sa.func.json_type(R.object, json_path) == "true", sa.literal("true")),
+            (sa.func.json_type(R.object, json_path) == "false", sa.literal("false")),
+            else_=sa.cast(sa.func.json_extract(R.object, json_path), sa.Text),
+        )
+
+    # -- field selectors ------------------------------------------------------------------
+
+    def field_requirement(self, requirement: FieldRequirement) -> ColumnElement[bool]:
+        path, operator, values = requirement.path, requirement.operator, list(requirement.values)
+        if path.has_wildcard:
+            return self._field_any_element(path, operator, values)
+        text = self.scalar_text(path)
+        if operator == "exists":
+            return text.is_not(None)
+        if operator == "!exists":
+            return text.is_(None)
+        if operator == "in":
+            return text.in_(values)
+        if operator == "notin":
+            return sa.or_(text.is_(None), text.not_in(values))
+        raise InvalidQuery(f"field selectors do not support {operator!r}", reason="Invalid")
+
+    def _field_any_element(
+        self, path: FieldPath, operator: str, values: list[str]
+    ) -> ColumnElement[bool]:
+        """Wildcard paths: ``in`` = some element matches; ``notin`` = no element matches."""
+        if operator in ("exists", "!exists"):
+            present = self._wildcard_exists(path)
+            return present if operator == "exists" else sa.not_(present)
+        matches = self._wildcard_matches(path, values)
+        if operator == "in":
+            return matches
+        if operator == "notin":
+            return sa.not_(matches)
+        raise InvalidQuery(f"field selectors do not support {operator!r}", reason="Invalid")
+
+    def _wildcard_exists(self, path: FieldPath) -> ColumnElement[bool]:
+        json_path = _json_path(path.segments)
+        if self.dialect == "postgresql":
+            return sa.func.jsonb_path_exists(
+                self._document(), sa.cast(sa.literal(json_path), _JSONPATH)
+            )
+        if self.dialect == "mysql":
+            return sa.func.JSON_EXTRACT(R.object, sa.literal(json_path)).is_not(None)
+        return self._sqlite_elements(path, values=None)
+
+    def _wildcard_matches(self, path: FieldPath, values: list[str]) -> ColumnElement[bool]:
+        json_path = _json_path(path.segments)
+        if self.dialect == "postgresql":
+            element = sa.func.jsonb_path_query(
+                self._document(), sa.cast(sa.literal(json_path), _JSONPATH)
+            ).column_valued(_unique("e"))
+            return sa.exists(sa.select(1).where(element.op("#>>")(sa.literal("{}")).in_(values)))
+        if self.dialect == "mysql":
+            alias, path_param, values_param = _unique("jt"), _unique("jp"), _unique("jv")
+            fragment = sa.text(
+                f"EXISTS (SELECT 1 FROM JSON_TABLE(JSON_EXTRACT(resources.object, :{path_param}), "
+                f"'$[*]' COLUMNS (v LONGTEXT PATH '$')) AS {alias} "
+                f"WHERE {alias}.v COLLATE utf8mb4_bin IN :{values_param})"
+            ).bindparams(
+                sa.bindparam(path_param, json_path),
+                sa.bindparam(values_param, values, expanding=True),
+            )
+            return fragment  # type: ignore[return-value]
+        return self._sqlite_elements(path, values=values)
+
+    def _sqlite_elements(self, path: FieldPath, *, values: list[str] | None) -> ColumnElement[bool]:
+        """Nested ``json_each`` over every wildcard of ``path``."""
+        source: ColumnElement[Any] = R.object
+        current: list[Key | Index] = []
+        tables = []
+        for segment in path.segments:
+            if isinstance(segment, Index) and segment.index is None:
+                table = sa.func.json_each(
+                    source, sa.literal(_json_path(tuple(current)))
+                ).table_valued("value", name=_unique("j"))
+                tables.append(table)
+                source, current = table.c.value, []
+            else:
+                current.append(segment)
+        tail = sa.literal(_json_path(tuple(current)))
+        condition: ColumnElement[bool] = sa.func.json_type(source, tail).is_not(None)
+        if values is not None:
+            text = sa.case(
+                (sa.func.json_type(source, tail) == "true", sa.literal("true")),
+                (sa.func.json_type(source, tail) == "false", sa.literal("false")),
+                else_=sa.cast(sa.func.json_extract(source, tail), sa.Text),
+            )
+            condition = text.in_(values)
+        select = sa.select(1).select_from(tables[0])
+        for table in tables[1:]:
+            select = select.join(table, sa.true())
+        return sa.exists(select.where(condition))
+
+    # -- label selectors ------------------------------------------------------------------
+
+    def label_requirement(self, requirement: Requirement) -> ColumnElement[bool]:
+        key, operator, values = requirement.key, requirement.operator, list(requirement.values)
+        if self.dialect == "postgresql":
+            labels = sa.type_coerce(R.labels, JSONB)
+            if operator in ("in", "notin"):
+                any_match = sa.or_(*(labels.contains({key: value}) for value in values))
+                return (
+                    any_match if operator == "in" else sa.not_(sa.func.coalesce(any_match, False))
+                )
+            if operator in ("exists", "!exists"):
+                present = sa.func.coalesce(labels.has_key(key), False)
+                return present if operator == "exists" else sa.not_(present)
+            value_text = labels.op("->>")(sa.literal(key))
+            number = sa.case(
+                (value_text.op("~")("^-?[0-9]{1,18}$"), sa.cast(value_text, sa.BigInteger))
+            )
+            return number > int(values[0]) if operator == "gt" else number < int(values[0])
+
+        json_path = sa.literal(f'$."{key}"')
+        text: ColumnElement[Any]
+        if self.dialect == "mysql":
+            text = self._binary(sa.func.JSON_UNQUOTE(sa.func.JSON_EXTRACT(R.labels, json_path)))
+        else:
+            text = sa.func.json_extract(R.labels, json_path)
+        if operator == "in":
+            return text.in_(values)
+        if operator == "notin":
+            return sa.or_(text.is_(None), text.not_in(values))
+        if operator == "exists":
+            return text.is_not(None)
+        if operator == "!exists":
+            return text.is_(None)
+        if self.dialect == "mysql":
+            number = sa.case((text.op("REGEXP")("^-?[0-9]{1,18}$"), sa.cast(text, sa.BigInteger)))
+        else:  # SQLite: an integer only if it survives the round trip through INTEGER
+            as_int = sa.cast(text, sa.Integer)
+            number = sa.case((sa.cast(as_int, sa.Text) == text, as_int))
+        return number > int(values[0]) if operator == "gt" else number < int(values[0])
+
+    # -- owners ---------------------------------------------------------------------------
+
+    def owner(
+        self, owner: OwnerFilter, *, cluster: str, namespaces: tuple[str, ...]
+    ) -> ColumnElement[bool]:
+        if owner.seniority < 0 or owner.seniority > MAX_OWNER_SENIORITY:
+            raise InvalidQuery(f"owner seniority must be between 0 and {MAX_OWNER_SENIORITY}")
+        if owner.uid:
+            if owner.seniority == 0:
+                return R.owner_uid == owner.uid
+            ancestors: sa.Select[Any] | None = None
+            uids: Any = [owner.uid]
+            levels = owner.seniority
+        else:
+            named = resources.alias(_unique("owner"))
+            ancestors = sa.select(named.c.uid).where(
+                named.c.cluster == cluster, named.c.name == owner.name
+            )
+            if owner.resource is not None:
+                ancestors = ancestors.where(
+                    named.c.group == (owner.group or ""), named.c.resource == owner.resource
+                )
+            if namespaces:
+                ancestors = ancestors.where(named.c.namespace.in_([*namespaces, ""]))
+            uids = ancestors
+            levels = owner.seniority
+        for _ in range(levels):
+            level = resources.alias(_unique("level"))
+            condition = level.c.owner_uid.in_(uids)
+            uids = sa.select(level.c.uid).where(level.c.cluster == cluster, condition)
+        return R.owner_uid.in_(uids)
+
+    # -- whole WHERE ----------------------------------------------------------------------
+
+    def type_filter(self, filters: tuple[TypeFilter, ...]) -> ColumnElement[bool] | None:
+        if not filters:
+            return None
+        parts = []
+        for f in filters:
+            conditions = [R.group == f.group]
+            if f.version is not None:
+                conditions.append(R.version == f.version)
+            if f.resource is not None:
+                conditions.append(R.resource == f.resource)
+            parts.append(sa.and_(*conditions))
+        return parts[0] if len(parts) == 1 else sa.or_(*parts)
+
+    def where(self, query: Query) -> list[ColumnElement[bool]]:
+        """Every condition of ``query`` except paging."""
+        conditions: list[ColumnElement[bool]] = []
+        types = self.type_filter(query.types)
+        if types is not None:
+            conditions.append(types)
+        for column, values in (
+            (R.cluster, query.clusters),
+            (R.namespace, query.namespaces),
+            (R.name, query.names),
+        ):
+            if len(values) == 1:
+                conditions.append(column == values[0])
+            elif values:
+                conditions.append(column.in_(values))
+        for fuzzy in query.fuzzy_names:
+            conditions.append(R.name.like(f"%{_like_escape(fuzzy)}%", escape="\\"))
+        if query.since is not None:
+            conditions.append(R.created_at >= query.since)
+        if query.before is not None:
+            conditions.append(R.created_at < query.before)
+        if query.since is not None and query.before is not None and query.before < query.since:
+            raise InvalidQuery("'before' must not be earlier than 'since'")
+        if query.owner is not None:
+            if len(query.clusters) != 1:
+                raise InvalidQuery(
+                    "If searching by owner uid or name, then the cluster must be specified"
+                )
+            conditions.append(
+                self.owner(query.owner, cluster=query.clusters[0], namespaces=query.namespaces)
+            )
+        conditions += [self.label_requirement(r) for r in query.labels]
+        conditions += [self.field_requirement(r) for r in query.fields]
+        if query.where_sql is not None:
+            conditions.append(
+                where_sql_condition(query.where_sql.statement, query.where_sql.params)
+            )
+        return conditions
+
+    # -- ordering -------------------------------------------------------------------------
+
+    def sort_keys(self, query: Query) -> list[tuple[ColumnElement[Any], bool, str]]:
+        """(expression, descending, kind) for every ORDER BY key, ending in a unique tiebreak.
+
+        ``kind`` tells the continue token how to carry the value: text, int or time.
+        """
+        keys: list[tuple[ColumnElement[Any], bool, str]] = []
+        seen: set[str] = set()
+        for order in query.order_by:
+            keys += self._order_keys(order, seen)
+        tiebreak = ["cluster", "namespace", "name"]
+        if not query.single_type:
+            tiebreak += ["group", "version", "resource"]
+        for column in tiebreak:
+            if column not in seen:
+                seen.add(column)
+                keys.append((R[column], False, "text"))
+        return keys
+
+    def _order_keys(
+        self, order: OrderBy, seen: set[str]
+    ) -> list[tuple[ColumnElement[Any], bool, str]]:
+        key = order.key
+        if isinstance(key, FieldPath):
+            if key.has_wildcard:
+                raise InvalidQuery(f"cannot order by a list field {key}")
+            name = f"field:{key}"
+            if name in seen:
+                return []
+            seen.add(name)
+            return [(sa.func.coalesce(self.scalar_text(key), ""), order.descending, "text")]
+        if key in seen:
+            return []
+        seen.add(key)
+        if key == "resource_version":
+            # Numeric order without casts that fail on odd values: shorter numbers sort first.
+            return [
+                (sa.func.length(R.resource_version), order.descending, "int"),
+                (R.resource_version, order.descending, "text"),
+            ]
+        return [(R[key], order.descending, "time" if key == "created_at" else "text")]
+
+
+_PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|;")
+
+
+def where_sql_condition(statement: str, params: tuple[Any, ...]) -> ColumnElement[bool]:
+    """``whereSQLStatement`` with ``?`` placeholders as a bound SQL condition."""
+    binds: list[sa.BindParameter[Any]] = []
+    position = iter(params)
+    missing = object()
+
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token == ";":
+            raise InvalidQuery(
+                "whereSQLStatement must be a single condition (no ';')", reason="Invalid"
+            )
+        if token != "?":
+            return token
+        value = next(position, missing)
+        if value is missing:
+            raise InvalidQuery("whereSQLStatement has more '?' than parameters", reason="Invalid")
+        name = _unique("w")
+        binds.append(sa.bindparam(name, value))
+        return f":{name}"
+
+    # Colons of the user's text are escaped so SQLAlchemy binds only our placeholders.
+    text = _PLACEHOLDER.sub(replace, statement.replace(":", "\\:"))
+    if next(position, missing) is not missing:
+        raise InvalidQuery("whereSQLStatement has fewer '?' than parameters", reason="Invalid")
+    return sa.text(f"({text})").bindparams(*binds)  # type: ignore[return-value]

@@ -1,0 +1,54 @@
+"""Errors the storage raises, and which database errors are worth retrying."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError
+
+
+class StorageError(RuntimeError):
+    """Base class of storage failures."""
+
+
+class StorageUnavailable(StorageError):
+    """The database kept failing with transient errors; nothing of the batch was applied."""
+
+
+class InvalidQuery(ValueError):
+    """A search parameter, selector or continue token is malformed; no query was run.
+
+    ``reason`` follows Kubernetes: ``BadRequest`` (400) or ``Invalid`` (422).
+    """
+
+    def __init__(self, message: str, *, reason: str = "BadRequest"):
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+
+class ContinueExpired(InvalidQuery):
+    """A continue token can no longer be honoured (410 Expired)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, reason="Expired")
+
+
+# PostgreSQL SQLSTATEs: serialization failure, deadlock, admin/crash shutdown, cannot connect.
+_PG_TRANSIENT = {"40001", "40P01", "57P01", "57P02", "57P03"}
+_PG_TRANSIENT_CLASSES = ("08",)  # connection exceptions
+# MySQL/MariaDB: lock wait timeout, deadlock, server gone, lost connection, shutdown, read-only.
+_MYSQL_TRANSIENT = {1205, 1213, 2006, 2013, 1053, 1290, 2003}
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for database errors that a retry of the whole transaction can cure."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    original = getattr(error, "orig", error)
+    sqlstate = getattr(original, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate in _PG_TRANSIENT or sqlstate.startswith(_PG_TRANSIENT_CLASSES)
+    args = getattr(original, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0] in _MYSQL_TRANSIENT
+    message = str(original).lower()
+    return "database is locked" in message or "database is busy" in message

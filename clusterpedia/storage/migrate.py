@@ -1,0 +1,61 @@
+"""Create or upgrade the schema at start-up, idempotently; refuse a schema newer than ours."""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from clusterpedia.storage.schema import SCHEMA_VERSION, metadata, schema_info
+
+logger = logging.getLogger(__name__)
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer clusterpedia-py; this one must not touch it."""
+
+
+async def _stored_version(connection: AsyncConnection) -> int | None:
+    exists = await connection.run_sync(
+        lambda sync: sa.inspect(sync).has_table("clusterpedia_schema")
+    )
+    if not exists:
+        return None
+    version = (await connection.execute(sa.select(sa.func.max(schema_info.c.version)))).scalar()
+    return None if version is None else int(version)
+
+
+async def ensure_schema(engine: AsyncEngine) -> int:
+    """Bring the database to :data:`SCHEMA_VERSION`; return the version found before.
+
+    Safe to run from several replicas at once: creation is ``IF NOT EXISTS`` and a replica that
+    loses the race re-reads the version.
+    """
+    for attempt in (1, 2):
+        try:
+            async with engine.begin() as connection:
+                found = await _stored_version(connection)
+                if found is not None and found > SCHEMA_VERSION:
+                    raise SchemaTooNew(
+                        f"the database schema is version {found}, newer than this "
+                        f"clusterpedia-py understands ({SCHEMA_VERSION}); upgrade clusterpedia-py"
+                    )
+                if found == SCHEMA_VERSION:
+                    return found
+                await connection.run_sync(metadata.create_all, checkfirst=True)
+                # Upgrades from older versions go here, one step per version, when there are any.
+                if found is None:
+                    await connection.execute(
+                        schema_info.insert(), {"id": 1, "version": SCHEMA_VERSION}
+                    )
+                else:
+                    await connection.execute(schema_info.update().values(version=SCHEMA_VERSION))
+                logger.info("database schema created or upgraded: %s -> %s", found, SCHEMA_VERSION)
+                return found or 0
+        except DBAPIError:
+            if attempt == 2:
+                raise
+            logger.info("schema creation raced with another replica; checking again")
+    raise AssertionError("unreachable")

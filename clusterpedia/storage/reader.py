@@ -1,0 +1,263 @@
+"""The read path used by the API server: pages, single objects, and full streams.
+
+Objects come back as the bytes stored, never parsed. Pages use keyset pagination: a continue
+token carries the sort-key values of the last row served, so page 200 costs what page 1 costs
+and rows inserted meanwhile are neither served twice nor skipped. The original's integer
+offsets (``continue=500`` or the ``search.clusterpedia.io/offset`` label) still work.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
+
+from clusterpedia.storage.compiler import Compiler
+from clusterpedia.storage.errors import InvalidQuery
+from clusterpedia.storage.query import Item, Page, Query
+from clusterpedia.storage.schema import resources
+
+R = resources.c
+SortKey = tuple[ColumnElement[Any], bool, str]
+MAX_LIMIT = 10_000
+
+
+def encode_token(fingerprint: str, values: Sequence[Any]) -> str:
+    payload = orjson.dumps({"q": fingerprint, "k": [_to_token(v) for v in values]})
+    return base64.urlsafe_b64encode(payload).decode().rstrip("=")
+
+
+def _to_token(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def decode_token(token: str, *, fingerprint: str, keys: Sequence[SortKey]) -> list[Any]:
+    """The sort-key values in ``token``; :class:`InvalidQuery` if it is not one of ours for
+    this very query."""
+    try:
+        payload = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        values = payload["k"]
+        stored_fingerprint = payload["q"]
+    except (binascii.Error, ValueError, TypeError, KeyError):
+        raise InvalidQuery("invalid continue token") from None
+    if stored_fingerprint != fingerprint:
+        raise InvalidQuery("the continue token was issued for a different query")
+    if not isinstance(values, list) or len(values) != len(keys):
+        raise InvalidQuery("invalid continue token")
+    decoded: list[Any] = []
+    for value, (_, _, kind) in zip(values, keys, strict=True):
+        if (kind == "int" and isinstance(value, int) and not isinstance(value, bool)) or (
+            kind == "text" and isinstance(value, str)
+        ):
+            decoded.append(value)
+        elif kind == "time" and isinstance(value, str):
+            try:
+                decoded.append(datetime.fromisoformat(value))
+            except ValueError:
+                raise InvalidQuery("invalid continue token") from None
+        else:
+            raise InvalidQuery("invalid continue token")
+    return decoded
+
+
+class ResourceReader:
+    """Answers queries compiled for the engine's dialect."""
+
+    def __init__(self, engine: AsyncEngine, *, allow_where_sql: bool = False):
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.compiler = Compiler(self.dialect)
+        self.allow_where_sql = allow_where_sql
+
+    def _data_column(self, metadata_only: bool) -> ColumnElement[Any]:
+        if not metadata_only:
+            return R.object
+        if self.dialect == "postgresql":
+            document = sa.cast(sa.func.convert_from(R.object, "UTF8"), JSONB)
+            return sa.cast(document.op("->")(sa.literal("metadata")), sa.Text)
+        function = sa.func.JSON_EXTRACT if self.dialect == "mysql" else sa.func.json_extract
+        return function(R.object, sa.literal("$.metadata"))
+
+    def _after(self, keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool]:
+        """Rows strictly after ``values`` in the order of ``keys``."""
+        binds = [
+            sa.bindparam(None, value, type_=expression.type)
+            for (expression, _, _), value in zip(keys, values, strict=True)
+        ]
+        directions = {descending for _, descending, _ in keys}
+        if len(directions) == 1 and self.dialect != "mysql":
+            # One row-value comparison: PostgreSQL and SQLite seek the index with it.
+            left = sa.tuple_(*(expression for expression, _, _ in keys))
+            right = sa.tuple_(*binds)
+            return left < right if directions == {True} else left > right
+        # Mixed directions, or MySQL (whose range optimiser handles this OR form well).
+        alternatives = []
+        for index, (expression, descending, _) in enumerate(keys):
+            equal_prefix = [keys[j][0] == binds[j] for j in range(index)]
+            step = expression < binds[index] if descending else expression > binds[index]
+            alternatives.append(sa.and_(*equal_prefix, step))
+        first, first_descending, _ = keys[0]
+        hint = first <= binds[0] if first_descending else first >= binds[0]
+        return sa.and_(hint, sa.or_(*alternatives))
+
+    def _check(self, query: Query) -> None:
+        if query.where_sql is not None and not self.allow_where_sql:
+            raise InvalidQuery(
+                "whereSQLStatement is disabled on this server (--allow-where-sql)", reason="Invalid"
+            )
+        if query.limit is not None and not 0 < query.limit <= MAX_LIMIT:
+            raise InvalidQuery(f"limit must be between 1 and {MAX_LIMIT}")
+        if query.offset is not None and query.offset < 0:
+            raise InvalidQuery("offset must not be negative")
+
+    async def list(self, query: Query) -> Page:
+        """One page of ``query`` (all matching rows when it has no limit)."""
+        self._check(query)
+        conditions = self.compiler.where(query)
+        keys = self.compiler.sort_keys(query)
+        offset = query.offset
+        token = query.continue_token
+        if token and token.isdigit():  # the original's continue is an integer offset
+            offset, token = int(token), None
+        if token:
+            values = decode_token(token, fingerprint=query.fingerprint(), keys=keys)
+            conditions.append(self._after(keys, values))
+        statement = (
+            sa.select(
+                R.group,
+                R.version,
+                R.resource,
+                R.kind,
+                R.cluster,
+                self._data_column(query.metadata_only).label("data"),
+                *(expression.label(f"k{i}") for i, (expression, _, _) in enumerate(keys)),
+            )
+            .where(*conditions)
+            .order_by(
+                *(expression.desc() if desc else expression.asc() for expression, desc, _ in keys)
+            )
+        )
+        if query.limit is not None:
+            statement = statement.limit(query.limit + 1)
+        if offset:
+            statement = statement.offset(offset)
+
+        async with self._connection(query) as connection:
+            rows = (await connection.execute(statement)).all()
+            more = query.limit is not None and len(rows) > query.limit
+            if more:
+                rows = rows[: query.limit]
+            next_token: str | None = None
+            remaining: int | None = None
+            if more:
+                last = rows[-1]
+                last_values = [last._mapping[f"k{i}"] for i in range(len(keys))]
+                if offset is not None:  # offset paging continues as offset paging
+                    next_token = str(offset + len(rows))
+                else:
+                    next_token = encode_token(query.fingerprint(), last_values)
+                if query.with_remaining_count:
+                    counting = (
+                        sa.select(sa.func.count())
+                        .select_from(resources)
+                        .where(*self.compiler.where(query), self._after(keys, last_values))
+                    )
+                    remaining = (await connection.execute(counting)).scalar_one()
+        items = [
+            Item(
+                group=row.group,
+                version=row.version,
+                resource=row.resource,
+                kind=row.kind,
+                cluster=row.cluster,
+                data=_as_bytes(row.data),
+            )
+            for row in rows
+        ]
+        return Page(items=items, continue_token=next_token, remaining_count=remaining)
+
+    async def stream(self, query: Query) -> AsyncIterator[bytes]:
+        """Every matching object's bytes in order, with a server-side cursor (no page limit)."""
+        self._check(query)
+        keys = self.compiler.sort_keys(query)
+        statement = (
+            sa.select(self._data_column(query.metadata_only))
+            .where(*self.compiler.where(query))
+            .order_by(
+                *(expression.desc() if desc else expression.asc() for expression, desc, _ in keys)
+            )
+        )
+        async with self._connection(query) as connection:
+            result = await connection.stream(statement.execution_options(yield_per=500))
+            async for (data,) in result:
+                yield _as_bytes(data)
+
+    async def get(
+        self, *, cluster: str, group: str, version: str, resource: str, namespace: str, name: str
+    ) -> bytes | None:
+        """The stored bytes of one object, or None."""
+        statement = sa.select(R.object).where(
+            R.cluster == cluster,
+            R.group == group,
+            R.version == version,
+            R.resource == resource,
+            R.namespace == namespace,
+            R.name == name,
+        )
+        async with self.engine.connect() as connection:
+            data = (await connection.execute(statement)).scalar_one_or_none()
+        return None if data is None else _as_bytes(data)
+
+    def _connection(self, query: Query) -> _ReadConnection:
+        return _ReadConnection(self.engine, read_only=query.where_sql is not None)
+
+
+class _ReadConnection:
+    """A connection for one read; read-only at the database level when user SQL is involved,
+    with database errors from that SQL reported as invalid queries."""
+
+    def __init__(self, engine: AsyncEngine, *, read_only: bool):
+        self.engine = engine
+        self.read_only = read_only
+        self._context: Any = None
+        self.connection: AsyncConnection | None = None
+
+    async def __aenter__(self) -> AsyncConnection:
+        self._context = self.engine.connect()
+        self.connection = await self._context.__aenter__()
+        if self.read_only:
+            dialect = self.engine.dialect.name
+            if dialect == "sqlite":
+                await self.connection.exec_driver_sql("PRAGMA query_only = ON")
+            else:
+                await self.connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        return self.connection
+
+    async def __aexit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
+        assert self.connection is not None
+        try:
+            if self.read_only:
+                await self.connection.rollback()
+                if self.engine.dialect.name == "sqlite":
+                    await self.connection.exec_driver_sql("PRAGMA query_only = OFF")
+        finally:
+            await self._context.__aexit__(exc_type, exc, traceback)
+        if self.read_only and isinstance(exc, DBAPIError):
+            raise InvalidQuery(f"whereSQLStatement failed: {exc.orig}", reason="Invalid") from exc
+
+
+def _as_bytes(data: Any) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    return bytes(data)  # memoryview from some drivers

@@ -1,0 +1,91 @@
+"""The database schema: one definition (SQLAlchemy Core) for SQLite, PostgreSQL and MySQL.
+
+Column types chosen on measured evidence (``shared/reference/performance.md``, re-measured by
+``bench/storage.py``):
+
+- ``object`` holds the member's JSON exactly as it will be served. PostgreSQL stores it as
+  ``bytea``: ``jsonb`` must parse and re-encode every ~5 KB object on write and ingests 2-3x
+  slower, and ``bytea`` comes back as bytes that the API server splices into responses without
+  a copy. MySQL/MariaDB and SQLite store text (``LONGTEXT`` / ``TEXT``) because their JSON
+  functions refuse binary strings. Field selectors parse ``object`` at query time; they always
+  run beside indexed filters (resource type, cluster, namespace, labels).
+- ``labels`` is a small copy of ``metadata.labels`` (``jsonb`` with a GIN index on PostgreSQL,
+  JSON text elsewhere), so label selectors never parse whole objects.
+- Identifier columns are ASCII (Kubernetes names are DNS labels/subdomains): on MySQL that keeps
+  the unique key within InnoDB's 3072-byte limit without prefix indexes, and makes comparisons
+  byte-wise (``ascii_bin``), as Kubernetes compares names.
+
+The ordered change log of the watch issue will be a second table written in the same
+transaction as each batch (see ``writer.py``).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+
+def _ascii(length: int) -> sa.types.TypeEngine[str]:
+    return sa.String(length).with_variant(
+        mysql.VARCHAR(length, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"
+    )
+
+
+ObjectBytes = (
+    sa.Text()
+    .with_variant(postgresql.BYTEA(), "postgresql")
+    .with_variant(mysql.LONGTEXT(charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb")
+)
+LabelsJSON = (
+    sa.Text()
+    .with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+    .with_variant(mysql.TEXT(charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb")
+)
+Timestamp = sa.DateTime(timezone=False).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+resources = sa.Table(
+    "resources",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("group", _ascii(253), nullable=False),
+    sa.Column("version", _ascii(63), nullable=False),
+    sa.Column("resource", _ascii(253), nullable=False),
+    sa.Column("kind", _ascii(253), nullable=False),
+    sa.Column("cluster", _ascii(253), nullable=False),
+    sa.Column("namespace", _ascii(253), nullable=False),  # "" for cluster-scoped objects
+    sa.Column("name", _ascii(253), nullable=False),
+    sa.Column("uid", _ascii(64), nullable=False),
+    sa.Column("owner_uid", _ascii(64), nullable=False, server_default=""),  # controller owner
+    sa.Column("resource_version", _ascii(64), nullable=False),  # the member's own
+    sa.Column("created_at", Timestamp, nullable=False),  # metadata.creationTimestamp, UTC
+    sa.Column("synced_at", Timestamp, nullable=False),
+    sa.Column("deleted_at", Timestamp, nullable=True),  # metadata.deletionTimestamp
+    sa.Column("labels", LabelsJSON, nullable=True),
+    sa.Column("object", ObjectBytes, nullable=False),
+    sa.UniqueConstraint(
+        "group", "version", "resource", "cluster", "namespace", "name", name="uq_resources_key"
+    ),
+    sa.Index("ix_resources_cluster_gvr", "cluster", "group", "version", "resource"),
+    sa.Index(
+        "ix_resources_gvr_namespace_name", "group", "version", "resource", "namespace", "name"
+    ),
+    sa.Index("ix_resources_gvr_name", "group", "version", "resource", "name"),
+    sa.Index("ix_resources_gvr_created", "group", "version", "resource", "created_at"),
+    sa.Index("ix_resources_cluster_uid", "cluster", "uid"),
+    sa.Index("ix_resources_cluster_owner", "cluster", "owner_uid"),
+)
+# MySQL and SQLite cannot index a whole JSON document; only PostgreSQL gets this one.
+sa.Index("ix_resources_labels", resources.c.labels, postgresql_using="gin").ddl_if(
+    dialect="postgresql"
+)
+
+schema_info = sa.Table(
+    "clusterpedia_schema",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)

@@ -1,0 +1,263 @@
+"""The batched write path used by the sync workers.
+
+A batch holds the changes of one cluster and one resource type and is applied in one
+transaction: one multi-row upsert statement and one delete statement, never a statement per
+object. Rows whose stored resourceVersion equals the incoming one are left untouched, so a
+relist after a restart writes only what changed. Transient database errors retry the whole
+transaction with backoff; a batch is applied entirely or not at all.
+
+Per dialect:
+
+- PostgreSQL: ``INSERT ... SELECT FROM unnest(<one array per column>) ON CONFLICT DO UPDATE
+  ... WHERE rv differs``: one statement with constant SQL text whatever the batch size.
+- MySQL/MariaDB: ``INSERT ... VALUES (...), (...) ON DUPLICATE KEY UPDATE col = IF(rv differs,
+  new, old)``; the driver's executemany folds the rows into one multi-row statement.
+- SQLite: ``INSERT ... ON CONFLICT DO UPDATE ... WHERE rv differs`` executed for all rows of the
+  batch inside one transaction (in-process, so there is no round trip to save).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql as mysql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from clusterpedia.storage.errors import StorageUnavailable, is_transient
+from clusterpedia.storage.records import Change, Delete, ResourceType, Upsert
+from clusterpedia.storage.schema import resources
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RETRY_ATTEMPTS = 6
+RETRY_BASE_DELAY = 0.05
+
+_UPDATED_COLUMNS = (
+    "kind",
+    "uid",
+    "owner_uid",
+    "created_at",
+    "synced_at",
+    "deleted_at",
+    "labels",
+    "object",
+)
+
+_POSTGRES_UPSERT = sa.text(
+    """
+INSERT INTO resources ("group", version, resource, kind, cluster, namespace, name, uid,
+                       owner_uid, resource_version, created_at, synced_at, deleted_at, labels,
+                       object)
+SELECT :group, :version, :resource, :kind, :cluster, u.namespace, u.name, u.uid, u.owner_uid,
+       u.resource_version, u.created_at, :synced_at, u.deleted_at, u.labels::jsonb, u.object
+FROM unnest(CAST(:namespaces AS text[]), CAST(:names AS text[]), CAST(:uids AS text[]),
+            CAST(:owner_uids AS text[]), CAST(:resource_versions AS text[]),
+            CAST(:created_ats AS timestamp[]), CAST(:deleted_ats AS timestamp[]),
+            CAST(:labels AS text[]), CAST(:objects AS bytea[]))
+     AS u(namespace, name, uid, owner_uid, resource_version, created_at, deleted_at, labels,
+          object)
+ON CONFLICT ON CONSTRAINT uq_resources_key DO UPDATE SET
+    kind = excluded.kind, uid = excluded.uid, owner_uid = excluded.owner_uid,
+    resource_version = excluded.resource_version, created_at = excluded.created_at,
+    synced_at = excluded.synced_at, deleted_at = excluded.deleted_at, labels = excluded.labels,
+    object = excluded.object
+WHERE resources.resource_version IS DISTINCT FROM excluded.resource_version
+"""
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _dedupe(changes: Sequence[Change]) -> tuple[list[Upsert], list[Delete]]:
+    """The last change per object wins (a batch may hold several events of one object)."""
+    last: dict[tuple[str, str], Change] = {}
+    for change in changes:
+        last[change.key] = change
+    upserts = [change for change in last.values() if isinstance(change, Upsert)]
+    deletes = [change for change in last.values() if isinstance(change, Delete)]
+    return upserts, deletes
+
+
+class ResourceWriter:
+    """Applies batches of changes and answers the questions a resuming sync worker asks."""
+
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    async def apply(self, *, cluster: str, rtype: ResourceType, changes: Sequence[Change]) -> None:
+        """Apply ``changes`` of one cluster and resource type atomically."""
+        upserts, deletes = _dedupe(changes)
+        if not upserts and not deletes:
+            return
+
+        async def transaction() -> None:
+            async with self.engine.begin() as connection:
+                if deletes:
+                    await self._delete(connection, cluster=cluster, rtype=rtype, deletes=deletes)
+                if upserts:
+                    await self._upsert(connection, cluster=cluster, rtype=rtype, upserts=upserts)
+
+        await self._retrying(transaction, what=f"apply {len(changes)} changes to {cluster}/{rtype}")
+
+    async def resource_versions(self, *, cluster: str, rtype: ResourceType) -> dict[str, str]:
+        """``namespace/name`` (or ``name``) -> stored member resourceVersion."""
+        query = sa.select(
+            resources.c.namespace, resources.c.name, resources.c.resource_version
+        ).where(
+            resources.c.cluster == cluster,
+            resources.c.group == rtype.group,
+            resources.c.version == rtype.version,
+            resources.c.resource == rtype.resource,
+        )
+
+        async def read() -> dict[str, str]:
+            async with self.engine.connect() as connection:
+                rows = await connection.execute(query)
+                return {
+                    (f"{namespace}/{name}" if namespace else name): rv
+                    for namespace, name, rv in rows
+                }
+
+        return await self._retrying(read, what=f"read resource versions of {cluster}/{rtype}")
+
+    async def delete_cluster(self, cluster: str, *, rtype: ResourceType | None = None) -> int:
+        """Remove every row of ``cluster`` (or only of one of its resource types)."""
+        statement = sa.delete(resources).where(resources.c.cluster == cluster)
+        if rtype is not None:
+            statement = statement.where(
+                resources.c.group == rtype.group,
+                resources.c.version == rtype.version,
+                resources.c.resource == rtype.resource,
+            )
+
+        async def delete() -> int:
+            async with self.engine.begin() as connection:
+                return (await connection.execute(statement)).rowcount
+
+        return await self._retrying(delete, what=f"delete rows of cluster {cluster}")
+
+    async def _delete(
+        self,
+        connection: AsyncConnection,
+        *,
+        cluster: str,
+        rtype: ResourceType,
+        deletes: list[Delete],
+    ) -> None:
+        await connection.execute(
+            sa.delete(resources).where(
+                resources.c.cluster == cluster,
+                resources.c.group == rtype.group,
+                resources.c.version == rtype.version,
+                resources.c.resource == rtype.resource,
+                sa.tuple_(resources.c.namespace, resources.c.name).in_(
+                    [(delete.namespace, delete.name) for delete in deletes]
+                ),
+            )
+        )
+
+    async def _upsert(
+        self,
+        connection: AsyncConnection,
+        *,
+        cluster: str,
+        rtype: ResourceType,
+        upserts: list[Upsert],
+    ) -> None:
+        synced_at = _now()
+        if self.dialect == "postgresql":
+            await connection.execute(
+                _POSTGRES_UPSERT,
+                {
+                    "group": rtype.group,
+                    "version": rtype.version,
+                    "resource": rtype.resource,
+                    "kind": rtype.kind,
+                    "cluster": cluster,
+                    "synced_at": synced_at,
+                    "namespaces": [u.namespace for u in upserts],
+                    "names": [u.name for u in upserts],
+                    "uids": [u.uid for u in upserts],
+                    "owner_uids": [u.owner_uid for u in upserts],
+                    "resource_versions": [u.resource_version for u in upserts],
+                    "created_ats": [u.created_at for u in upserts],
+                    "deleted_ats": [u.deleted_at for u in upserts],
+                    "labels": [u.labels.decode() if u.labels else None for u in upserts],
+                    "objects": [u.object for u in upserts],
+                },
+            )
+            return
+        rows = [
+            {
+                "group": rtype.group,
+                "version": rtype.version,
+                "resource": rtype.resource,
+                "kind": rtype.kind,
+                "cluster": cluster,
+                "namespace": u.namespace,
+                "name": u.name,
+                "uid": u.uid,
+                "owner_uid": u.owner_uid,
+                "resource_version": u.resource_version,
+                "created_at": u.created_at,
+                "synced_at": synced_at,
+                "deleted_at": u.deleted_at,
+                "labels": u.labels.decode() if u.labels else None,
+                "object": u.object.decode(),  # text columns: a bytes value would bind as BLOB
+            }
+            for u in upserts
+        ]
+        await connection.execute(self._text_upsert_statement(), rows)
+
+    def _text_upsert_statement(self) -> sa.Insert:
+        if self.dialect == "mysql":
+            insert = mysql_dialect.insert(resources)
+            changed = resources.c.resource_version != insert.inserted.resource_version
+            # MySQL evaluates SET left to right with updated values: resource_version goes last,
+            # and a list (not a dict) keeps SQLAlchemy from reordering the assignments.
+            assignments: list[tuple[str, Any]] = [
+                (column, sa.func.IF(changed, insert.inserted[column], resources.c[column]))
+                for column in _UPDATED_COLUMNS
+            ]
+            assignments.append(("resource_version", insert.inserted.resource_version))
+            return insert.on_duplicate_key_update(assignments)
+        insert_sqlite = sqlite_dialect.insert(resources)
+        return insert_sqlite.on_conflict_do_update(
+            index_elements=["group", "version", "resource", "cluster", "namespace", "name"],
+            set_={
+                column: insert_sqlite.excluded[column]
+                for column in (*_UPDATED_COLUMNS, "resource_version")
+            },
+            where=resources.c.resource_version != insert_sqlite.excluded.resource_version,
+        )
+
+    async def _retrying(self, operation: Callable[[], Awaitable[T]], *, what: str) -> T:
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                return await operation()
+            except DBAPIError as error:
+                if not is_transient(error):
+                    raise
+                if attempt == RETRY_ATTEMPTS:
+                    raise StorageUnavailable(
+                        f"{what}: database unavailable ({error.orig})"
+                    ) from error
+                delay = RETRY_BASE_DELAY * 2**attempt * (0.5 + random.random())
+                logger.warning(
+                    "%s failed (%s); retry %d in %.2fs", what, error.orig, attempt, delay
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")

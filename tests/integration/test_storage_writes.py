@@ -1,0 +1,185 @@
+"""The write path on SQLite, PostgreSQL and MariaDB: batches, skips, deletes, atomicity."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from clusterpedia.storage.engine import create_engine
+from clusterpedia.storage.migrate import SchemaTooNew, ensure_schema
+from clusterpedia.storage.query import Query
+from clusterpedia.storage.records import Delete
+from clusterpedia.storage.schema import SCHEMA_VERSION, resources, schema_info
+from clusterpedia.testing.objects import DEPLOYMENTS, PODS, make_object, names, storage, upsert
+
+pytestmark = pytest.mark.usefixtures("clean_tables")
+
+
+@pytest.fixture
+async def clean_tables(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await ensure_schema(engine)
+        async with engine.begin() as connection:
+            await connection.execute(sa.delete(resources))
+    finally:
+        await engine.dispose()
+
+
+async def test_schema_creation_is_idempotent(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        assert await ensure_schema(engine) == SCHEMA_VERSION
+        assert await ensure_schema(engine) == SCHEMA_VERSION
+    finally:
+        await engine.dispose()
+
+
+async def test_a_newer_schema_is_refused(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(schema_info.update().values(version=SCHEMA_VERSION + 1))
+        with pytest.raises(SchemaTooNew, match="newer"):
+            await ensure_schema(engine)
+    finally:
+        async with engine.begin() as connection:
+            await connection.execute(schema_info.update().values(version=SCHEMA_VERSION))
+        await engine.dispose()
+
+
+async def test_batch_upserts_then_reads_back_resource_versions(database_url: str) -> None:
+    async with storage(database_url) as (writer, _reader):
+        batch = [upsert(make_object(PODS, name=f"p{i}", rv=str(10 + i))) for i in range(3)]
+        batch.append(upsert(make_object(PODS, name="node-x", namespace="", rv="7")))
+        await writer.apply(cluster="c1", rtype=PODS, changes=batch)
+        assert await writer.resource_versions(cluster="c1", rtype=PODS) == {
+            "default/p0": "10",
+            "default/p1": "11",
+            "default/p2": "12",
+            "node-x": "7",
+        }
+        assert await writer.resource_versions(cluster="c2", rtype=PODS) == {}
+
+
+async def test_stored_bytes_are_served_unchanged(database_url: str) -> None:
+    async with storage(database_url) as (writer, reader):
+        obj = make_object(PODS, name="exact", labels={"app": "ünïcode"})
+        change = upsert(obj)
+        await writer.apply(cluster="c1", rtype=PODS, changes=[change])
+        stored = await reader.get(
+            cluster="c1", group="", version="v1", resource="pods", namespace="default", name="exact"
+        )
+        assert stored == change.object
+        assert orjson.loads(stored) == obj
+
+
+async def test_same_resource_version_is_skipped_new_one_is_written(database_url: str) -> None:
+    async with storage(database_url) as (writer, reader):
+        await writer.apply(
+            cluster="c1",
+            rtype=PODS,
+            changes=[upsert(make_object(PODS, name="p", rv="5", labels={"v": "a"}))],
+        )
+        # Same resourceVersion, different body: the stored row is left alone.
+        await writer.apply(
+            cluster="c1",
+            rtype=PODS,
+            changes=[upsert(make_object(PODS, name="p", rv="5", labels={"v": "b"}))],
+        )
+        got = await reader.get(
+            cluster="c1", group="", version="v1", resource="pods", namespace="default", name="p"
+        )
+        assert got is not None and orjson.loads(got)["metadata"]["labels"] == {"v": "a"}
+        await writer.apply(
+            cluster="c1",
+            rtype=PODS,
+            changes=[upsert(make_object(PODS, name="p", rv="6", labels={"v": "c"}))],
+        )
+        got = await reader.get(
+            cluster="c1", group="", version="v1", resource="pods", namespace="default", name="p"
+        )
+        assert got is not None and orjson.loads(got)["metadata"]["labels"] == {"v": "c"}
+
+
+async def test_last_change_of_an_object_in_a_batch_wins(database_url: str) -> None:
+    async with storage(database_url) as (writer, _reader):
+        await writer.apply(
+            cluster="c1",
+            rtype=PODS,
+            changes=[
+                upsert(make_object(PODS, name="a", rv="1")),
+                upsert(make_object(PODS, name="a", rv="2")),
+                upsert(make_object(PODS, name="b", rv="1")),
+                Delete(namespace="default", name="b"),
+            ],
+        )
+        assert await writer.resource_versions(cluster="c1", rtype=PODS) == {"default/a": "2"}
+
+
+async def test_deletes_remove_only_the_named_objects(database_url: str) -> None:
+    async with storage(database_url) as (writer, _reader):
+        await writer.apply(
+            cluster="c1", rtype=PODS, changes=[upsert(make_object(PODS, name=n)) for n in "abc"]
+        )
+        await writer.apply(
+            cluster="c2", rtype=PODS, changes=[upsert(make_object(PODS, name="a", cluster="c2"))]
+        )
+        await writer.apply(
+            cluster="c1", rtype=PODS, changes=[Delete("default", "a"), Delete("default", "zz")]
+        )
+        assert sorted(await writer.resource_versions(cluster="c1", rtype=PODS)) == [
+            "default/b",
+            "default/c",
+        ]
+        assert list(await writer.resource_versions(cluster="c2", rtype=PODS)) == ["default/a"]
+
+
+async def test_delete_a_cluster_or_one_of_its_resource_types(database_url: str) -> None:
+    async with storage(database_url) as (writer, reader):
+        for cluster in ("c1", "c2"):
+            await writer.apply(
+                cluster=cluster,
+                rtype=PODS,
+                changes=[upsert(make_object(PODS, name="p", cluster=cluster))],
+            )
+            await writer.apply(
+                cluster=cluster,
+                rtype=DEPLOYMENTS,
+                changes=[upsert(make_object(DEPLOYMENTS, name="d", cluster=cluster))],
+            )
+        assert await writer.delete_cluster("c1", rtype=DEPLOYMENTS) == 1
+        assert list(await writer.resource_versions(cluster="c1", rtype=PODS)) == ["default/p"]
+        assert await writer.delete_cluster("c1") == 1
+        assert await writer.resource_versions(cluster="c1", rtype=PODS) == {}
+        page = await reader.list(Query())
+        assert sorted(names(page.items)) == ["d", "p"]
+
+
+async def test_a_batch_that_fails_midway_leaves_nothing_behind(database_url: str) -> None:
+    async with storage(database_url) as (writer, _reader):
+        await writer.apply(
+            cluster="c1", rtype=PODS, changes=[upsert(make_object(PODS, name="keep", rv="1"))]
+        )
+
+        def fail_on_insert(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            if statement.lstrip().upper().startswith("INSERT"):
+                raise RuntimeError("injected failure after the delete ran")
+
+        sync_engine = writer.engine.sync_engine
+        event.listen(sync_engine, "before_cursor_execute", fail_on_insert)
+        try:
+            with pytest.raises(RuntimeError, match="injected"):
+                await writer.apply(
+                    cluster="c1",
+                    rtype=PODS,
+                    changes=[
+                        Delete("default", "keep"),
+                        upsert(make_object(PODS, name="new", rv="2")),
+                    ],
+                )
+        finally:
+            event.remove(sync_engine, "before_cursor_execute", fail_on_insert)
+        assert await writer.resource_versions(cluster="c1", rtype=PODS) == {"default/keep": "1"}

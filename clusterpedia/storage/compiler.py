@@ -41,10 +41,6 @@ def _unique(prefix: str) -> str:
     return f"{prefix}_{next(_names)}"
 
 
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _json_path(segments: tuple[Key | Index, ...]) -> str:
     """``$."a"."b"[0]`` / ``$."a"[*]`` for MySQL, SQLite and PostgreSQL jsonpath.
 
@@ -82,8 +78,12 @@ class Compiler:
     # -- text helpers ---------------------------------------------------------------------
 
     def _binary(self, expression: ColumnElement[Any]) -> ColumnElement[Any]:
-        """Case-sensitive comparison for JSON text on MySQL (default collations ignore case)."""
-        return sa.collate(expression, "utf8mb4_bin") if self.dialect == "mysql" else expression
+        """Byte-wise comparison and order for extracted JSON text, as for the name columns."""
+        if self.dialect == "mysql":
+            return sa.collate(expression, "utf8mb4_bin")
+        if self.dialect == "postgresql":
+            return sa.collate(expression, "C")
+        return expression
 
     def _document(self) -> ColumnElement[Any]:
         if self.dialect == "postgresql":
@@ -94,7 +94,11 @@ class Compiler:
         """The text of the scalar at ``path`` (no wildcards), NULL when missing."""
         if self.dialect == "postgresql":
             parts = [s.name if isinstance(s, Key) else str(s.index) for s in path.segments]
-            return self._document().op("#>>")(sa.cast(sa.literal(parts), sa.ARRAY(sa.Text)))
+            return self._binary(
+                self._document().op("#>>", return_type=sa.Text)(
+                    sa.cast(sa.literal(parts), sa.ARRAY(sa.Text))
+                )
+            )
         json_path = sa.literal(_json_path(path.segments))
         if self.dialect == "mysql":
             return self._binary(sa.func.JSON_UNQUOTE(sa.func.JSON_EXTRACT(R.object, json_path)))
@@ -128,11 +132,8 @@ class Compiler:
         if operator in ("exists", "!exists"):
             present = self._wildcard_exists(path)
             return present if operator == "exists" else sa.not_(present)
-        matches = self._wildcard_matches(path, values)
-        if operator == "in":
-            return matches
-        if operator == "notin":
-            return sa.not_(matches)
+        if operator in ("in", "notin"):
+            return self._wildcard_matches(path, values, negate=operator == "notin")
         raise InvalidQuery(f"field selectors do not support {operator!r}", reason="Invalid")
 
     def _wildcard_exists(self, path: FieldPath) -> ColumnElement[bool]:
@@ -145,17 +146,17 @@ class Compiler:
             return sa.func.JSON_EXTRACT(R.object, sa.literal(json_path)).is_not(None)
         return self._sqlite_elements(path, values=None)
 
-    def _wildcard_matches(self, path: FieldPath, values: list[str]) -> ColumnElement[bool]:
+    def _wildcard_matches(
+        self, path: FieldPath, values: list[str], *, negate: bool
+    ) -> ColumnElement[bool]:
+        """Some element at ``path`` is one of ``values`` (none is, with ``negate``)."""
         json_path = _json_path(path.segments)
-        if self.dialect == "postgresql":
-            element = sa.func.jsonb_path_query(
-                self._document(), sa.cast(sa.literal(json_path), _JSONPATH)
-            ).column_valued(_unique("e"))
-            return sa.exists(sa.select(1).where(element.op("#>>")(sa.literal("{}")).in_(values)))
         if self.dialect == "mysql":
+            # JSON_TABLE has no SQLAlchemy construct: a fixed fragment, every value bound.
             alias, path_param, values_param = _unique("jt"), _unique("jp"), _unique("jv")
             fragment = sa.text(
-                f"EXISTS (SELECT 1 FROM JSON_TABLE(JSON_EXTRACT(resources.object, :{path_param}), "
+                f"{'NOT ' if negate else ''}EXISTS (SELECT 1 FROM JSON_TABLE("
+                f"JSON_EXTRACT(resources.object, :{path_param}), "
                 f"'$[*]' COLUMNS (v LONGTEXT PATH '$')) AS {alias} "
                 f"WHERE {alias}.v COLLATE utf8mb4_bin IN :{values_param})"
             ).bindparams(
@@ -163,7 +164,19 @@ class Compiler:
                 sa.bindparam(values_param, values, expanding=True),
             )
             return fragment  # type: ignore[return-value]
-        return self._sqlite_elements(path, values=values)
+        if self.dialect == "postgresql":
+            element = sa.func.jsonb_path_query(
+                self._document(), sa.cast(sa.literal(json_path), _JSONPATH)
+            ).column_valued(_unique("e"))
+            # #>> '{}' is the element itself as text: strings unquoted, numbers and booleans
+            # as written, so elements compare as scalar fields do.
+            text = element.op("#>>", return_type=sa.Text)(sa.literal_column("'{}'::text[]"))
+            matches: ColumnElement[bool] = sa.exists(
+                sa.select(1).where(self._binary(text).in_(values))
+            )
+        else:
+            matches = self._sqlite_elements(path, values=values)
+        return sa.not_(matches) if negate else matches
 
     def _sqlite_elements(self, path: FieldPath, *, values: list[str] | None) -> ColumnElement[bool]:
         """Nested ``json_each`` over every wildcard of ``path``."""
@@ -207,7 +220,7 @@ class Compiler:
             if operator in ("exists", "!exists"):
                 present = sa.func.coalesce(labels.has_key(key), False)
                 return present if operator == "exists" else sa.not_(present)
-            value_text = labels.op("->>")(sa.literal(key))
+            value_text = labels.op("->>", return_type=sa.Text)(sa.literal(key))
             number = sa.case(
                 (value_text.op("~")("^-?[0-9]{1,18}$"), sa.cast(value_text, sa.BigInteger))
             )
@@ -297,7 +310,9 @@ class Compiler:
             elif values:
                 conditions.append(column.in_(values))
         for fuzzy in query.fuzzy_names:
-            conditions.append(R.name.like(f"%{_like_escape(fuzzy)}%", escape="\\"))
+            # A case-sensitive substring test with no wildcard characters to escape.
+            position = sa.func.strpos if self.dialect == "postgresql" else sa.func.instr
+            conditions.append(position(R.name, fuzzy) > 0)
         if query.since is not None:
             conditions.append(R.created_at >= query.since)
         if query.before is not None:

@@ -13,7 +13,8 @@ Column types chosen on measured evidence (``shared/reference/performance.md``, r
   JSON text elsewhere), so label selectors never parse whole objects.
 - Identifier columns are ASCII (Kubernetes names are DNS labels/subdomains): on MySQL that keeps
   the unique key within InnoDB's 3072-byte limit without prefix indexes, and makes comparisons
-  byte-wise (``ascii_bin``), as Kubernetes compares names.
+  byte-wise (``ascii_bin``; ``COLLATE "C"`` on PostgreSQL), as Kubernetes compares names, so
+  every database orders and pages identically.
 
 The ordered change log of the watch issue will be a second table written in the same
 transaction as each batch (see ``writer.py``).
@@ -30,8 +31,12 @@ metadata = sa.MetaData()
 
 
 def _ascii(length: int) -> sa.types.TypeEngine[str]:
-    return sa.String(length).with_variant(
-        mysql.VARCHAR(length, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"
+    return (
+        sa.String(length)
+        .with_variant(sa.String(length, collation="C"), "postgresql")
+        .with_variant(
+            mysql.VARCHAR(length, charset="ascii", collation="ascii_bin"), "mysql", "mariadb"
+        )
     )
 
 

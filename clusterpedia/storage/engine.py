@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -68,6 +69,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+class _BinaryResultCursor(psycopg.AsyncCursor[Any]):
+    """Asks PostgreSQL for results in binary format: ``bytea`` objects then arrive as raw
+    bytes rather than hex text the client must decode, which halves the cost of a page of
+    objects (bench/storage.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.format = psycopg.pq.Format.BINARY
+
+
+class _BinaryResultServerCursor(psycopg.AsyncServerCursor[Any]):
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.format = psycopg.pq.Format.BINARY
+
+
+def _postgres_binary_results(dbapi_connection: Any, _record: Any) -> None:
+    driver = dbapi_connection.driver_connection
+    driver.cursor_factory = _BinaryResultCursor
+    driver.server_cursor_factory = _BinaryResultServerCursor
+
+
 def create_engine(url: str | URL, **options: Any) -> AsyncEngine:
     """An asyncio engine for ``url`` with per-dialect settings applied."""
     target = async_url(url)
@@ -81,4 +104,6 @@ def create_engine(url: str | URL, **options: Any) -> AsyncEngine:
     engine = create_async_engine(target, **options)
     if backend == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    elif backend == "postgresql":
+        event.listen(engine.sync_engine, "connect", _postgres_binary_results)
     return engine

@@ -160,7 +160,7 @@ class ResourceReader:
             remaining: int | None = None
             if more:
                 last = rows[-1]
-                last_values = [last._mapping[f"k{i}"] for i in range(len(keys))]
+                last_values = list(last[6 : 6 + len(keys)])
                 if offset is not None:  # offset paging continues as offset paging
                     next_token = str(offset + len(rows))
                 else:
@@ -174,12 +174,12 @@ class ResourceReader:
                     remaining = (await connection.execute(counting)).scalar_one()
         items = [
             Item(
-                group=row.group,
-                version=row.version,
-                resource=row.resource,
-                kind=row.kind,
-                cluster=row.cluster,
-                data=_as_bytes(row.data),
+                group=row[0],
+                version=row[1],
+                resource=row[2],
+                kind=row[3],
+                cluster=row[4],
+                data=_as_bytes(row[5]),
             )
             for row in rows
         ]

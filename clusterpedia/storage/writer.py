@@ -8,8 +8,8 @@ transaction with backoff; a batch is applied entirely or not at all.
 
 Per dialect:
 
-- PostgreSQL: ``INSERT ... SELECT FROM unnest(<one array per column>) ON CONFLICT DO UPDATE
-  ... WHERE rv differs``: one statement with constant SQL text whatever the batch size.
+- PostgreSQL: binary ``COPY`` of the batch into a temporary table, then one ``INSERT ...
+  SELECT ... ON CONFLICT DO UPDATE ... WHERE rv differs`` (constant SQL text).
 - MySQL/MariaDB: ``INSERT ... VALUES (...), (...) ON DUPLICATE KEY UPDATE col = IF(rv differs,
   new, old)``; the driver's executemany folds the rows into one multi-row statement.
 - SQLite: ``INSERT ... ON CONFLICT DO UPDATE ... WHERE rv differs`` executed for all rows of the
@@ -53,19 +53,30 @@ _UPDATED_COLUMNS = (
     "object",
 )
 
+# PostgreSQL: rows arrive by binary COPY into a per-connection temporary table (psycopg
+# formats COPY rows in C; binding arrays of parameters instead spent half the write time in
+# Python array formatting), then one INSERT ... SELECT upserts the batch.
+_POSTGRES_STAGING = """
+CREATE TEMPORARY TABLE IF NOT EXISTS resources_staging (
+    namespace text, name text, uid text, owner_uid text, resource_version text,
+    created_at timestamp, deleted_at timestamp, labels text, object bytea
+) ON COMMIT DELETE ROWS
+"""
+_POSTGRES_COPY = (
+    "COPY resources_staging (namespace, name, uid, owner_uid, resource_version, created_at,"
+    " deleted_at, labels, object) FROM STDIN (FORMAT BINARY)"
+)
+_POSTGRES_COPY_TYPES = [
+    "text", "text", "text", "text", "text", "timestamp", "timestamp", "text", "bytea",
+]  # fmt: skip
 _POSTGRES_UPSERT = sa.text(
     """
 INSERT INTO resources ("group", version, resource, kind, cluster, namespace, name, uid,
                        owner_uid, resource_version, created_at, synced_at, deleted_at, labels,
                        object)
-SELECT :group, :version, :resource, :kind, :cluster, u.namespace, u.name, u.uid, u.owner_uid,
-       u.resource_version, u.created_at, :synced_at, u.deleted_at, u.labels::jsonb, u.object
-FROM unnest(CAST(:namespaces AS text[]), CAST(:names AS text[]), CAST(:uids AS text[]),
-            CAST(:owner_uids AS text[]), CAST(:resource_versions AS text[]),
-            CAST(:created_ats AS timestamp[]), CAST(:deleted_ats AS timestamp[]),
-            CAST(:labels AS text[]), CAST(:objects AS bytea[]))
-     AS u(namespace, name, uid, owner_uid, resource_version, created_at, deleted_at, labels,
-          object)
+SELECT :group, :version, :resource, :kind, :cluster, s.namespace, s.name, s.uid, s.owner_uid,
+       s.resource_version, s.created_at, :synced_at, s.deleted_at, s.labels::jsonb, s.object
+FROM resources_staging AS s
 ON CONFLICT ON CONSTRAINT uq_resources_key DO UPDATE SET
     kind = excluded.kind, uid = excluded.uid, owner_uid = excluded.owner_uid,
     resource_version = excluded.resource_version, created_at = excluded.created_at,
@@ -179,6 +190,7 @@ class ResourceWriter:
     ) -> None:
         synced_at = _now()
         if self.dialect == "postgresql":
+            await self._postgres_copy(connection, upserts)
             await connection.execute(
                 _POSTGRES_UPSERT,
                 {
@@ -188,15 +200,6 @@ class ResourceWriter:
                     "kind": rtype.kind,
                     "cluster": cluster,
                     "synced_at": synced_at,
-                    "namespaces": [u.namespace for u in upserts],
-                    "names": [u.name for u in upserts],
-                    "uids": [u.uid for u in upserts],
-                    "owner_uids": [u.owner_uid for u in upserts],
-                    "resource_versions": [u.resource_version for u in upserts],
-                    "created_ats": [u.created_at for u in upserts],
-                    "deleted_ats": [u.deleted_at for u in upserts],
-                    "labels": [u.labels.decode() if u.labels else None for u in upserts],
-                    "objects": [u.object for u in upserts],
                 },
             )
             return
@@ -221,6 +224,31 @@ class ResourceWriter:
             for u in upserts
         ]
         await connection.execute(self._text_upsert_statement(), rows)
+
+    async def _postgres_copy(self, connection: AsyncConnection, upserts: list[Upsert]) -> None:
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        async with driver.cursor() as cursor:
+            if not raw.info.get("staging"):
+                await cursor.execute(_POSTGRES_STAGING)
+                raw.info["staging"] = True
+            async with cursor.copy(_POSTGRES_COPY) as copy:
+                copy.set_types(_POSTGRES_COPY_TYPES)
+                for u in upserts:
+                    await copy.write_row(
+                        (
+                            u.namespace,
+                            u.name,
+                            u.uid,
+                            u.owner_uid,
+                            u.resource_version,
+                            u.created_at,
+                            u.deleted_at,
+                            u.labels.decode() if u.labels else None,
+                            u.object,
+                        )
+                    )
 
     def _text_upsert_statement(self) -> sa.Insert:
         if self.dialect == "mysql":

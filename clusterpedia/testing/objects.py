@@ -80,3 +80,126 @@ async def storage(
         yield ResourceWriter(engine), ResourceReader(engine, allow_where_sql=allow_where_sql)
     finally:
         await engine.dispose()
+
+
+def realistic_pod(
+    index: int, *, cluster: str = "c1", namespaces: int = 50, apps: int = 1000
+) -> dict[str, Any]:
+    """A ~3 KB Pod shaped like a real Deployment's pod (containers, env, volumes, status).
+
+    Deterministic in ``index``: pod ``i`` belongs to app ``i % apps`` and to the ReplicaSet
+    ``rs-<app>`` (uid ``<cluster>-rs-<app>``), which the owner search benchmarks use.
+    """
+    app = f"app-{index % apps}"
+    namespace = f"ns-{index % namespaces}"
+    name = f"{app}-{index:07d}"
+    rs_uid = f"{cluster}-rs-{index % apps}"
+    env = [{"name": f"SETTING_{n}", "value": f"value-{index}-{n}"} for n in range(12)]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"{cluster}-pod-{index:08d}-0000-0000-000000000000",
+            "resourceVersion": str(1000 + index),
+            "creationTimestamp": f"2024-{1 + index % 12:02d}-{1 + index % 28:02d}T10:00:00Z",
+            "labels": {
+                "app": app,
+                "pod-template-hash": f"{index % 97:05d}",
+                "tier": ("front", "back", "db")[index % 3],
+            },
+            "annotations": {"shadow.clusterpedia.io/cluster-name": cluster},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": f"rs-{app}",
+                    "uid": rs_uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": f"registry.example/{app}:1.{index % 20}",
+                    "ports": [{"containerPort": 8080, "protocol": "TCP"}],
+                    "env": env,
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "128Mi"},
+                        "limits": {"cpu": "1", "memory": "512Mi"},
+                    },
+                    "volumeMounts": [
+                        {"name": "config", "mountPath": "/etc/app"},
+                        {
+                            "name": "kube-api-access",
+                            "mountPath": "/var/run/secrets",
+                            "readOnly": True,
+                        },
+                    ],
+                    "livenessProbe": {
+                        "httpGet": {"path": "/healthz", "port": 8080},
+                        "periodSeconds": 10,
+                    },
+                    "readinessProbe": {
+                        "httpGet": {"path": "/ready", "port": 8080},
+                        "periodSeconds": 5,
+                    },
+                    "imagePullPolicy": "IfNotPresent",
+                    "terminationMessagePath": "/dev/termination-log",
+                },
+                {
+                    "name": "sidecar",
+                    "image": "registry.example/proxy:2.4",
+                    "args": ["--listen=:15001", "--upstream=127.0.0.1:8080", "--log-level=info"],
+                    "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+                },
+            ],
+            "volumes": [
+                {"name": "config", "configMap": {"name": f"{app}-config"}},
+                {
+                    "name": "kube-api-access",
+                    "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]},
+                },
+            ],
+            "nodeName": f"node-{index % 40}",
+            "serviceAccountName": app,
+            "restartPolicy": "Always",
+            "dnsPolicy": "ClusterFirst",
+            "schedulerName": "default-scheduler",
+            "tolerations": [
+                {
+                    "key": "node.kubernetes.io/not-ready",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                }
+            ],
+        },
+        "status": {
+            "phase": "Pending" if index % 7 == 0 else "Running",
+            "conditions": [
+                {"type": kind, "status": "True", "lastTransitionTime": "2024-01-01T10:00:05Z"}
+                for kind in ("Initialized", "Ready", "ContainersReady", "PodScheduled")
+            ],
+            "hostIP": f"10.0.{index % 40}.1",
+            "podIP": f"10.{index % 250}.{(index // 250) % 250}.{index % 200 + 2}",
+            "startTime": "2024-01-01T10:00:00Z",
+            "qosClass": "Burstable",
+            "containerStatuses": [
+                {
+                    "name": "main",
+                    "ready": True,
+                    "restartCount": index % 3,
+                    "image": f"registry.example/{app}:1.{index % 20}",
+                    "imageID": f"registry.example/{app}@sha256:{index:064x}",
+                    "containerID": f"containerd://{index:064x}",
+                    "started": True,
+                    "state": {"running": {"startedAt": "2024-01-01T10:00:04Z"}},
+                }
+            ],
+        },
+    }

@@ -23,6 +23,7 @@ import itertools
 import re
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
@@ -233,7 +234,12 @@ class Compiler:
         else:
             text = sa.func.json_extract(R.labels, json_path)
         if operator == "in":
-            return text.in_(values)
+            # No JSON index here: a substring test on the stored labels text (written by
+            # orjson with no spaces, keys and values free of quotes) skips the JSON parse of
+            # rows that cannot match; the exact predicate then decides.
+            needles = [orjson.dumps({key: value})[1:-1].decode() for value in values]
+            prefilter = sa.or_(*(sa.func.instr(R.labels, needle) > 0 for needle in needles))
+            return sa.and_(prefilter, text.in_(values))
         if operator == "notin":
             return sa.or_(text.is_(None), text.not_in(values))
         if operator == "exists":

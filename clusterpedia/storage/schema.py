@@ -74,7 +74,8 @@ resources = sa.Table(
     sa.UniqueConstraint(
         "group", "version", "resource", "cluster", "namespace", "name", name="uq_resources_key"
     ),
-    sa.Index("ix_resources_cluster_gvr", "cluster", "group", "version", "resource"),
+    # (group, version, resource, cluster) lookups use the unique key's prefix, and
+    # cluster-wide deletes the (cluster, ...) indexes below: no separate index for either.
     sa.Index(
         "ix_resources_gvr_namespace_name", "group", "version", "resource", "namespace", "name"
     ),

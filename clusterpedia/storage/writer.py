@@ -12,8 +12,8 @@ Per dialect:
   SELECT ... ON CONFLICT DO UPDATE ... WHERE rv differs`` (constant SQL text).
 - MySQL/MariaDB: ``INSERT ... VALUES (...), (...) ON DUPLICATE KEY UPDATE col = IF(rv differs,
   new, old)``; the driver's executemany folds the rows into one multi-row statement.
-- SQLite: ``INSERT ... ON CONFLICT DO UPDATE ... WHERE rv differs`` executed for all rows of the
-  batch inside one transaction (in-process, so there is no round trip to save).
+- SQLite: ``INSERT ... ON CONFLICT DO UPDATE ... WHERE rv differs`` through sqlite3's
+  executemany inside one transaction (in-process, so there is no round trip to save).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql as mysql_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -41,6 +40,7 @@ T = TypeVar("T")
 
 RETRY_ATTEMPTS = 6
 RETRY_BASE_DELAY = 0.05
+ANALYZE_FIRST_AT = 1000
 
 _UPDATED_COLUMNS = (
     "kind",
@@ -87,6 +87,21 @@ WHERE resources.resource_version IS DISTINCT FROM excluded.resource_version
 )
 
 
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+_SQLITE_UPSERT = """
+INSERT INTO resources ("group", version, resource, kind, cluster, namespace, name, uid,
+                       owner_uid, resource_version, created_at, synced_at, deleted_at, labels,
+                       object)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT ("group", version, resource, cluster, namespace, name) DO UPDATE SET
+    kind = excluded.kind, uid = excluded.uid, owner_uid = excluded.owner_uid,
+    resource_version = excluded.resource_version, created_at = excluded.created_at,
+    synced_at = excluded.synced_at, deleted_at = excluded.deleted_at, labels = excluded.labels,
+    object = excluded.object
+WHERE resources.resource_version IS NOT excluded.resource_version
+"""
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -107,6 +122,8 @@ class ResourceWriter:
     def __init__(self, engine: AsyncEngine):
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._rows_written = 0
+        self._analyze_at = ANALYZE_FIRST_AT
 
     async def apply(self, *, cluster: str, rtype: ResourceType, changes: Sequence[Change]) -> None:
         """Apply ``changes`` of one cluster and resource type atomically."""
@@ -122,6 +139,24 @@ class ResourceWriter:
                     await self._upsert(connection, cluster=cluster, rtype=rtype, upserts=upserts)
 
         await self._retrying(transaction, what=f"apply {len(changes)} changes to {cluster}/{rtype}")
+        await self._maybe_analyze(len(upserts) + len(deletes))
+
+    async def _maybe_analyze(self, rows: int) -> None:
+        """Refresh SQLite's planner statistics as the table grows (at 1k, 2k, 4k, ... rows
+        written). Without them SQLite walks the primary key for ORDER BY instead of using the
+        owner index: 35 ms instead of 4 ms per owner search at 40k rows. PostgreSQL's
+        autovacuum and InnoDB keep their own statistics."""
+        if self.dialect != "sqlite":
+            return
+        self._rows_written += rows
+        if self._rows_written < self._analyze_at:
+            return
+        self._analyze_at = self._rows_written * 2
+        async with self.engine.begin() as connection:
+            # Sampled statistics: enough for index choice, and cheap at any table size.
+            await connection.exec_driver_sql("PRAGMA analysis_limit=1000")
+            await connection.exec_driver_sql("ANALYZE")
+        logger.debug("refreshed SQLite statistics after %d rows", self._rows_written)
 
     async def resource_versions(self, *, cluster: str, rtype: ResourceType) -> dict[str, str]:
         """``namespace/name`` (or ``name``) -> stored member resourceVersion."""
@@ -203,6 +238,11 @@ class ResourceWriter:
                 },
             )
             return
+        if self.dialect == "sqlite":
+            await self._sqlite_upsert(
+                connection, cluster=cluster, rtype=rtype, upserts=upserts, synced_at=synced_at
+            )
+            return
         rows = [
             {
                 "group": rtype.group,
@@ -223,16 +263,48 @@ class ResourceWriter:
             }
             for u in upserts
         ]
-        await connection.execute(self._text_upsert_statement(), rows)
+        await connection.execute(self._mysql_upsert_statement(), rows)
+
+    async def _sqlite_upsert(
+        self,
+        connection: AsyncConnection,
+        *,
+        cluster: str,
+        rtype: ResourceType,
+        upserts: list[Upsert],
+        synced_at: datetime,
+    ) -> None:
+        # Plain tuples straight to sqlite3's executemany: SQLAlchemy's per-row parameter
+        # processing cost more than SQLite's own work (write ratio 0.42 -> see bench).
+        # Timestamps use SQLAlchemy's SQLite storage format so reads parse them back.
+        synced = synced_at.strftime(_SQLITE_TIME)
+        constant = (rtype.group, rtype.version, rtype.resource, rtype.kind, cluster)
+        rows = [
+            (
+                *constant,
+                u.namespace,
+                u.name,
+                u.uid,
+                u.owner_uid,
+                u.resource_version,
+                u.created_at.strftime(_SQLITE_TIME),
+                synced,
+                u.deleted_at.strftime(_SQLITE_TIME) if u.deleted_at else None,
+                u.labels.decode() if u.labels else None,
+                u.object.decode(),  # text: a bytes value would be stored as a BLOB
+            )
+            for u in upserts
+        ]
+        await connection.exec_driver_sql(_SQLITE_UPSERT, rows)
 
     async def _postgres_copy(self, connection: AsyncConnection, upserts: list[Upsert]) -> None:
         raw = await connection.get_raw_connection()
         driver = raw.driver_connection
         assert driver is not None
         async with driver.cursor() as cursor:
-            if not raw.info.get("staging"):
-                await cursor.execute(_POSTGRES_STAGING)
-                raw.info["staging"] = True
+            # Every batch: a table created in a transaction that rolls back is gone again, and
+            # IF NOT EXISTS costs one round trip.
+            await cursor.execute(_POSTGRES_STAGING)
             async with cursor.copy(_POSTGRES_COPY) as copy:
                 copy.set_types(_POSTGRES_COPY_TYPES)
                 for u in upserts:
@@ -250,27 +322,18 @@ class ResourceWriter:
                         )
                     )
 
-    def _text_upsert_statement(self) -> sa.Insert:
-        if self.dialect == "mysql":
-            insert = mysql_dialect.insert(resources)
-            changed = resources.c.resource_version != insert.inserted.resource_version
-            # MySQL evaluates SET left to right with updated values: resource_version goes last,
-            # and a list (not a dict) keeps SQLAlchemy from reordering the assignments.
-            assignments: list[tuple[str, Any]] = [
-                (column, sa.func.IF(changed, insert.inserted[column], resources.c[column]))
-                for column in _UPDATED_COLUMNS
-            ]
-            assignments.append(("resource_version", insert.inserted.resource_version))
-            return insert.on_duplicate_key_update(assignments)
-        insert_sqlite = sqlite_dialect.insert(resources)
-        return insert_sqlite.on_conflict_do_update(
-            index_elements=["group", "version", "resource", "cluster", "namespace", "name"],
-            set_={
-                column: insert_sqlite.excluded[column]
-                for column in (*_UPDATED_COLUMNS, "resource_version")
-            },
-            where=resources.c.resource_version != insert_sqlite.excluded.resource_version,
-        )
+    @staticmethod
+    def _mysql_upsert_statement() -> sa.Insert:
+        insert = mysql_dialect.insert(resources)
+        changed = resources.c.resource_version != insert.inserted.resource_version
+        # MySQL evaluates SET left to right with updated values: resource_version goes last,
+        # and a list (not a dict) keeps SQLAlchemy from reordering the assignments.
+        assignments: list[tuple[str, Any]] = [
+            (column, sa.func.IF(changed, insert.inserted[column], resources.c[column]))
+            for column in _UPDATED_COLUMNS
+        ]
+        assignments.append(("resource_version", insert.inserted.resource_version))
+        return insert.on_duplicate_key_update(assignments)
 
     async def _retrying(self, operation: Callable[[], Awaitable[T]], *, what: str) -> T:
         for attempt in range(1, RETRY_ATTEMPTS + 1):

@@ -183,3 +183,44 @@ async def test_a_batch_that_fails_midway_leaves_nothing_behind(database_url: str
         finally:
             event.remove(sync_engine, "before_cursor_execute", fail_on_insert)
         assert await writer.resource_versions(cluster="c1", rtype=PODS) == {"default/keep": "1"}
+
+
+async def test_transient_errors_are_retried_until_the_batch_lands(database_url: str) -> None:
+    async with storage(database_url) as (writer, _reader):
+        failures = []
+
+        def flaky_insert(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            if statement.lstrip().upper().startswith("INSERT") and len(failures) < 2:
+                failures.append(statement)
+                raise sa.exc.OperationalError(
+                    statement, parameters, Exception("database is locked")
+                )
+
+        sync_engine = writer.engine.sync_engine
+        event.listen(sync_engine, "before_cursor_execute", flaky_insert)
+        try:
+            await writer.apply(
+                cluster="c1", rtype=PODS, changes=[upsert(make_object(PODS, name="p"))]
+            )
+        finally:
+            event.remove(sync_engine, "before_cursor_execute", flaky_insert)
+        assert len(failures) == 2
+        assert await writer.resource_versions(cluster="c1", rtype=PODS) == {"default/p": "1"}
+
+
+async def test_errors_that_are_not_transient_surface_at_once(database_url: str) -> None:
+    async with storage(database_url) as (writer, _reader):
+        calls = []
+
+        def broken(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            calls.append(statement)
+            raise sa.exc.ProgrammingError(statement, parameters, Exception("syntax error"))
+
+        sync_engine = writer.engine.sync_engine
+        event.listen(sync_engine, "before_cursor_execute", broken)
+        try:
+            with pytest.raises(sa.exc.ProgrammingError):
+                await writer.apply(cluster="c1", rtype=PODS, changes=[Delete("default", "x")])
+        finally:
+            event.remove(sync_engine, "before_cursor_execute", broken)
+        assert len(calls) == 1

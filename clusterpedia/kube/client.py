@@ -1,0 +1,205 @@
+"""A small asyncio client for member API servers: JSON GETs, paginated lists and watches.
+
+The official client builds a model object per item (28 s of 32 s for 3,661 ReplicaSets,
+reference C4); this one hands out plain dicts parsed once with orjson. Watch streams are split
+into lines by hand because aiohttp's ``readline`` refuses lines over its buffer limit and one
+watch event carries a whole object. Every request has a timeout, and a watch has an inactivity
+timeout, so a member that hangs is noticed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from clusterpedia.kube.access import MemberAccess
+
+logger = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = 30.0
+MAX_EVENT_BYTES = 64 * 1024 * 1024  # no sane object is this large; refuse rather than buffer
+
+
+class KubeError(RuntimeError):
+    """A member request failed; ``status`` is the HTTP status (0 for transport errors)."""
+
+    def __init__(self, message: str, *, status: int = 0, reason: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class Expired(KubeError):
+    """410 Gone: the resourceVersion or continue token is too old; relist."""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    object: dict[str, Any]
+
+
+class KubeClient:
+    """One session per member cluster (connection pooling, TLS context, credentials)."""
+
+    def __init__(self, access: MemberAccess):
+        self.access = access
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                base_url=self.access.server,
+                headers={**self.access.headers, "Accept": "application/json"},
+                connector=aiohttp.TCPConnector(ssl=self.access.ssl_context, limit=32),
+                json_serialize=lambda value: orjson.dumps(value).decode(),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _error(self, response: aiohttp.ClientResponse, path: str) -> KubeError:
+        body = await response.read()
+        message, reason = body[:300].decode(errors="replace"), ""
+        try:
+            status = orjson.loads(body)
+            message, reason = status.get("message", message), status.get("reason", "")
+        except orjson.JSONDecodeError:
+            pass
+        kind = Expired if response.status == 410 else KubeError
+        return kind(
+            f"GET {path}: {response.status} {message}", status=response.status, reason=reason
+        )
+
+    async def get(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> Any:
+        """GET ``path`` and parse the JSON answer; :class:`KubeError` on failure."""
+        session = self._ensure_session()
+        try:
+            async with session.get(
+                path, params=params, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
+                if response.status >= 300:
+                    raise await self._error(response, path)
+                return orjson.loads(await response.read())
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise KubeError(f"GET {path}: {type(error).__name__}: {error}") from error
+
+    async def patch(
+        self, path: str, body: Any, *, content_type: str = "application/merge-patch+json"
+    ) -> Any:
+        """PATCH ``path`` (a JSON merge patch by default) and parse the answer."""
+        session = self._ensure_session()
+        try:
+            async with session.patch(
+                path,
+                data=orjson.dumps(body),
+                headers={"Content-Type": content_type},
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+            ) as response:
+                if response.status >= 300:
+                    raise await self._error(response, path)
+                return orjson.loads(await response.read())
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise KubeError(f"PATCH {path}: {type(error).__name__}: {error}") from error
+
+    async def get_text(self, path: str, *, timeout: float = 5.0) -> tuple[int, str]:
+        """Status and body of ``path`` (health probes); transport errors raise KubeError."""
+        session = self._ensure_session()
+        try:
+            async with session.get(path, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+                return response.status, (await response.text(errors="replace"))[:500]
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise KubeError(f"GET {path}: {type(error).__name__}: {error}") from error
+
+    async def list_pages(
+        self, path: str, *, params: Mapping[str, str] | None = None, limit: int = 500
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], str]]:
+        """Yield (items, list resourceVersion) page by page of a consistent paginated list."""
+        token = ""
+        while True:
+            query = {**(params or {}), "limit": str(limit)}
+            if token:
+                query["continue"] = token
+            page = await self.get(path, params=query)
+            metadata = page.get("metadata") or {}
+            yield page.get("items") or [], str(metadata.get("resourceVersion", ""))
+            token = metadata.get("continue") or ""
+            if not token:
+                return
+
+    async def watch(
+        self,
+        path: str,
+        *,
+        resource_version: str,
+        params: Mapping[str, str] | None = None,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[WatchEvent]:
+        """Events after ``resource_version`` until the server ends the watch.
+
+        Raises :class:`Expired` when the member answers 410 (in-band or as HTTP status).
+        """
+        query = {
+            **(params or {}),
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        session = self._ensure_session()
+        # No total timeout (the watch is long); a read timeout notices a hung member.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=REQUEST_TIMEOUT, sock_read=timeout_seconds + 30
+        )
+        try:
+            async with session.get(path, params=query, timeout=timeout) as response:
+                if response.status >= 300:
+                    raise await self._error(response, path)
+                buffer = b""
+                async for chunk in response.content.iter_any():
+                    buffer += chunk
+                    if len(buffer) > MAX_EVENT_BYTES:
+                        raise KubeError(f"watch {path}: an event exceeded {MAX_EVENT_BYTES} bytes")
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield _event(line, path)
+                if buffer.strip():
+                    yield _event(buffer, path)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise KubeError(f"watch {path}: {type(error).__name__}: {error}") from error
+
+
+def _event(line: bytes, path: str) -> WatchEvent:
+    try:
+        event = orjson.loads(line)
+        kind, obj = event["type"], event["object"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as error:
+        raise KubeError(f"watch {path}: malformed event ({error})") from None
+    if kind == "ERROR":
+        code = obj.get("code", 0) if isinstance(obj, dict) else 0
+        message = obj.get("message", "") if isinstance(obj, dict) else str(obj)
+        if code == 410:
+            raise Expired(f"watch {path}: {message}", status=410, reason="Expired")
+        raise KubeError(f"watch {path}: {code} {message}", status=code)
+    return WatchEvent(type=kind, object=obj)

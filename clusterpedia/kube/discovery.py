@@ -1,0 +1,218 @@
+"""Member discovery and the resolution of a PediaCluster's ``syncResources``.
+
+Rules of the original (``resource_negotiator.go``), kept:
+
+- ``group: "*"`` means every group; ``resources: ["*"]`` every listable resource of a group;
+  names are case-insensitive and a singular name maps to its plural;
+- built-in kinds sync exactly one version, the member's preferred one for the group (or the
+  next that serves the resource); ``versions`` is ignored for them;
+- custom resources: no ``versions`` = the first three the member serves in Kubernetes'
+  version order (v1 > v1beta1 > v1alpha1), ``["*"]`` = all, a list = the intersection;
+- resources without both ``list`` and ``watch`` are skipped, as are subresources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from clusterpedia.kube.client import KubeClient
+from clusterpedia.storage.records import ResourceType
+
+# Groups whose resources are compiled into Kubernetes (a custom resource can't use them).
+_BUILTIN_GROUPS = {"", "apps", "batch", "autoscaling", "policy", "extensions"}
+_VERSION = re.compile(r"^v(\d+)(?:(alpha|beta)(\d+))?$")
+CUSTOM_RESOURCE_DEFAULT_VERSIONS = 3
+
+
+def is_builtin_group(group: str) -> bool:
+    return group in _BUILTIN_GROUPS or group.endswith(".k8s.io")
+
+
+def version_priority(version: str) -> tuple[int, int, int, str]:
+    """Sort key of Kubernetes' version order: GA > beta > alpha, higher numbers first,
+    then anything non-standard alphabetically."""
+    match = _VERSION.match(version)
+    if not match:
+        return (3, 0, 0, version)
+    major, stage, minor = match.groups()
+    rank = {None: 0, "beta": 1, "alpha": 2}[stage]
+    return (rank, -int(major), -int(minor or 0), version)
+
+
+@dataclass(frozen=True, slots=True)
+class APIResource:
+    group: str
+    version: str
+    name: str  # plural
+    singular: str
+    kind: str
+    namespaced: bool
+    verbs: frozenset[str]
+    short_names: tuple[str, ...] = ()
+
+    @property
+    def listable(self) -> bool:
+        return {"list", "watch"} <= self.verbs
+
+
+@dataclass(frozen=True, slots=True)
+class APIGroup:
+    name: str
+    versions: tuple[str, ...]  # the member's order: preferred first
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What a member serves: groups in preference order and resources per group/version."""
+
+    groups: Mapping[str, APIGroup]
+    resources: Mapping[tuple[str, str], Sequence[APIResource]]
+
+    def find(self, group: str, version: str, name: str) -> APIResource | None:
+        lowered = name.lower()
+        for resource in self.resources.get((group, version), ()):
+            if lowered in (resource.name, resource.singular.lower(), resource.kind.lower()):
+                return resource
+        return None
+
+
+async def discover(client: KubeClient) -> Discovery:
+    """Read the member's discovery documents (legacy, per group/version)."""
+    core, apis = await asyncio.gather(client.get("/api"), client.get("/apis"))
+    groups = {"": APIGroup(name="", versions=tuple(core.get("versions") or ["v1"]))}
+    for group in apis.get("groups") or []:
+        versions = [v["version"] for v in group.get("versions") or []]
+        preferred = (group.get("preferredVersion") or {}).get("version")
+        if preferred in versions:
+            versions.remove(preferred)
+            versions.insert(0, preferred)
+        groups[group["name"]] = APIGroup(name=group["name"], versions=tuple(versions))
+
+    async def resources_of(group: str, version: str) -> tuple[tuple[str, str], list[APIResource]]:
+        path = f"/api/{version}" if not group else f"/apis/{group}/{version}"
+        document = await client.get(path)
+        return (group, version), [
+            APIResource(
+                group=group,
+                version=version,
+                name=item["name"],
+                singular=item.get("singularName") or "",
+                kind=item.get("kind", ""),
+                namespaced=bool(item.get("namespaced")),
+                verbs=frozenset(item.get("verbs") or ()),
+                short_names=tuple(item.get("shortNames") or ()),
+            )
+            for item in document.get("resources") or []
+            if "/" not in item["name"]
+        ]
+
+    pairs = [(g.name, v) for g in groups.values() for v in g.versions]
+    results = await asyncio.gather(*(resources_of(g, v) for g, v in pairs))
+    return Discovery(groups=groups, resources=dict(results))
+
+
+@dataclass(frozen=True, slots=True)
+class SyncTarget:
+    """One resource type of one member to list and watch."""
+
+    rtype: ResourceType
+    namespaced: bool
+    label_selector: str = ""
+    field_selector: str = ""
+
+    @property
+    def path(self) -> str:
+        prefix = (
+            f"/apis/{self.rtype.group}/{self.rtype.version}"
+            if self.rtype.group
+            else f"/api/{self.rtype.version}"
+        )
+        return f"{prefix}/{self.rtype.resource}"
+
+
+class SyncResourcesError(ValueError):
+    """A syncResources entry cannot be satisfied by the member (unknown group or resource)."""
+
+
+def _candidate_versions(
+    discovery: Discovery, group: APIGroup, entry: Mapping[str, Any]
+) -> list[str]:
+    if is_builtin_group(group.name):
+        return list(group.versions)  # preferred first; the resource decides below
+    wanted = entry.get("versions") or []
+    served = sorted(group.versions, key=version_priority)
+    if "*" in wanted:
+        return served
+    if wanted:
+        return [v for v in served if v in wanted]
+    return served[:CUSTOM_RESOURCE_DEFAULT_VERSIONS]
+
+
+def resolve_sync_resources(
+    discovery: Discovery, entries: Iterable[Mapping[str, Any]]
+) -> tuple[list[SyncTarget], list[str]]:
+    """The targets ``entries`` select on this member, and warnings for what was skipped.
+
+    Raises :class:`SyncResourcesError` for a group or resource the member does not serve
+    (a typo should be visible, not silently sync nothing).
+    """
+    targets: dict[tuple[str, str, str], SyncTarget] = {}
+    warnings: list[str] = []
+    for entry in entries:
+        group_name = str(entry.get("group", ""))
+        names = [str(n) for n in entry.get("resources") or []]
+        selectors = {
+            "label_selector": str(entry.get("labelSelector") or ""),
+            "field_selector": str(entry.get("fieldSelector") or ""),
+        }
+        groups = (
+            list(discovery.groups.values())
+            if group_name == "*"
+            else [discovery.groups.get(group_name)]
+        )
+        if groups == [None]:
+            raise SyncResourcesError(f"the member serves no API group {group_name!r}")
+        for group in groups:
+            assert group is not None
+            versions = _candidate_versions(discovery, group, entry)
+            builtin = is_builtin_group(group.name)
+            wanted_names = (
+                names
+                if "*" not in names
+                else sorted(
+                    {
+                        r.name
+                        for v in versions
+                        for r in discovery.resources.get((group.name, v), ())
+                        if r.listable
+                    }
+                )
+            )
+            for name in wanted_names:
+                found = [r for v in versions if (r := discovery.find(group.name, v, name))]
+                if not found:
+                    if group_name == "*" or "*" in names:
+                        continue
+                    raise SyncResourcesError(
+                        f"the member serves no resource {name!r} in group {group.name!r}"
+                    )
+                chosen = found[:1] if builtin else found
+                for resource in chosen:
+                    if not resource.listable:
+                        label = f"{resource.name}.{resource.group or 'core'}"
+                        warnings.append(f"{label} cannot be listed and watched; skipped")
+                        continue
+                    rtype = ResourceType(
+                        group=resource.group,
+                        version=resource.version,
+                        resource=resource.name,
+                        kind=resource.kind,
+                    )
+                    targets[(rtype.group, rtype.version, rtype.resource)] = SyncTarget(
+                        rtype=rtype, namespaced=resource.namespaced, **selectors
+                    )
+    return list(targets.values()), warnings

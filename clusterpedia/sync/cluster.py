@@ -1,0 +1,309 @@
+"""Everything one member cluster runs: health probe, discovery, one worker per resource type,
+and the status that describes them.
+
+The probe decides: two failed probes stop the workers (rows are kept) and mark the cluster
+unhealthy; the first good probe after that starts them again, and each relists from the stored
+resourceVersions. Discovery is refreshed periodically so a CRD created later under a wildcard
+starts syncing, and a removed one stops and its rows go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from clusterpedia.kube.access import MemberAccess
+from clusterpedia.kube.client import KubeClient, KubeError
+from clusterpedia.kube.discovery import (
+    SyncResourcesError,
+    SyncTarget,
+    discover,
+    resolve_sync_resources,
+)
+from clusterpedia.storage.writer import ResourceWriter
+from clusterpedia.sync.worker import ResourceSyncer, SyncSettings
+
+logger = logging.getLogger(__name__)
+
+StatusReport = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class ClusterSettings:
+    probe_interval: float = 5.0
+    failures_to_unhealthy: int = 2
+    discovery_interval: float = 30.0
+    status_interval: float = 1.0  # status patches are coalesced to about one per interval
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(kind: str, status: bool | None, reason: str, message: str = "") -> dict[str, str]:
+    return {
+        "type": kind,
+        "status": "Unknown" if status is None else ("True" if status else "False"),
+        "reason": reason,
+        "message": message,
+    }
+
+
+class ClusterSynchro:
+    """Runs and reports the sync of one member cluster until stopped."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        access: MemberAccess,
+        sync_resources: Sequence[Mapping[str, Any]],
+        writer: ResourceWriter,
+        report: StatusReport | None = None,
+        settings: SyncSettings | None = None,
+        cluster_settings: ClusterSettings | None = None,
+        warnings: Sequence[str] = (),
+    ):
+        self.name = name
+        self.access = access
+        self.sync_resources = list(sync_resources)
+        self.writer = writer
+        self.report = report
+        self.settings = settings or SyncSettings()
+        self.cluster_settings = cluster_settings or ClusterSettings()
+        self.client = KubeClient(access)
+        self.workers: dict[tuple[str, str, str], tuple[ResourceSyncer, asyncio.Task[None]]] = {}
+        self.healthy: bool | None = None
+        self.health_message = ""
+        self.version = ""
+        self.sync_error = ""
+        self.discovery_warnings: list[str] = []
+        self.warnings = list(warnings)
+        if access.insecure:
+            self.warnings.append(
+                "no caData: TLS to the member is not verified (as the original does)"
+            )
+        self._task: asyncio.Task[None] | None = None
+        self._last_report: dict[str, Any] | None = None
+        self._last_transitions: dict[str, tuple[str, str]] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"cluster {self.name}")
+
+    async def stop(self) -> None:
+        """Stop probing and syncing (rows are kept) and close the member connection."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self._stop_workers()
+        await self.client.close()
+
+    async def _run(self) -> None:
+        failures = 0
+        next_discovery = 0.0
+        next_report = 0.0
+        while True:
+            ok = await self._probe()
+            failures = 0 if ok else failures + 1
+            if ok and self.healthy is not True:
+                logger.info("cluster %s is healthy (%s)", self.name, self.version)
+                self.healthy, next_discovery = True, 0.0
+            elif (
+                not ok
+                and failures >= self.cluster_settings.failures_to_unhealthy
+                and self.healthy is not False
+            ):
+                logger.warning(
+                    "cluster %s is unhealthy: %s; stopping its workers",
+                    self.name,
+                    self.health_message,
+                )
+                self.healthy = False
+                await self._stop_workers()
+            if self.healthy and time.monotonic() >= next_discovery:
+                await self._reconcile_workers()
+                next_discovery = time.monotonic() + self.cluster_settings.discovery_interval
+            # Report at most once per status interval, in short steps until the next probe.
+            probe_at = time.monotonic() + self.cluster_settings.probe_interval * (
+                0.8 + 0.4 * random.random()
+            )
+            while True:
+                if time.monotonic() >= next_report:
+                    await self._report()
+                    next_report = time.monotonic() + self.cluster_settings.status_interval
+                remaining = probe_at - time.monotonic()
+                if remaining <= 0:
+                    break
+                await asyncio.sleep(min(remaining, self.cluster_settings.status_interval))
+
+    async def _probe(self) -> bool:
+        try:
+            status, body = await self.client.get_text("/readyz")
+            if status == 404:
+                status, body = await self.client.get_text("/healthz")
+            if status != 200:
+                self.health_message = f"/readyz answered {status}: {body.strip()[:200]}"
+                return False
+            if not self.version:
+                self.version = str((await self.client.get("/version")).get("gitVersion", ""))
+            self.health_message = ""
+            return True
+        except KubeError as error:
+            self.health_message = str(error)
+            return False
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def _reconcile_workers(self) -> None:
+        try:
+            targets, warnings = resolve_sync_resources(
+                await discover(self.client), self.sync_resources
+            )
+        except SyncResourcesError as error:
+            self.sync_error = str(error)
+            return
+        except KubeError as error:
+            logger.warning("cluster %s: discovery failed: %s", self.name, error)
+            return
+        self.sync_error = ""
+        self.discovery_warnings = warnings
+        wanted = {(t.rtype.group, t.rtype.version, t.rtype.resource): t for t in targets}
+        for key in list(self.workers.keys() - wanted.keys()):
+            syncer, task = self.workers.pop(key)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            removed = await self.writer.delete_cluster(self.name, rtype=syncer.target.rtype)
+            logger.info(
+                "cluster %s: %s is no longer synced; removed %d rows",
+                self.name,
+                syncer.target.rtype,
+                removed,
+            )
+        for key, target in wanted.items():
+            if key not in self.workers:
+                self._start_worker(key, target)
+
+    def _start_worker(self, key: tuple[str, str, str], target: SyncTarget) -> None:
+        syncer = ResourceSyncer(
+            cluster=self.name,
+            target=target,
+            client=self.client,
+            writer=self.writer,
+            settings=self.settings,
+        )
+        task = asyncio.create_task(syncer.run(), name=f"sync {self.name}/{target.rtype}")
+        self.workers[key] = (syncer, task)
+
+    async def _stop_workers(self) -> None:
+        workers, self.workers = self.workers, {}
+        for _, task in workers.values():
+            task.cancel()
+        await asyncio.gather(*(task for _, task in workers.values()), return_exceptions=True)
+
+    # -- status -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """PediaCluster.status as the original shapes it, plus per-resource progress."""
+        validated = condition(
+            "Validated", True, "Validated", "; ".join([*self.warnings, *self.discovery_warnings])
+        )
+        if self.sync_error:
+            running = condition("SynchroRunning", False, "InvalidSyncResources", self.sync_error)
+        elif self.healthy is False:
+            running = condition(
+                "SynchroRunning", False, "Pending", "waiting for the cluster to be healthy"
+            )
+        elif self.workers:
+            running = condition("SynchroRunning", True, "Running")
+        else:
+            running = condition("SynchroRunning", False, "WaitInit")
+        health = {
+            None: condition("ClusterHealthy", None, "MonitorStop", "not probed yet"),
+            True: condition("ClusterHealthy", True, "Healthy"),
+            False: condition("ClusterHealthy", False, "Unhealthy", self.health_message),
+        }[self.healthy]
+        if self.sync_error:
+            validated = condition("Validated", False, "InvalidSyncResources", self.sync_error)
+        not_true = [c for c in (validated, running, health) if c["status"] != "True"]
+        ready = (
+            condition("Ready", True, "Ready")
+            if not not_true
+            else condition(
+                "Ready",
+                False,
+                "NotReady",
+                "{type} condition is {status}, reason is {reason}".format(**not_true[0]),
+            )
+        )
+        conditions = [self._stamp(c) for c in (validated, running, health, ready)]
+        return {
+            "apiserver": self.access.host,
+            "version": self.version,
+            "conditions": conditions,
+            "syncResources": self._sync_resources_status(),
+        }
+
+    def _stamp(self, cond: dict[str, str]) -> dict[str, str]:
+        """lastTransitionTime changes only when status or reason does."""
+        previous = self._last_transitions.get(cond["type"])
+        if previous is None or previous[0] != f"{cond['status']}/{cond['reason']}":
+            previous = (f"{cond['status']}/{cond['reason']}", _now())
+            self._last_transitions[cond["type"]] = previous
+        return {**cond, "lastTransitionTime": previous[1]}
+
+    def _sync_resources_status(self) -> list[dict[str, Any]]:
+        groups: dict[str, dict[str, dict[str, Any]]] = {}
+        for syncer, _ in self.workers.values():
+            rtype, status = syncer.target.rtype, syncer.status
+            resource = groups.setdefault(rtype.group, {}).setdefault(
+                rtype.resource,
+                {
+                    "name": rtype.resource,
+                    "kind": rtype.kind,
+                    "namespaced": syncer.target.namespaced,
+                    "syncConditions": [],
+                },
+            )
+            resource["syncConditions"].append(
+                {
+                    "version": rtype.version,
+                    "storageVersion": rtype.version,
+                    "status": status.phase,
+                    "reason": status.reason,
+                    "message": status.message[:500],
+                    "initialListPhase": status.initial_list_phase,
+                    "objects": status.count,
+                    "lastEventTime": (
+                        datetime.fromtimestamp(status.last_event_time, UTC).strftime(
+                            "%Y-%m-%dT%H:%M:%SZ"
+                        )
+                        if status.last_event_time
+                        else None
+                    ),
+                }
+            )
+        return [
+            {"group": group, "resources": sorted(resources.values(), key=lambda r: r["name"])}
+            for group, resources in sorted(groups.items())
+        ]
+
+    async def _report(self) -> None:
+        if self.report is None:
+            return
+        status = self.status()
+        if status == self._last_report:
+            return
+        try:
+            await self.report(status)
+            self._last_report = status
+        except Exception as error:  # a failed patch is retried at the next interval
+            logger.warning("cluster %s: status report failed: %s", self.name, error)

@@ -1,0 +1,29 @@
+"""What happens to a member object between the member's JSON and the stored row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clusterpedia.storage.records import ResourceType, Upsert, upsert_from_object
+
+CLUSTER_ANNOTATION = "shadow.clusterpedia.io/cluster-name"
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def object_key(obj: dict[str, Any]) -> tuple[str, str]:
+    metadata = obj.get("metadata") or {}
+    return (metadata.get("namespace") or "", metadata.get("name") or "")
+
+
+def prepare(obj: dict[str, Any], *, cluster: str, rtype: ResourceType) -> Upsert:
+    """Strip what nobody searches (managedFields, the last-applied copy of the object), mark
+    the cluster, restore apiVersion/kind (list items omit them), and derive the row."""
+    obj["apiVersion"] = rtype.api_version
+    obj["kind"] = rtype.kind
+    metadata = obj.setdefault("metadata", {})
+    metadata.pop("managedFields", None)
+    annotations = metadata.get("annotations") or {}
+    annotations.pop(LAST_APPLIED, None)
+    annotations[CLUSTER_ANNOTATION] = cluster
+    metadata["annotations"] = annotations
+    return upsert_from_object(obj)

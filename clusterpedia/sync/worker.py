@@ -1,0 +1,234 @@
+"""One asyncio task per (cluster, resource type): list, then watch, forever.
+
+The algorithm of client-go's Reflector (reference C1), storing instead of caching:
+
+1. seed the ``namespace/name -> resourceVersion`` map of this type from the database, so a
+   restart writes only what changed and deletes what disappeared while we were away;
+2. list page by page; store objects whose resourceVersion differs from the seed; delete rows
+   the list no longer has;
+3. watch from the list's resourceVersion with bookmarks and a randomised timeout; events go to
+   the storage in batches bounded by size and time;
+4. a watch that ends is resumed from the last resourceVersion seen; 410 Gone means relist.
+
+Failures never end the task: member errors back off and retry; when the database keeps
+failing the watch stops and resumes with a relist, so nothing is lost. Only keys and
+resourceVersions are held in memory, never objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusterpedia.kube.client import Expired, KubeClient, KubeError
+from clusterpedia.kube.discovery import SyncTarget
+from clusterpedia.storage.errors import StorageError
+from clusterpedia.storage.records import Change, Delete
+from clusterpedia.storage.writer import ResourceWriter
+from clusterpedia.sync.objects import object_key, prepare
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncSettings:
+    """Tuning of the sync workers (one object, passed down)."""
+
+    page_size: int = 500
+    batch_size: int = 500
+    batch_interval: float = 0.25  # seconds an event may wait for company before it is stored
+    watch_timeout: tuple[int, int] = (240, 420)  # randomised, as client-go does
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+
+
+@dataclass
+class ResourceStatus:
+    """Progress of one resource type, reported in PediaCluster.status."""
+
+    phase: str = "Pending"  # Pending | Syncing | Error | Stop
+    reason: str = ""
+    message: str = ""
+    initial_list_phase: bool = True
+    count: int = 0
+    last_event_time: float | None = None
+    watch_restarts: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_STOP = object()
+
+
+class ResourceSyncer:
+    """Keeps the stored rows of one resource type of one member equal to the member's."""
+
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        target: SyncTarget,
+        client: KubeClient,
+        writer: ResourceWriter,
+        settings: SyncSettings | None = None,
+    ):
+        self.cluster = cluster
+        self.target = target
+        self.client = client
+        self.writer = writer
+        self.settings = settings or SyncSettings()
+        self.status = ResourceStatus()
+
+    @property
+    def _params(self) -> dict[str, str]:
+        params = {}
+        if self.target.label_selector:
+            params["labelSelector"] = self.target.label_selector
+        if self.target.field_selector:
+            params["fieldSelector"] = self.target.field_selector
+        return params
+
+    def _mark(self, phase: str, reason: str = "", message: str = "") -> None:
+        self.status.phase, self.status.reason, self.status.message = phase, reason, message
+
+    async def run(self) -> None:
+        """List and watch until cancelled."""
+        backoff = self.settings.backoff_initial
+        resource_version: str | None = None
+        while True:
+            try:
+                if resource_version is None:
+                    resource_version = await self.relist()
+                    backoff = self.settings.backoff_initial
+                resource_version = await self.watch_once(resource_version)
+            except Expired:
+                logger.info(
+                    "%s/%s: resourceVersion expired; relisting", self.cluster, self.target.rtype
+                )
+                self.status.watch_restarts += 1
+                resource_version = None
+            except KubeError as error:
+                self._mark("Error", "ResourceWatchFailed", str(error))
+                logger.warning(
+                    "%s/%s: %s; retrying in %.0fs", self.cluster, self.target.rtype, error, backoff
+                )
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, self.settings.backoff_max)
+                self.status.watch_restarts += 1
+            except StorageError as error:
+                # The writer already retried; pause, then relist so nothing is lost.
+                self._mark("Error", "StorageExpection", str(error))
+                logger.warning(
+                    "%s/%s: storage failing (%s); pausing", self.cluster, self.target.rtype, error
+                )
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, self.settings.backoff_max)
+                resource_version = None
+
+    async def relist(self) -> str:
+        """Make the stored rows equal to a fresh list; return the list's resourceVersion."""
+        rtype = self.target.rtype
+        known = await self.writer.resource_versions(cluster=self.cluster, rtype=rtype)
+        seen: set[str] = set()
+        list_rv = ""
+        self._mark("Syncing" if not self.status.initial_list_phase else "Pending", "", "listing")
+        async for items, page_rv in self.client.list_pages(
+            self.target.path, params=self._params, limit=self.settings.page_size
+        ):
+            list_rv = list_rv or page_rv
+            changes: list[Change] = []
+            for obj in items:
+                namespace, name = object_key(obj)
+                key = f"{namespace}/{name}" if namespace else name
+                seen.add(key)
+                rv = (obj.get("metadata") or {}).get("resourceVersion", "")
+                if known.get(key) != rv:
+                    changes.append(prepare(obj, cluster=self.cluster, rtype=rtype))
+            if changes:
+                await self.writer.apply(cluster=self.cluster, rtype=rtype, changes=changes)
+            self.status.count = len(seen)
+        gone: list[Change] = [
+            Delete(*(key.split("/", 1) if "/" in key else ("", key))) for key in known.keys() - seen
+        ]
+        for start in range(0, len(gone), self.settings.batch_size):
+            await self.writer.apply(
+                cluster=self.cluster,
+                rtype=rtype,
+                changes=gone[start : start + self.settings.batch_size],
+            )
+        self.status.count = len(seen)
+        self.status.initial_list_phase = False
+        self.status.last_event_time = time.time()
+        self._mark("Syncing")
+        logger.info(
+            "%s/%s: listed %d objects (%d deleted since last sync) at resourceVersion %s",
+            self.cluster, rtype, len(seen), len(gone), list_rv,
+        )  # fmt: skip
+        return list_rv
+
+    async def watch_once(self, resource_version: str) -> str:
+        """Watch until the member ends the stream; return the last resourceVersion seen."""
+        low, high = self.settings.watch_timeout
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.settings.batch_size * 4)
+
+        async def produce() -> None:
+            try:
+                async for event in self.client.watch(
+                    self.target.path,
+                    resource_version=resource_version,
+                    params=self._params,
+                    timeout_seconds=random.randint(low, high),
+                ):
+                    await queue.put(event)
+                await queue.put(_STOP)
+            except BaseException as error:  # handed to the consumer, which re-raises it
+                await queue.put(error)
+
+        producer = asyncio.create_task(produce(), name=f"watch {self.cluster}/{self.target.rtype}")
+        batch: list[Change] = []
+        last_rv = resource_version
+        deadline: float | None = None
+        try:
+            while True:
+                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=timeout)
+                except TimeoutError:
+                    item = None
+                if item is not None and item is not _STOP and not isinstance(item, BaseException):
+                    event = item
+                    rv = str((event.object.get("metadata") or {}).get("resourceVersion", last_rv))
+                    if event.type != "BOOKMARK":
+                        batch.append(self._change(event.type, event.object))
+                        self._count(event.type)
+                        deadline = deadline or time.monotonic() + self.settings.batch_interval
+                    last_rv = rv
+                flush = item is None or item is _STOP or isinstance(item, BaseException)
+                if batch and (flush or len(batch) >= self.settings.batch_size):
+                    await self.writer.apply(
+                        cluster=self.cluster, rtype=self.target.rtype, changes=batch
+                    )
+                    self.status.last_event_time = time.time()
+                    batch, deadline = [], None
+                elif item is None:
+                    deadline = None
+                if item is _STOP:
+                    return last_rv
+                if isinstance(item, BaseException):
+                    raise item
+        finally:
+            producer.cancel()
+
+    def _change(self, kind: str, obj: dict[str, Any]) -> Change:
+        if kind == "DELETED":
+            return Delete(*object_key(obj))
+        return prepare(obj, cluster=self.cluster, rtype=self.target.rtype)
+
+    def _count(self, kind: str) -> None:
+        if kind == "ADDED":
+            self.status.count += 1
+        elif kind == "DELETED":
+            self.status.count = max(0, self.status.count - 1)

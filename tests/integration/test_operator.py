@@ -1,0 +1,207 @@
+"""The operator end to end: real host and member kube-apiservers, kubectl, every database."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import pytest_asyncio
+from clusterpedia.operator.handlers import OperatorConfig
+from clusterpedia.operator.runner import OperatorThread
+
+from clusterpedia.storage.query import Query, TypeFilter
+from clusterpedia.storage.reader import ResourceReader
+from clusterpedia.sync.cluster import ClusterSettings
+from clusterpedia.sync.worker import SyncSettings
+from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.objects import storage
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+CRDS = Path(__file__).resolve().parents[2] / "manifests" / "crds"
+CONFIGMAPS = (TypeFilter("", "v1", "configmaps"),)
+
+
+@pytest.fixture(scope="module")
+def host(control_plane: ControlPlane) -> APIServer:
+    server = control_plane.apiservers.get("host") or control_plane.add_apiserver("host")
+    server.kubectl("apply", "-f", str(CRDS))
+    server.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
+    return server
+
+
+@pytest.fixture(scope="module")
+def operator(host: APIServer, database_url: str) -> Iterator[OperatorThread]:
+    config = OperatorConfig(
+        storage_url=database_url,
+        kubeconfig=str(host.kubeconfig),
+        sync=SyncSettings(batch_interval=0.05, backoff_initial=0.2),
+        cluster=ClusterSettings(probe_interval=1.0, discovery_interval=3.0, status_interval=0.5),
+    )
+    thread = OperatorThread(config)
+    thread.start()
+    yield thread
+    thread.stop()
+    assert not thread.failed, thread.error
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def reader(database_url: str) -> AsyncIterator[ResourceReader]:
+    async with storage(database_url) as (_, reader):
+        yield reader
+
+
+def pediacluster(name: str, member: APIServer, **spec: Any) -> str:
+    body = {
+        "apiVersion": "cluster.clusterpedia.io/v1alpha2",
+        "kind": "PediaCluster",
+        "metadata": {"name": name},
+        "spec": {
+            "kubeconfig": base64.b64encode(member.kubeconfig.read_bytes()).decode(),
+            "syncResources": [{"group": "", "resources": ["configmaps"]}],
+            **spec,
+        },
+    }
+    return json.dumps(body)
+
+
+def conditions(host: APIServer, name: str) -> dict[str, tuple[str, str, str]]:
+    found = host.kubectl("get", "pediacluster", name, "-o", "json", check=False)
+    if found.returncode != 0:
+        return {}
+    status = json.loads(found.stdout).get("status") or {}
+    return {
+        c["type"]: (c["status"], c["reason"], c.get("message", ""))
+        for c in status.get("conditions") or []
+    }
+
+
+async def eventually(check: Callable[[], Any], *, timeout: float = 30, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached in {timeout:.0f}s: {what}")
+        await asyncio.sleep(0.3)
+
+
+async def stored(reader: ResourceReader, cluster: str, namespace: str) -> dict[str, str]:
+    page = await reader.list(Query(types=CONFIGMAPS, clusters=(cluster,), namespaces=(namespace,)))
+    return {
+        (obj := orjson.loads(item.data))["metadata"]["name"]: (obj.get("data") or {}).get("v", "")
+        for item in page.items
+    }
+
+
+async def test_apply_sync_follow_and_delete(
+    operator, host, member_clusters, reader, database_url
+) -> None:  # type: ignore[no-untyped-def]
+    member = member_clusters[0]
+    name = f"op-{database_url.split(':')[0].split('+')[0]}"
+    namespace = f"{name}-ns"
+    member.kubectl("create", "namespace", namespace)
+    member.kubectl("create", "configmap", "first", "-n", namespace, "--from-literal=v=1")
+    host.kubectl("apply", "-f", "-", input=pediacluster(name, member))
+
+    await eventually(lambda: stored(reader, name, namespace), what="initial sync")
+    assert (await stored(reader, name, namespace)) == {"first": "1"}
+    ready = await eventually(
+        lambda: conditions(host, name).get("Ready", ("",))[0] == "True", what="Ready"
+    )
+    assert ready
+
+    def synced_configmaps() -> dict[str, Any] | None:
+        status = json.loads(host.kubectl("get", "pediacluster", name, "-o", "json").stdout)[
+            "status"
+        ]
+        for group in status.get("syncResources") or []:
+            for resource in group["resources"]:
+                conditions = resource["syncConditions"]
+                if resource["name"] == "configmaps" and not conditions[0]["initialListPhase"]:
+                    return status
+        return None
+
+    status = await eventually(synced_configmaps, what="per-resource progress in status")
+    assert status["version"].startswith("v1.") and status["apiserver"].startswith("127.0.0.1:")
+    progress = status["syncResources"][0]["resources"][0]["syncConditions"][0]
+    assert (
+        progress["status"] == "Syncing" and progress["objects"] >= 1 and progress["lastEventTime"]
+    )
+    assert "kubeconfig" not in json.dumps(status)
+
+    member.kubectl("create", "configmap", "second", "-n", namespace, "--from-literal=v=2")
+    member.kubectl("patch", "configmap", "first", "-n", namespace, "-p", '{"data":{"v":"9"}}')
+    await eventually(
+        lambda: _equals(stored(reader, name, namespace), {"first": "9", "second": "2"}),
+        what="watch",
+    )
+
+    host.kubectl("delete", "pediacluster", name, "--timeout=60s")
+    assert await stored(reader, name, namespace) == {}
+
+
+async def test_invalid_specs_become_conditions(
+    operator, host, member_clusters, database_url
+) -> None:  # type: ignore[no-untyped-def]
+    suffix = database_url.split(":")[0].split("+")[0]
+    member = member_clusters[0]
+    bad_token = json.dumps(
+        {
+            "apiVersion": "cluster.clusterpedia.io/v1alpha2",
+            "kind": "PediaCluster",
+            "metadata": {"name": f"badtoken-{suffix}"},
+            "spec": {
+                "apiserver": member.url,
+                "tokenData": base64.b64encode(b"wrong").decode(),
+                "syncResources": [{"group": "", "resources": ["configmaps"]}],
+            },
+        }
+    )
+    host.kubectl("apply", "-f", "-", input=bad_token)
+    no_server = json.dumps(
+        {
+            "apiVersion": "cluster.clusterpedia.io/v1alpha2",
+            "kind": "PediaCluster",
+            "metadata": {"name": f"noserver-{suffix}"},
+            "spec": {"syncResources": [{"group": "", "resources": ["configmaps"]}]},
+        }
+    )
+    host.kubectl("apply", "-f", "-", input=no_server)
+    try:
+        unhealthy = await eventually(
+            lambda: (
+                conditions(host, f"badtoken-{suffix}").get("ClusterHealthy", ("",))[0] == "False"
+            ),
+            what="bad token -> ClusterHealthy False",
+        )
+        assert unhealthy
+        assert "401" in conditions(host, f"badtoken-{suffix}")["ClusterHealthy"][2]
+        await eventually(
+            lambda: (
+                conditions(host, f"noserver-{suffix}").get("Validated", ("",))[1] == "InvalidConfig"
+            ),
+            what="missing apiserver -> Validated False",
+        )
+        assert (
+            "APIServer Endpoint is required"
+            in conditions(host, f"noserver-{suffix}")["Validated"][2]
+        )
+        assert not operator.failed
+    finally:
+        host.kubectl(
+            "delete", "pediacluster", f"badtoken-{suffix}", f"noserver-{suffix}", "--timeout=60s"
+        )
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return (await value) == expected

@@ -1,0 +1,217 @@
+"""Member access, discovery and the list/watch worker against a real kube-apiserver and every
+database."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import orjson
+import pytest
+import pytest_asyncio
+
+from clusterpedia.kube.access import InvalidClusterConfig, access_from_kubeconfig, access_from_spec
+from clusterpedia.kube.client import Expired, KubeClient, KubeError
+from clusterpedia.kube.discovery import SyncResourcesError, discover, resolve_sync_resources
+from clusterpedia.storage.query import Query, TypeFilter
+from clusterpedia.storage.reader import ResourceReader
+from clusterpedia.storage.writer import ResourceWriter
+from clusterpedia.sync.worker import ResourceSyncer, SyncSettings
+from clusterpedia.testing.controlplane import APIServer
+from clusterpedia.testing.objects import storage
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+FAST = SyncSettings(batch_interval=0.05, watch_timeout=(5, 8), backoff_initial=0.2)
+
+
+@pytest.fixture(scope="module")
+def member(member_clusters: list[APIServer]) -> APIServer:
+    return member_clusters[1]
+
+
+@pytest.fixture(scope="module")
+def ns(member: APIServer, database_url: str) -> str:
+    """A member namespace of this database's run (the member is shared by all three)."""
+    name = "sync-" + database_url.split(":")[0].split("+")[0]
+    member.kubectl("create", "namespace", name)
+    return name
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stores(database_url: str) -> AsyncIterator[tuple[ResourceWriter, ResourceReader]]:
+    async with storage(database_url) as pair:
+        yield pair
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(member: APIServer) -> AsyncIterator[KubeClient]:
+    async with KubeClient(access_from_kubeconfig(member.kubeconfig.read_bytes())) as kube:
+        yield kube
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.1)
+
+
+async def stored_names(reader: ResourceReader, cluster: str, namespace: str = ns) -> dict[str, str]:
+    page = await reader.list(
+        Query(
+            types=(TypeFilter("", "v1", "configmaps"),),
+            clusters=(cluster,),
+            namespaces=(namespace,),
+        )
+    )
+    out = {}
+    for item in page.items:
+        obj = orjson.loads(item.data)
+        out[obj["metadata"]["name"]] = (obj.get("data") or {}).get("v", "")
+    return out
+
+
+async def test_discovery_resolves_names_wildcards_and_versions(client: KubeClient) -> None:
+    discovery = await discover(client)
+    targets, _ = resolve_sync_resources(
+        discovery,
+        [
+            {"group": "", "resources": ["ConfigMap", "secrets"]},
+            {"group": "apps", "resources": ["deployment"]},
+        ],
+    )
+    assert sorted(str(t.rtype) for t in targets) == [
+        "configmaps.v1",
+        "deployments.v1.apps",
+        "secrets.v1",
+    ]
+    everything_in_apps, _ = resolve_sync_resources(
+        discovery, [{"group": "apps", "resources": ["*"]}]
+    )
+    assert {"deployments", "replicasets", "statefulsets", "daemonsets"} <= {
+        t.rtype.resource for t in everything_in_apps
+    }
+    with pytest.raises(SyncResourcesError, match="no API group"):
+        resolve_sync_resources(discovery, [{"group": "nope.example.com", "resources": ["*"]}])
+    with pytest.raises(SyncResourcesError, match="no resource"):
+        resolve_sync_resources(discovery, [{"group": "", "resources": ["pod-typo"]}])
+
+
+async def test_list_then_watch_follows_creates_updates_and_deletes(
+    stores, client, member, ns
+) -> None:  # type: ignore[no-untyped-def]
+    writer, reader = stores
+    for name in ("a", "b"):
+        member.kubectl("create", "configmap", name, "-n", ns, "--from-literal=v=1")
+    discovery = await discover(client)
+    (target,), _ = resolve_sync_resources(discovery, [{"group": "", "resources": ["configmaps"]}])
+    syncer = ResourceSyncer(
+        cluster="m2", target=target, client=client, writer=writer, settings=FAST
+    )
+    task = asyncio.create_task(syncer.run())
+    try:
+        await eventually(lambda: _has(reader, "m2", ns, {"a": "1", "b": "1"}))
+        member.kubectl("create", "configmap", "c", "-n", ns, "--from-literal=v=1")
+        member.kubectl("patch", "configmap", "a", "-n", ns, "-p", json.dumps({"data": {"v": "2"}}))
+        member.kubectl("delete", "configmap", "b", "-n", ns)
+        await eventually(lambda: _has(reader, "m2", ns, {"a": "2", "c": "1"}))
+        assert syncer.status.phase == "Syncing" and not syncer.status.initial_list_phase
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    # While nobody watches, the member changes; a new worker converges from the seeded map.
+    member.kubectl("delete", "configmap", "c", "-n", ns)
+    member.kubectl("create", "configmap", "d", "-n", ns, "--from-literal=v=9")
+    restarted = ResourceSyncer(
+        cluster="m2", target=target, client=client, writer=writer, settings=FAST
+    )
+    rv = await restarted.relist()
+    assert rv
+    assert await stored_names(reader, "m2", ns) == {"a": "2", "d": "9"}
+    stored = (
+        await reader.list(Query(types=(TypeFilter("", "v1", "configmaps"),), names=("a",)))
+    ).items[0]
+    obj = orjson.loads(stored.data)
+    assert obj["kind"] == "ConfigMap" and obj["apiVersion"] == "v1"
+    assert "managedFields" not in obj["metadata"]
+    assert obj["metadata"]["annotations"]["shadow.clusterpedia.io/cluster-name"] == "m2"
+
+
+async def test_selectors_limit_what_is_synced(stores, client, member, ns) -> None:  # type: ignore[no-untyped-def]
+    writer, reader = stores
+    filtered = f"{ns}-filter"
+    member.kubectl("create", "namespace", filtered)
+    member.kubectl("create", "configmap", "keep", "-n", filtered)
+    member.kubectl("label", "configmap", "keep", "-n", filtered, "sync=yes")
+    member.kubectl("create", "configmap", "skip", "-n", filtered)
+    discovery = await discover(client)
+    (target,), _ = resolve_sync_resources(
+        discovery,
+        [
+            {
+                "group": "",
+                "resources": ["configmaps"],
+                "labelSelector": "sync=yes",
+                "fieldSelector": f"metadata.namespace={filtered}",
+            }
+        ],
+    )
+    await ResourceSyncer(
+        cluster="filtered", target=target, client=client, writer=writer, settings=FAST
+    ).relist()
+    page = await reader.list(
+        Query(types=(TypeFilter("", "v1", "configmaps"),), clusters=("filtered",))
+    )
+    assert [orjson.loads(i.data)["metadata"]["name"] for i in page.items] == ["keep"]
+
+
+async def test_a_too_old_resource_version_is_expired(client: KubeClient) -> None:
+    with pytest.raises(Expired):
+        async for _ in client.watch("/api/v1/configmaps", resource_version="1", timeout_seconds=5):
+            pass
+
+
+async def test_bad_credentials_and_unreachable_servers_raise_kube_errors(member: APIServer) -> None:
+    spec = {
+        "apiserver": member.url,
+        "tokenData": base64.b64encode(b"not-a-token").decode(),
+        "syncResources": [],
+    }
+    async with KubeClient(access_from_spec(spec)) as bad:
+        with pytest.raises(KubeError) as caught:
+            await bad.get("/api")
+        assert caught.value.status == 401
+    unreachable = {"apiserver": "https://127.0.0.1:1", "tokenData": base64.b64encode(b"t").decode()}
+    async with KubeClient(access_from_spec(unreachable)) as nowhere:
+        with pytest.raises(KubeError, match="Connect"):
+            await nowhere.get("/api")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({}, "APIServer Endpoint is required"),
+        ({"apiserver": "https://h"}, "Token or Cert is required"),
+        ({"apiserver": "ftp://h", "tokenData": "dA=="}, "not an http"),
+        ({"apiserver": "https://h", "tokenData": "%%%"}, "not valid base64"),
+        ({"apiserver": "https://h", "certData": "dA=="}, "Token or Cert"),
+        ({"kubeconfig": base64.b64encode(b"::: not yaml").decode()}, "kubeconfig"),
+        (
+            {"kubeconfig": base64.b64encode(b"apiVersion: v1\nclusters: []\n").decode()},
+            "no context",
+        ),
+    ],
+)
+async def test_malformed_specs_say_what_is_wrong(spec, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidClusterConfig, match=message):
+        access_from_spec(spec)
+
+
+async def _has(
+    reader: ResourceReader, cluster: str, namespace: str, expected: dict[str, str]
+) -> bool:
+    return await stored_names(reader, cluster, namespace) == expected

@@ -31,7 +31,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from clusterpedia.search.selectors import FieldPath, FieldRequirement, Index, Key, Requirement
 from clusterpedia.storage.errors import InvalidQuery
 from clusterpedia.storage.query import OrderBy, OwnerFilter, Query, TypeFilter
-from clusterpedia.storage.schema import resources
+from clusterpedia.storage.schema import resource_labels, resources
 
 R = resources.c
 MAX_OWNER_SENIORITY = 8
@@ -209,8 +209,12 @@ class Compiler:
 
     # -- label selectors ------------------------------------------------------------------
 
-    def label_requirement(self, requirement: Requirement) -> ColumnElement[bool]:
+    def label_requirement(
+        self, requirement: Requirement, *, single_type: TypeFilter | None = None
+    ) -> ColumnElement[bool]:
         key, operator, values = requirement.key, requirement.operator, list(requirement.values)
+        if operator == "in" and single_type is not None and self.dialect != "postgresql":
+            return self._indexed_label(key, values, single_type)
         if self.dialect == "postgresql":
             labels = sa.type_coerce(R.labels, JSONB)
             if operator in ("in", "notin"):
@@ -252,6 +256,18 @@ class Compiler:
             as_int = sa.cast(text, sa.Integer)
             number = sa.case((sa.cast(as_int, sa.Text) == text, as_int))
         return number > int(values[0]) if operator == "gt" else number < int(values[0])
+
+    def _indexed_label(self, key: str, values: list[str], rtype: TypeFilter) -> ColumnElement[bool]:
+        """``key in values`` through the resource_labels table (MySQL and SQLite)."""
+        L = resource_labels.c
+        matching = sa.select(L.cluster, L.namespace, L.name).where(
+            L.group == rtype.group,
+            L.version == rtype.version,
+            L.resource == rtype.resource,
+            L.key == key,
+            L.value.in_(values),
+        )
+        return sa.tuple_(R.cluster, R.namespace, R.name).in_(matching)
 
     # -- owners ---------------------------------------------------------------------------
 
@@ -333,7 +349,8 @@ class Compiler:
             conditions.append(
                 self.owner(query.owner, cluster=query.clusters[0], namespaces=query.namespaces)
             )
-        conditions += [self.label_requirement(r) for r in query.labels]
+        single = query.types[0] if query.single_type else None
+        conditions += [self.label_requirement(r, single_type=single) for r in query.labels]
         conditions += [self.field_requirement(r) for r in query.fields]
         if query.where_sql is not None:
             conditions.append(

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.exc import DBAPIError
@@ -32,7 +33,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from clusterpedia.storage.errors import StorageUnavailable, is_transient
 from clusterpedia.storage.records import Change, Delete, ResourceType, Upsert
-from clusterpedia.storage.schema import resources
+from clusterpedia.storage.schema import (
+    LABEL_KEY_MAX,
+    LABEL_VALUE_MAX,
+    resource_labels,
+    resources,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +93,7 @@ WHERE resources.resource_version IS DISTINCT FROM excluded.resource_version
 )
 
 
+_LABEL_COLUMNS = ("group", "version", "resource", "cluster", "namespace", "name", "key", "value")
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 _SQLITE_UPSERT = """
 INSERT INTO resources ("group", version, resource, kind, cluster, namespace, name, uid,
@@ -122,6 +129,12 @@ class ResourceWriter:
     def __init__(self, engine: AsyncEngine):
         self.engine = engine
         self.dialect = engine.dialect.name
+        # Driver-level SQL: label rows are many and tiny, so no per-row parameter processing.
+        quote, mark = ("`", "%s") if self.dialect == "mysql" else ('"', "?")
+        self._label_insert = (
+            f"INSERT INTO resource_labels ({', '.join(quote + c + quote for c in _LABEL_COLUMNS)})"
+            f" VALUES ({', '.join([mark] * len(_LABEL_COLUMNS))})"
+        )
         self._rows_written = 0
         self._analyze_at = ANALYZE_FIRST_AT
 
@@ -137,6 +150,10 @@ class ResourceWriter:
                     await self._delete(connection, cluster=cluster, rtype=rtype, deletes=deletes)
                 if upserts:
                     await self._upsert(connection, cluster=cluster, rtype=rtype, upserts=upserts)
+                if self.dialect != "postgresql":
+                    await self._index_labels(
+                        connection, cluster=cluster, rtype=rtype, upserts=upserts, deletes=deletes
+                    )
 
         await self._retrying(transaction, what=f"apply {len(changes)} changes to {cluster}/{rtype}")
         await self._maybe_analyze(len(upserts) + len(deletes))
@@ -189,11 +206,59 @@ class ResourceWriter:
                 resources.c.resource == rtype.resource,
             )
 
+        labels = sa.delete(resource_labels).where(resource_labels.c.cluster == cluster)
+        if rtype is not None:
+            labels = labels.where(
+                resource_labels.c.group == rtype.group,
+                resource_labels.c.version == rtype.version,
+                resource_labels.c.resource == rtype.resource,
+            )
+
         async def delete() -> int:
             async with self.engine.begin() as connection:
+                if self.dialect != "postgresql":
+                    await connection.execute(labels)
                 return (await connection.execute(statement)).rowcount
 
         return await self._retrying(delete, what=f"delete rows of cluster {cluster}")
+
+    async def _index_labels(
+        self,
+        connection: AsyncConnection,
+        *,
+        cluster: str,
+        rtype: ResourceType,
+        upserts: list[Upsert],
+        deletes: list[Delete],
+    ) -> None:
+        """Replace the label rows of every object in the batch (MySQL and SQLite)."""
+        L = resource_labels.c
+        same_type = (
+            L.group == rtype.group,
+            L.version == rtype.version,
+            L.resource == rtype.resource,
+            L.cluster == cluster,
+        )
+        keys = [u.key for u in upserts] + [d.key for d in deletes]
+        await connection.execute(
+            sa.delete(resource_labels).where(*same_type, sa.tuple_(L.namespace, L.name).in_(keys))
+        )
+        constant = (rtype.group, rtype.version, rtype.resource, cluster)
+        rows = [
+            (*constant, u.namespace, u.name, key, value)
+            for u in upserts
+            if u.labels
+            for key, value in orjson.loads(u.labels).items()
+            # Kubernetes allows only short ASCII keys and values; anything else cannot match a
+            # valid selector, so it is not indexed.
+            if len(key) <= LABEL_KEY_MAX
+            and isinstance(value, str)
+            and len(value) <= LABEL_VALUE_MAX
+            and key.isascii()
+            and value.isascii()
+        ]
+        if rows:
+            await connection.exec_driver_sql(self._label_insert, rows)
 
     async def _delete(
         self,

@@ -7,14 +7,16 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from clusterpedia.search.params import query_from_request
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.migrate import SchemaTooNew, ensure_schema
-from clusterpedia.storage.query import Query
+from clusterpedia.storage.query import Query, TypeFilter
 from clusterpedia.storage.records import Delete
 from clusterpedia.storage.schema import SCHEMA_VERSION, resources, schema_info
 from clusterpedia.testing.objects import DEPLOYMENTS, PODS, make_object, names, storage, upsert
 
 pytestmark = pytest.mark.usefixtures("clean_tables")
+PODS_FILTER = TypeFilter("", "v1", "pods")
 
 
 @pytest.fixture
@@ -224,3 +226,26 @@ async def test_errors_that_are_not_transient_surface_at_once(database_url: str) 
         finally:
             event.remove(sync_engine, "before_cursor_execute", broken)
         assert len(calls) == 1
+
+
+async def test_label_searches_follow_label_changes_and_deletes(database_url: str) -> None:
+    async with storage(database_url) as (writer, reader):
+
+        async def matching(selector: str) -> list[str]:
+            query = query_from_request({"labelSelector": [selector]}, types=(PODS_FILTER,))
+            return names((await reader.list(query)).items)
+
+        await writer.apply(
+            cluster="c1",
+            rtype=PODS,
+            changes=[upsert(make_object(PODS, name="p", rv="1", labels={"a": "1"}))],
+        )
+        assert await matching("a=1") == ["p"]
+        await writer.apply(
+            cluster="c1",
+            rtype=PODS,
+            changes=[upsert(make_object(PODS, name="p", rv="2", labels={"a": "2"}))],
+        )
+        assert (await matching("a=1"), await matching("a in (2,3)")) == ([], ["p"])
+        await writer.apply(cluster="c1", rtype=PODS, changes=[Delete("default", "p")])
+        assert await matching("a=2") == []

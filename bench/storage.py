@@ -29,6 +29,7 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -61,7 +62,11 @@ COLUMNS = (
 def make_rows(rows: int) -> dict[str, list[Upsert]]:
     per_cluster = rows // len(CLUSTERS)
     return {
-        cluster: [upsert_from_object(realistic_pod(i, cluster=cluster)) for i in range(per_cluster)]
+        # is_new: the first sync of a cluster into an empty table, as the sync worker marks it
+        cluster: [
+            upsert_from_object(realistic_pod(i, cluster=cluster), is_new=True)
+            for i in range(per_cluster)
+        ]
         for cluster in CLUSTERS
     }
 
@@ -164,7 +169,8 @@ async def bench_database(
             await truncate(writer)
             figures["write_rows_per_s"] = await write_rate(writer, data)
             figures["write_ratio"] = figures["write_rows_per_s"] / figures["floor_rows_per_s"]
-            figures["resync_rows_per_s"] = await write_rate(writer, data)
+            unchanged = {c: [replace(u, is_new=False) for u in us] for c, us in data.items()}
+            figures["resync_rows_per_s"] = await write_rate(writer, unchanged)
             if dialect == "postgresql":
                 async with engine.begin() as connection:
                     await connection.exec_driver_sql("ANALYZE resources")

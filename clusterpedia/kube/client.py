@@ -82,8 +82,22 @@ class KubeClient:
             pass
         kind = Expired if response.status == 410 else KubeError
         return kind(
-            f"GET {path}: {response.status} {message}", status=response.status, reason=reason
+            f"{response.method} {path}: {response.status} {message}",
+            status=response.status,
+            reason=reason,
         )
+
+    async def _json(self, method: str, path: str, *, timeout: float, **kwargs: Any) -> Any:
+        session = self._ensure_session()
+        try:
+            async with session.request(
+                method, path, timeout=aiohttp.ClientTimeout(total=timeout), **kwargs
+            ) as response:
+                if response.status >= 300:
+                    raise await self._error(response, path)
+                return orjson.loads(await response.read())
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise KubeError(f"{method} {path}: {type(error).__name__}: {error}") from error
 
     async def get(
         self,
@@ -93,34 +107,19 @@ class KubeClient:
         timeout: float = REQUEST_TIMEOUT,
     ) -> Any:
         """GET ``path`` and parse the JSON answer; :class:`KubeError` on failure."""
-        session = self._ensure_session()
-        try:
-            async with session.get(
-                path, params=params, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as response:
-                if response.status >= 300:
-                    raise await self._error(response, path)
-                return orjson.loads(await response.read())
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise KubeError(f"GET {path}: {type(error).__name__}: {error}") from error
+        return await self._json("GET", path, params=params, timeout=timeout)
 
     async def patch(
         self, path: str, body: Any, *, content_type: str = "application/merge-patch+json"
     ) -> Any:
         """PATCH ``path`` (a JSON merge patch by default) and parse the answer."""
-        session = self._ensure_session()
-        try:
-            async with session.patch(
-                path,
-                data=orjson.dumps(body),
-                headers={"Content-Type": content_type},
-                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
-            ) as response:
-                if response.status >= 300:
-                    raise await self._error(response, path)
-                return orjson.loads(await response.read())
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise KubeError(f"PATCH {path}: {type(error).__name__}: {error}") from error
+        return await self._json(
+            "PATCH",
+            path,
+            data=orjson.dumps(body),
+            headers={"Content-Type": content_type},
+            timeout=REQUEST_TIMEOUT,
+        )
 
     async def get_text(self, path: str, *, timeout: float = 5.0) -> tuple[int, str]:
         """Status and body of ``path`` (health probes); transport errors raise KubeError."""

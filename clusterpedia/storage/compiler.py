@@ -213,7 +213,7 @@ class Compiler:
         self, requirement: Requirement, *, single_type: TypeFilter | None = None
     ) -> ColumnElement[bool]:
         key, operator, values = requirement.key, requirement.operator, list(requirement.values)
-        if operator == "in" and single_type is not None and self.dialect != "postgresql":
+        if operator == "in" and single_type is not None and self.dialect == "mysql":
             return self._indexed_label(key, values, single_type)
         if self.dialect == "postgresql":
             labels = sa.type_coerce(R.labels, JSONB)
@@ -258,7 +258,7 @@ class Compiler:
         return number > int(values[0]) if operator == "gt" else number < int(values[0])
 
     def _indexed_label(self, key: str, values: list[str], rtype: TypeFilter) -> ColumnElement[bool]:
-        """``key in values`` through the resource_labels table (MySQL and SQLite)."""
+        """``key in values`` through the resource_labels table (MySQL)."""
         L = resource_labels.c
         matching = sa.select(L.cluster, L.namespace, L.name).where(
             L.group == rtype.group,

@@ -43,6 +43,9 @@ class Upsert:
     deleted_at: datetime | None
     labels: bytes | None  # JSON of metadata.labels, None when there are none
     object: bytes  # the JSON served back, byte for byte
+    # True when the caller knows no row exists for this object yet (a relist item missing from
+    # the stored map): the writer then skips cleaning up old label-index rows.
+    is_new: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -84,7 +87,9 @@ def controller_uid(metadata: dict[str, Any]) -> str:
     return ""
 
 
-def upsert_from_object(obj: dict[str, Any], *, encoded: bytes | None = None) -> Upsert:
+def upsert_from_object(
+    obj: dict[str, Any], *, encoded: bytes | None = None, is_new: bool = False
+) -> Upsert:
     """Derive the row of one object; ``encoded`` is its JSON if the caller already has it."""
     metadata = obj["metadata"]
     labels = metadata.get("labels")
@@ -98,4 +103,5 @@ def upsert_from_object(obj: dict[str, Any], *, encoded: bytes | None = None) -> 
         deleted_at=parse_timestamp(metadata.get("deletionTimestamp")),
         labels=orjson.dumps(labels, option=orjson.OPT_SORT_KEYS) if labels else None,
         object=encoded if encoded is not None else orjson.dumps(obj),
+        is_new=is_new,
     )

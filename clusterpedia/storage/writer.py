@@ -113,6 +113,18 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def _scope(table: sa.Table, cluster: str, rtype: ResourceType | None) -> list[Any]:
+    """Conditions selecting one cluster's rows (of one resource type) in ``table``."""
+    conditions = [table.c.cluster == cluster]
+    if rtype is not None:
+        conditions += [
+            table.c.group == rtype.group,
+            table.c.version == rtype.version,
+            table.c.resource == rtype.resource,
+        ]
+    return conditions
+
+
 def _dedupe(changes: Sequence[Change]) -> tuple[list[Upsert], list[Delete]]:
     """The last change per object wins (a batch may hold several events of one object)."""
     last: dict[tuple[str, str], Change] = {}
@@ -130,10 +142,11 @@ class ResourceWriter:
         self.engine = engine
         self.dialect = engine.dialect.name
         # Driver-level SQL: label rows are many and tiny, so no per-row parameter processing.
-        quote, mark = ("`", "%s") if self.dialect == "mysql" else ('"', "?")
+        # Idempotent, so a wrong "is_new" hint can never fail a batch.
         self._label_insert = (
-            f"INSERT INTO resource_labels ({', '.join(quote + c + quote for c in _LABEL_COLUMNS)})"
-            f" VALUES ({', '.join([mark] * len(_LABEL_COLUMNS))})"
+            f"INSERT INTO resource_labels ({', '.join(f'`{c}`' for c in _LABEL_COLUMNS)})"
+            f" VALUES ({', '.join(['%s'] * len(_LABEL_COLUMNS))})"
+            " ON DUPLICATE KEY UPDATE `value` = VALUES(`value`)"
         )
         self._rows_written = 0
         self._analyze_at = ANALYZE_FIRST_AT
@@ -150,7 +163,7 @@ class ResourceWriter:
                     await self._delete(connection, cluster=cluster, rtype=rtype, deletes=deletes)
                 if upserts:
                     await self._upsert(connection, cluster=cluster, rtype=rtype, upserts=upserts)
-                if self.dialect != "postgresql":
+                if self.dialect == "mysql":
                     await self._index_labels(
                         connection, cluster=cluster, rtype=rtype, upserts=upserts, deletes=deletes
                     )
@@ -179,12 +192,7 @@ class ResourceWriter:
         """``namespace/name`` (or ``name``) -> stored member resourceVersion."""
         query = sa.select(
             resources.c.namespace, resources.c.name, resources.c.resource_version
-        ).where(
-            resources.c.cluster == cluster,
-            resources.c.group == rtype.group,
-            resources.c.version == rtype.version,
-            resources.c.resource == rtype.resource,
-        )
+        ).where(*_scope(resources, cluster, rtype))
 
         async def read() -> dict[str, str]:
             async with self.engine.connect() as connection:
@@ -198,25 +206,12 @@ class ResourceWriter:
 
     async def delete_cluster(self, cluster: str, *, rtype: ResourceType | None = None) -> int:
         """Remove every row of ``cluster`` (or only of one of its resource types)."""
-        statement = sa.delete(resources).where(resources.c.cluster == cluster)
-        if rtype is not None:
-            statement = statement.where(
-                resources.c.group == rtype.group,
-                resources.c.version == rtype.version,
-                resources.c.resource == rtype.resource,
-            )
-
-        labels = sa.delete(resource_labels).where(resource_labels.c.cluster == cluster)
-        if rtype is not None:
-            labels = labels.where(
-                resource_labels.c.group == rtype.group,
-                resource_labels.c.version == rtype.version,
-                resource_labels.c.resource == rtype.resource,
-            )
+        statement = sa.delete(resources).where(*_scope(resources, cluster, rtype))
+        labels = sa.delete(resource_labels).where(*_scope(resource_labels, cluster, rtype))
 
         async def delete() -> int:
             async with self.engine.begin() as connection:
-                if self.dialect != "postgresql":
+                if self.dialect == "mysql":
                     await connection.execute(labels)
                 return (await connection.execute(statement)).rowcount
 
@@ -231,18 +226,12 @@ class ResourceWriter:
         upserts: list[Upsert],
         deletes: list[Delete],
     ) -> None:
-        """Replace the label rows of every object in the batch (MySQL and SQLite)."""
-        L = resource_labels.c
-        same_type = (
-            L.group == rtype.group,
-            L.version == rtype.version,
-            L.resource == rtype.resource,
-            L.cluster == cluster,
-        )
-        keys = [u.key for u in upserts] + [d.key for d in deletes]
-        await connection.execute(
-            sa.delete(resource_labels).where(*same_type, sa.tuple_(L.namespace, L.name).in_(keys))
-        )
+        """Replace the label rows of every object in the batch (MySQL only)."""
+        keys = [u.key for u in upserts if not u.is_new] + [d.key for d in deletes]
+        if keys:
+            await self._delete_keys(
+                connection, resource_labels, cluster=cluster, rtype=rtype, keys=keys
+            )
         constant = (rtype.group, rtype.version, rtype.resource, cluster)
         rows = [
             (*constant, u.namespace, u.name, key, value)
@@ -268,17 +257,37 @@ class ResourceWriter:
         rtype: ResourceType,
         deletes: list[Delete],
     ) -> None:
-        await connection.execute(
-            sa.delete(resources).where(
-                resources.c.cluster == cluster,
-                resources.c.group == rtype.group,
-                resources.c.version == rtype.version,
-                resources.c.resource == rtype.resource,
-                sa.tuple_(resources.c.namespace, resources.c.name).in_(
-                    [(delete.namespace, delete.name) for delete in deletes]
-                ),
+        keys = [d.key for d in deletes]
+        await self._delete_keys(connection, resources, cluster=cluster, rtype=rtype, keys=keys)
+
+    async def _delete_keys(
+        self,
+        connection: AsyncConnection,
+        table: sa.Table,
+        *,
+        cluster: str,
+        rtype: ResourceType,
+        keys: list[tuple[str, str]],
+    ) -> None:
+        """Delete the rows of ``keys`` (namespace, name) of one cluster and type from ``table``.
+
+        PostgreSQL and MariaDB seek the index for every pair of ``(namespace, name) IN (...)``;
+        SQLite seeks only the (type, cluster) prefix and scans the rest, so there each key is
+        its own statement of one prepared executemany, in-process and cheap."""
+        if self.dialect != "sqlite":
+            await connection.execute(
+                sa.delete(table).where(
+                    *_scope(table, cluster, rtype),
+                    sa.tuple_(table.c.namespace, table.c.name).in_(keys),
+                )
             )
+            return
+        statement = (
+            f'DELETE FROM {table.name} WHERE "group" = ? AND version = ? AND resource = ?'
+            " AND cluster = ? AND namespace = ? AND name = ?"
         )
+        scope = (rtype.group, rtype.version, rtype.resource, cluster)
+        await connection.exec_driver_sql(statement, [(*scope, *key) for key in keys])
 
     async def _upsert(
         self,

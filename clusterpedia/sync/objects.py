@@ -15,7 +15,9 @@ def object_key(obj: dict[str, Any]) -> tuple[str, str]:
     return (metadata.get("namespace") or "", metadata.get("name") or "")
 
 
-def prepare(obj: dict[str, Any], *, cluster: str, rtype: ResourceType) -> Upsert:
+def prepare(
+    obj: dict[str, Any], *, cluster: str, rtype: ResourceType, is_new: bool = False
+) -> Upsert:
     """Strip what nobody searches (managedFields, the last-applied copy of the object), mark
     the cluster, restore apiVersion/kind (list items omit them), and derive the row."""
     obj["apiVersion"] = rtype.api_version
@@ -26,4 +28,4 @@ def prepare(obj: dict[str, Any], *, cluster: str, rtype: ResourceType) -> Upsert
     annotations.pop(LAST_APPLIED, None)
     annotations[CLUSTER_ANNOTATION] = cluster
     metadata["annotations"] = annotations
-    return upsert_from_object(obj)
+    return upsert_from_object(obj, is_new=is_new)

@@ -29,6 +29,7 @@ from clusterpedia.kube.discovery import SyncTarget
 from clusterpedia.storage.errors import StorageError
 from clusterpedia.storage.records import Change, Delete
 from clusterpedia.storage.writer import ResourceWriter
+from clusterpedia.sync import metrics
 from clusterpedia.sync.objects import object_key, prepare
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class ResourceSyncer:
         self.writer = writer
         self.settings = settings or SyncSettings()
         self.status = ResourceStatus()
+        self._labels = (cluster, str(target.rtype))
 
     @property
     def _params(self) -> dict[str, str]:
@@ -109,9 +111,12 @@ class ResourceSyncer:
                     "%s/%s: resourceVersion expired; relisting", self.cluster, self.target.rtype
                 )
                 self.status.watch_restarts += 1
+                metrics.WATCH_RESTARTS.labels(*self._labels).inc()
                 resource_version = None
             except KubeError as error:
                 self._mark("Error", "ResourceWatchFailed", str(error))
+                metrics.ERRORS.labels(*self._labels, "member").inc()
+                metrics.WATCH_RESTARTS.labels(*self._labels).inc()
                 logger.warning(
                     "%s/%s: %s; retrying in %.0fs", self.cluster, self.target.rtype, error, backoff
                 )
@@ -121,6 +126,7 @@ class ResourceSyncer:
             except StorageError as error:
                 # The writer already retried; pause, then relist so nothing is lost.
                 self._mark("Error", "StorageExpection", str(error))
+                metrics.ERRORS.labels(*self._labels, "storage").inc()
                 logger.warning(
                     "%s/%s: storage failing (%s); pausing", self.cluster, self.target.rtype, error
                 )
@@ -145,19 +151,20 @@ class ResourceSyncer:
                 key = f"{namespace}/{name}" if namespace else name
                 seen.add(key)
                 rv = (obj.get("metadata") or {}).get("resourceVersion", "")
-                if known.get(key) != rv:
-                    changes.append(prepare(obj, cluster=self.cluster, rtype=rtype))
+                stored_rv = known.get(key)
+                if stored_rv != rv:
+                    changes.append(
+                        prepare(obj, cluster=self.cluster, rtype=rtype, is_new=stored_rv is None)
+                    )
             if changes:
-                await self.writer.apply(cluster=self.cluster, rtype=rtype, changes=changes)
+                await self._store(changes, origin="RELIST")
             self.status.count = len(seen)
         gone: list[Change] = [
             Delete(*(key.split("/", 1) if "/" in key else ("", key))) for key in known.keys() - seen
         ]
         for start in range(0, len(gone), self.settings.batch_size):
-            await self.writer.apply(
-                cluster=self.cluster,
-                rtype=rtype,
-                changes=gone[start : start + self.settings.batch_size],
+            await self._store(
+                gone[start : start + self.settings.batch_size], origin="RELIST_DELETE"
             )
         self.status.count = len(seen)
         self.status.initial_list_phase = False
@@ -208,9 +215,11 @@ class ResourceSyncer:
                     last_rv = rv
                 flush = item is None or item is _STOP or isinstance(item, BaseException)
                 if batch and (flush or len(batch) >= self.settings.batch_size):
-                    await self.writer.apply(
-                        cluster=self.cluster, rtype=self.target.rtype, changes=batch
-                    )
+                    received = deadline - self.settings.batch_interval if deadline else None
+                    await self._store(batch, origin="WATCH")
+                    if received is not None:
+                        lag = time.monotonic() - received
+                        metrics.EVENT_LAG.labels(*self._labels).observe(lag)
                     self.status.last_event_time = time.time()
                     batch, deadline = [], None
                 elif item is None:
@@ -221,6 +230,13 @@ class ResourceSyncer:
                     raise item
         finally:
             producer.cancel()
+
+    async def _store(self, changes: list[Change], *, origin: str) -> None:
+        started = time.monotonic()
+        await self.writer.apply(cluster=self.cluster, rtype=self.target.rtype, changes=changes)
+        metrics.BATCH_SECONDS.labels(*self._labels).observe(time.monotonic() - started)
+        metrics.BATCH_SIZE.labels(*self._labels).observe(len(changes))
+        metrics.EVENTS.labels(*self._labels, origin).inc(len(changes))
 
     def _change(self, kind: str, obj: dict[str, Any]) -> Change:
         if kind == "DELETED":

@@ -36,8 +36,9 @@ def host(control_plane: ControlPlane) -> APIServer:
     return server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def operator(host: APIServer, database_url: str) -> Iterator[OperatorThread]:
+    """A running operator per test (a few seconds), so tests may stop and restart it."""
     config = OperatorConfig(
         storage_url=database_url,
         kubeconfig=str(host.kubeconfig),
@@ -205,3 +206,129 @@ async def test_invalid_specs_become_conditions(
 
 async def _equals(value: Any, expected: Any) -> bool:
     return (await value) == expected
+
+
+WIDGET_CRD = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {kind: Widget, plural: widgets, singular: widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"""
+
+
+@pytest.fixture(scope="module")
+def flaky_member(control_plane: ControlPlane, database_url: str) -> Iterator[APIServer]:
+    """A member of this module's own that the tests stop and restart."""
+    name = "flaky-" + database_url.split(":")[0].split("+")[0]
+    server = control_plane.add_apiserver(name)
+    yield server
+    server.stop()
+
+
+async def test_health_restart_and_crds_appearing_under_a_wildcard(  # type: ignore[no-untyped-def]
+    operator, host, flaky_member, reader, database_url
+) -> None:
+    member = flaky_member
+    name = member.name
+    member.kubectl("create", "namespace", "apps")
+    member.kubectl("create", "configmap", "kept", "-n", "apps", "--from-literal=v=1")
+    spec = {
+        "syncResources": [
+            {"group": "", "resources": ["configmaps"]},
+            {"group": "example.com", "resources": ["*"]},
+        ]
+    }
+    host.kubectl("apply", "-f", "-", input=pediacluster(name, member, **spec))
+    try:
+        # The group does not exist yet: a clear condition, and nothing syncs.
+        await eventually(
+            lambda: conditions(host, name).get("Validated", ("", ""))[1] == "InvalidSyncResources",
+            what="unknown group reported",
+        )
+        # The CRD appears: the next discovery starts syncing it (and the configmaps).
+        member.kubectl("apply", "-f", "-", input=WIDGET_CRD)
+        member.kubectl(
+            "wait", "--for=condition=established", "--timeout=30s", "crd/widgets.example.com"
+        )
+        widget = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w1"}}
+        member.kubectl("apply", "-n", "apps", "-f", "-", input=json.dumps(widget))
+        widgets = (TypeFilter("example.com", "v1", "widgets"),)
+
+        async def widget_names() -> list[str]:
+            page = await reader.list(Query(types=widgets, clusters=(name,)))
+            return [orjson.loads(item.data)["metadata"]["name"] for item in page.items]
+
+        await eventually(lambda: _equals(widget_names(), ["w1"]), what="CRD objects synced")
+        await eventually(
+            lambda: _equals(stored(reader, name, "apps"), {"kept": "1"}), what="configmaps"
+        )
+
+        # The member goes away: unhealthy soon, rows kept.
+        member.stop()
+        await eventually(
+            lambda: conditions(host, name).get("ClusterHealthy", ("",))[0] == "False",
+            timeout=20,
+            what="unhealthy after the member stopped",
+        )
+        assert await stored(reader, name, "apps") == {"kept": "1"}
+
+        # It comes back (same URL, same data): healthy again, changes made meanwhile arrive.
+        member.start()
+        member.kubectl("create", "configmap", "while-away", "-n", "apps", "--from-literal=v=2")
+        await eventually(
+            lambda: conditions(host, name).get("ClusterHealthy", ("",))[0] == "True",
+            what="healthy again",
+        )
+        await eventually(
+            lambda: _equals(stored(reader, name, "apps"), {"kept": "1", "while-away": "2"}),
+            what="changes made while unhealthy",
+        )
+
+        # The CRD goes away: its rows go too.
+        member.kubectl("delete", "crd", "widgets.example.com", "--timeout=60s")
+        await eventually(lambda: _equals(widget_names(), []), what="rows of a removed CRD deleted")
+    finally:
+        if not member.running():
+            member.start()
+        host.kubectl("delete", "pediacluster", name, "--timeout=60s")
+
+
+async def test_restarting_the_operator_converges(  # type: ignore[no-untyped-def]
+    operator, host, member_clusters, reader, database_url
+) -> None:
+    member = member_clusters[0]
+    name = "restart-" + database_url.split(":")[0].split("+")[0]
+    namespace = f"{name}-ns"
+    member.kubectl("create", "namespace", namespace)
+    for item in ("one", "two"):
+        member.kubectl("create", "configmap", item, "-n", namespace, "--from-literal=v=1")
+    host.kubectl("apply", "-f", "-", input=pediacluster(name, member))
+    await eventually(
+        lambda: _equals(stored(reader, name, namespace), {"one": "1", "two": "1"}), what="sync"
+    )
+    operator.stop()
+    member.kubectl("delete", "configmap", "one", "-n", namespace)
+    member.kubectl("patch", "configmap", "two", "-n", namespace, "-p", '{"data":{"v":"2"}}')
+    member.kubectl("create", "configmap", "three", "-n", namespace, "--from-literal=v=3")
+    restarted = OperatorThread(operator.config)
+    restarted.start()
+    try:
+        await eventually(
+            lambda: _equals(stored(reader, name, namespace), {"two": "2", "three": "3"}),
+            what="convergence after restart",
+        )
+    finally:
+        host.kubectl("delete", "pediacluster", name, "--timeout=60s")
+        restarted.stop()

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 import pytest
 import pytest_asyncio
+from prometheus_client import REGISTRY
 
 from clusterpedia.kube.access import InvalidClusterConfig, access_from_kubeconfig, access_from_spec
 from clusterpedia.kube.client import Expired, KubeClient, KubeError
@@ -119,6 +120,11 @@ async def test_list_then_watch_follows_creates_updates_and_deletes(
         member.kubectl("delete", "configmap", "b", "-n", ns)
         await eventually(lambda: _has(reader, "m2", ns, {"a": "2", "c": "1"}))
         assert syncer.status.phase == "Syncing" and not syncer.status.initial_list_phase
+        watched = REGISTRY.get_sample_value(
+            "clusterpedia_sync_events_total",
+            {"cluster": "m2", "resource": "configmaps.v1", "type": "WATCH"},
+        )
+        assert watched is not None and watched >= 3
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

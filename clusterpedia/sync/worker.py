@@ -96,10 +96,9 @@ class ResourceSyncer:
     def _mark(self, phase: str, reason: str = "", message: str = "") -> None:
         self.status.phase, self.status.reason, self.status.message = phase, reason, message
 
-    async def run(self) -> None:
-        """List and watch until cancelled."""
+    async def run(self, *, resource_version: str | None = None) -> None:
+        """List and watch until cancelled (resuming the watch at ``resource_version`` if given)."""
         backoff = self.settings.backoff_initial
-        resource_version: str | None = None
         while True:
             try:
                 if resource_version is None:

@@ -332,3 +332,46 @@ async def test_restarting_the_operator_converges(  # type: ignore[no-untyped-def
     finally:
         host.kubectl("delete", "pediacluster", name, "--timeout=60s")
         restarted.stop()
+
+
+async def test_a_shared_sync_resources_change_reconfigures_its_clusters(  # type: ignore[no-untyped-def]
+    operator, host, member_clusters, reader, database_url
+) -> None:
+    member = member_clusters[0]
+    suffix = database_url.split(":")[0].split("+")[0]
+    name, shared, namespace = f"shared-{suffix}", f"base-{suffix}", f"shared-{suffix}-ns"
+    member.kubectl("create", "namespace", namespace)
+    member.kubectl("create", "configmap", "cm", "-n", namespace, "--from-literal=v=1")
+    member.kubectl("create", "secret", "generic", "s", "-n", namespace, "--from-literal=k=v")
+
+    def shared_resources(*resources: str) -> str:
+        return json.dumps(
+            {
+                "apiVersion": "cluster.clusterpedia.io/v1alpha2",
+                "kind": "ClusterSyncResources",
+                "metadata": {"name": shared},
+                "spec": {"syncResources": [{"group": "", "resources": list(resources)}]},
+            }
+        )
+
+    secrets = (TypeFilter("", "v1", "secrets"),)
+
+    async def secret_names() -> list[str]:
+        page = await reader.list(Query(types=secrets, clusters=(name,), namespaces=(namespace,)))
+        return [orjson.loads(item.data)["metadata"]["name"] for item in page.items]
+
+    host.kubectl("apply", "-f", "-", input=shared_resources("configmaps"))
+    host.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=pediacluster(name, member, syncResources=[], syncResourcesRefName=shared),
+    )
+    try:
+        await eventually(lambda: _equals(stored(reader, name, namespace), {"cm": "1"}), what="ref")
+        assert await secret_names() == []
+        host.kubectl("apply", "-f", "-", input=shared_resources("configmaps", "secrets"))
+        await eventually(lambda: _equals(secret_names(), ["s"]), what="reconfigured by the change")
+    finally:
+        host.kubectl("delete", "pediacluster", name, "--timeout=60s")
+        host.kubectl("delete", "clustersyncresources", shared)

@@ -221,3 +221,38 @@ async def _has(
     reader: ResourceReader, cluster: str, namespace: str, expected: dict[str, str]
 ) -> bool:
     return await stored_names(reader, cluster, namespace) == expected
+
+
+async def test_a_compacted_resource_version_relists_and_loses_nothing(  # type: ignore[no-untyped-def]
+    stores, control_plane, database_url
+) -> None:
+    writer, reader = stores
+    member = control_plane.add_apiserver("compact-" + database_url.split(":")[0].split("+")[0])
+    try:
+        member.kubectl("create", "namespace", "c")
+        for item in ("keep", "gone"):
+            member.kubectl("create", "configmap", item, "-n", "c", "--from-literal=v=1")
+        async with KubeClient(access_from_kubeconfig(member.kubeconfig.read_bytes())) as kube:
+            (target,), _ = resolve_sync_resources(
+                await discover(kube), [{"group": "", "resources": ["configmaps"]}]
+            )
+            syncer = ResourceSyncer(
+                cluster=member.name, target=target, client=kube, writer=writer, settings=FAST
+            )
+            listed_at = await syncer.relist()
+            # Changes after that resourceVersion, then history compacted and the API server
+            # restarted (its watch cache goes): resuming at the old version must answer 410.
+            member.kubectl("delete", "configmap", "gone", "-n", "c")
+            member.kubectl("create", "configmap", "new", "-n", "c", "--from-literal=v=2")
+            control_plane.etcd.compact()
+            member.stop()
+            member.start()
+            task = asyncio.create_task(syncer.run(resource_version=listed_at))
+            try:
+                await eventually(lambda: _has(reader, member.name, "c", {"keep": "1", "new": "2"}))
+                assert syncer.status.watch_restarts >= 1
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    finally:
+        member.stop()

@@ -109,6 +109,16 @@ class KubeClient:
         """GET ``path`` and parse the JSON answer; :class:`KubeError` on failure."""
         return await self._json("GET", path, params=params, timeout=timeout)
 
+    async def post(self, path: str, body: Any) -> Any:
+        """POST a JSON object to ``path`` (create) and parse the answer."""
+        return await self._json(
+            "POST",
+            path,
+            data=orjson.dumps(body),
+            headers={"Content-Type": "application/json"},
+            timeout=REQUEST_TIMEOUT,
+        )
+
     async def patch(
         self, path: str, body: Any, *, content_type: str = "application/merge-patch+json"
     ) -> Any:

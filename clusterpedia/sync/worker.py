@@ -21,8 +21,9 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from clusterpedia.kube.client import Expired, KubeClient, KubeError
 from clusterpedia.kube.discovery import SyncTarget
@@ -62,6 +63,21 @@ class ResourceStatus:
 
 
 _STOP = object()
+T = TypeVar("T")
+
+
+async def _prefetched(pages: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Yield from ``pages`` while already fetching the next item, so the member's next list
+    page travels while the storage writes the current one."""
+    iterator = aiter(pages)
+    pending = asyncio.ensure_future(anext(iterator, _STOP))
+    try:
+        while (item := await pending) is not _STOP:
+            pending = asyncio.ensure_future(anext(iterator, _STOP))
+            yield item  # type: ignore[misc]
+    finally:
+        pending.cancel()
+        await asyncio.gather(pending, return_exceptions=True)
 
 
 class ResourceSyncer:
@@ -140,8 +156,10 @@ class ResourceSyncer:
         seen: set[str] = set()
         list_rv = ""
         self._mark("Syncing" if not self.status.initial_list_phase else "Pending", "", "listing")
-        async for items, page_rv in self.client.list_pages(
-            self.target.path, params=self._params, limit=self.settings.page_size
+        async for items, page_rv in _prefetched(
+            self.client.list_pages(
+                self.target.path, params=self._params, limit=self.settings.page_size
+            )
         ):
             list_rv = list_rv or page_rv
             changes: list[Change] = []

@@ -1,0 +1,269 @@
+"""Sync benchmark: a member cluster's objects into the database, against real processes.
+
+    python bench/sync.py                         # 20,000 ConfigMaps + 5,000 Pods, PostgreSQL
+    python bench/sync.py --scale 0.1 --database sqlite --json
+
+It starts etcd, a member and a host kube-apiserver, seeds the member, then measures:
+
+- the floor: a plain paginated list of the same objects over HTTP (what ``kubectl get --raw``
+  with ``limit=500`` does), the least any sync must spend;
+- initial sync: from applying the PediaCluster to the last row stored (``sync_ratio`` =
+  sync/floor, target <= 1.5 on PostgreSQL);
+- peak RSS of this process (operator and workers) after N objects, and after 2N;
+- event lag p50/p99: member PATCH -> row updated in the database, at 200 updates/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from clusterpedia.operator.handlers import OperatorConfig
+from clusterpedia.operator.runner import OperatorThread
+
+from clusterpedia.kube.access import access_from_kubeconfig
+from clusterpedia.kube.client import KubeClient
+from clusterpedia.storage.engine import create_engine
+from clusterpedia.storage.schema import resources
+from clusterpedia.sync.cluster import ClusterSettings
+from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.databases import fresh_database
+from clusterpedia.testing.objects import realistic_pod
+
+CRDS = Path(__file__).resolve().parents[1] / "manifests" / "crds"
+CONCURRENCY = 32
+
+
+def configmap(index: int, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"cm-{index:06d}",
+            "namespace": namespace,
+            "labels": {"app": f"a{index % 100}"},
+        },
+        "data": {f"key-{n}": f"value-{index}-{n}-" + "x" * 80 for n in range(18)},  # ~2 KB
+    }
+
+
+def pod(index: int, namespace: str) -> dict[str, Any]:
+    body = realistic_pod(index)
+    body["metadata"] = {
+        "name": f"pod-{index:06d}",
+        "namespace": namespace,
+        "labels": body["metadata"]["labels"],
+    }
+    body.pop("status")
+    return body
+
+
+async def seed(member: APIServer, namespace: str, configmaps: int, pods: int) -> None:
+    """Create the objects with concurrent POSTs (kubectl would take minutes)."""
+    member.kubectl("create", "namespace", namespace)
+    queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+    for i in range(configmaps):
+        queue.put_nowait((f"/api/v1/namespaces/{namespace}/configmaps", configmap(i, namespace)))
+    for i in range(pods):
+        queue.put_nowait((f"/api/v1/namespaces/{namespace}/pods", pod(i, namespace)))
+    async with KubeClient(access_from_kubeconfig(member.kubeconfig.read_bytes())) as kube:
+
+        async def worker() -> None:
+            while not queue.empty():
+                path, body = queue.get_nowait()
+                await kube.post(path, body)
+
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+
+
+async def floor_seconds(member: APIServer) -> float:
+    async with KubeClient(access_from_kubeconfig(member.kubeconfig.read_bytes())) as kube:
+        started = time.perf_counter()
+        for path in ("/api/v1/configmaps", "/api/v1/pods"):
+            async for _ in kube.list_pages(path, limit=500):
+                pass
+        return time.perf_counter() - started
+
+
+async def count_rows(engine: Any, cluster: str) -> int:
+    async with engine.connect() as connection:
+        query = (
+            sa.select(sa.func.count())
+            .select_from(resources)
+            .where(resources.c.cluster == cluster, resources.c.namespace.like("bench%"))
+        )
+        return int((await connection.execute(query)).scalar_one())
+
+
+async def wait_rows(engine: Any, cluster: str, expected: int, timeout: float = 900) -> float:
+    started = time.perf_counter()
+    while await count_rows(engine, cluster) < expected:
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"sync did not reach {expected} rows")
+        await asyncio.sleep(0.1)
+    return time.perf_counter() - started
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def measure_lag(
+    member: APIServer, engine: Any, cluster: str, rate: int, seconds: float
+) -> list[float]:
+    """PATCH ``rate`` ConfigMaps per second; return member-PATCH -> stored lags (seconds)."""
+    names = [f"cm-{i:06d}" for i in range(100)]
+    sent: dict[tuple[str, int], float] = {}
+    seen: dict[str, int] = {}
+    lags: list[float] = []
+    stop = asyncio.Event()
+
+    async def update() -> None:
+        async with KubeClient(access_from_kubeconfig(member.kubeconfig.read_bytes())) as kube:
+            started = time.perf_counter()
+            for seq in range(int(rate * seconds)):
+                await asyncio.sleep(max(0.0, started + seq / rate - time.perf_counter()))
+                name = names[seq % len(names)]
+                sent[(name, seq)] = time.perf_counter()
+                path = f"/api/v1/namespaces/bench-1/configmaps/{name}"
+                await kube.patch(path, {"data": {"seq": str(seq)}})
+        await asyncio.sleep(3)
+        stop.set()
+
+    async def observe() -> None:
+        query = sa.select(resources.c.name, resources.c.object).where(
+            resources.c.cluster == cluster,
+            resources.c.namespace == "bench-1",
+            resources.c.name.in_(names),
+        )
+        while not stop.is_set():
+            async with engine.connect() as connection:
+                rows = (await connection.execute(query)).all()
+            now = time.perf_counter()
+            for name, data in rows:
+                seq = int((orjson.loads(data).get("data") or {}).get("seq", -1))
+                if seq > seen.get(name, -1):
+                    seen[name] = seq
+                    if (name, seq) in sent:
+                        lags.append(now - sent[(name, seq)])
+            await asyncio.sleep(0.02)
+
+    await asyncio.gather(update(), observe())
+    return lags
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def run(args: argparse.Namespace) -> dict[str, float]:
+    configmaps, pods = int(20_000 * args.scale), int(5_000 * args.scale)
+    figures: dict[str, float] = {"objects": configmaps + pods}
+    with ControlPlane() as plane, fresh_database(args.database, label="syncbench") as url:
+        member, host = plane.add_apiserver("bench-member"), plane.add_apiserver("bench-host")
+        host.kubectl("apply", "-f", str(CRDS))
+        host.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
+        print(f"... seeding {configmaps} ConfigMaps and {pods} Pods", file=sys.stderr, flush=True)
+        await seed(member, "bench-1", configmaps, pods)
+        figures["floor_list_s"] = await floor_seconds(member)
+
+        operator = OperatorThread(
+            OperatorConfig(
+                storage_url=url,
+                kubeconfig=str(host.kubeconfig),
+                cluster=ClusterSettings(probe_interval=2),
+            )
+        )
+        operator.start()
+        engine = create_engine(url)
+        try:
+            rss_before = rss_mb()
+            spec = {
+                "apiVersion": "cluster.clusterpedia.io/v1alpha2",
+                "kind": "PediaCluster",
+                "metadata": {"name": "bench"},
+                "spec": {
+                    "kubeconfig": base64.b64encode(member.kubeconfig.read_bytes()).decode(),
+                    "syncResources": [{"group": "", "resources": ["configmaps", "pods"]}],
+                },
+            }
+            print("... initial sync", file=sys.stderr, flush=True)
+            started = time.perf_counter()
+            host.kubectl("apply", "-f", "-", input=json.dumps(spec))
+            await wait_rows(engine, "bench", configmaps + pods)
+            figures["initial_sync_s"] = time.perf_counter() - started
+            figures["sync_ratio"] = figures["initial_sync_s"] / figures["floor_list_s"]
+            figures["objects_per_s"] = (configmaps + pods) / figures["initial_sync_s"]
+            figures["rss_before_mb"] = rss_before
+            figures["rss_n_mb"] = rss_mb()
+
+            print("... event lag", file=sys.stderr, flush=True)
+            lags = await measure_lag(
+                member, engine, "bench", rate=args.rate, seconds=args.lag_seconds
+            )
+            figures["lag_p50_ms"] = statistics.median(lags) * 1000
+            figures["lag_p99_ms"] = percentile(lags, 0.99) * 1000
+            figures["lag_samples"] = len(lags)
+
+            print("... second N objects", file=sys.stderr, flush=True)
+            await seed(member, "bench-2", configmaps, pods)
+            await wait_rows(engine, "bench", 2 * (configmaps + pods))
+            figures["rss_2n_mb"] = rss_mb()
+        finally:
+            await engine.dispose()
+            operator.stop()
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="fraction of 20,000 ConfigMaps + 5,000 Pods"
+    )
+    parser.add_argument(
+        "--database", default="postgresql", choices=["sqlite", "postgresql", "mysql"]
+    )
+    parser.add_argument(
+        "--rate", type=int, default=200, help="updates per second for the lag figure"
+    )
+    parser.add_argument("--lag-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of a table"
+    )
+    args = parser.parse_args(argv)
+    figures = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps({key: round(value, 3) for key, value in figures.items()}))
+        return 0
+    print(f"sync benchmark ({args.database}, {int(figures['objects'])} objects, ~2-4 KB)")
+    rows = [
+        ("floor_list_s", "paginated list of the same objects (s)", "{:.1f}"),
+        ("initial_sync_s", "apply PediaCluster -> last row stored (s)", "{:.1f}"),
+        ("sync_ratio", "sync / floor (target <= 1.5)", "{:.2f}"),
+        ("objects_per_s", "objects stored per second", "{:,.0f}"),
+        ("rss_n_mb", "peak RSS after N objects (MB)", "{:.0f}"),
+        ("rss_2n_mb", "peak RSS after 2N objects (MB)", "{:.0f}"),
+        ("lag_p50_ms", f"event lag p50 at {args.rate}/s (ms)", "{:.0f}"),
+        ("lag_p99_ms", f"event lag p99 at {args.rate}/s (ms, target < 1000)", "{:.0f}"),
+    ]
+    width = max(len(label) for _, label, _ in rows)
+    for key, label, fmt in rows:
+        print(f"{label:{width}}  {fmt.format(figures[key]):>10}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

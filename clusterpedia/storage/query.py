@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from datetime import datetime
 from typing import Any, Literal
@@ -75,12 +75,11 @@ class Query:
     offset: int | None = None
     with_remaining_count: bool = False
     metadata_only: bool = False
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def fingerprint(self) -> str:
         """Identifies the result set (everything but paging), so a continue token cannot be
         replayed against a different query."""
-        paging = {"limit", "continue_token", "offset", "with_remaining_count", "extra"}
+        paging = {"limit", "continue_token", "offset", "with_remaining_count"}
         material = repr(
             [
                 (f.name, getattr(self, f.name))

@@ -22,7 +22,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from clusterpedia.kube.client import Expired, KubeClient, KubeError
@@ -59,7 +59,6 @@ class ResourceStatus:
     count: int = 0
     last_event_time: float | None = None
     watch_restarts: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _STOP = object()

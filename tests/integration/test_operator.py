@@ -375,3 +375,28 @@ async def test_a_shared_sync_resources_change_reconfigures_its_clusters(  # type
     finally:
         host.kubectl("delete", "pediacluster", name, "--timeout=60s")
         host.kubectl("delete", "clustersyncresources", shared)
+
+
+async def test_credentials_from_secrets(  # type: ignore[no-untyped-def]
+    operator, host, member_clusters, reader, database_url
+) -> None:
+    member = member_clusters[0]
+    suffix = database_url.split(":")[0].split("+")[0]
+    name, namespace = f"secret-{suffix}", f"secret-{suffix}-ns"
+    member.kubectl("create", "namespace", namespace)
+    member.kubectl("create", "configmap", "via-secret", "-n", namespace, "--from-literal=v=1")
+    host.kubectl("create", "namespace", "clusterpedia-system", check=False)
+    host.kubectl(
+        "create", "secret", "generic", f"member-{suffix}", "-n", "clusterpedia-system",
+        f"--from-file=kubeconfig={member.kubeconfig}",
+    )  # fmt: skip
+    reference = {"kubeconfig": {"name": f"member-{suffix}", "key": "kubeconfig"}}
+    body = json.loads(pediacluster(name, member, authenticationFrom=reference))
+    del body["spec"]["kubeconfig"]
+    host.kubectl("apply", "-f", "-", input=json.dumps(body))
+    try:
+        await eventually(
+            lambda: _equals(stored(reader, name, namespace), {"via-secret": "1"}), what="sync"
+        )
+    finally:
+        host.kubectl("delete", "pediacluster", name, "--timeout=60s")

@@ -276,12 +276,9 @@ class Compiler:
     ) -> ColumnElement[bool]:
         if owner.seniority < 0 or owner.seniority > MAX_OWNER_SENIORITY:
             raise InvalidQuery(f"owner seniority must be between 0 and {MAX_OWNER_SENIORITY}")
+        uids: Any
         if owner.uid:
-            if owner.seniority == 0:
-                return R.owner_uid == owner.uid
-            ancestors: sa.Select[Any] | None = None
-            uids: Any = [owner.uid]
-            levels = owner.seniority
+            uids = [owner.uid]
         else:
             named = resources.alias(_unique("owner"))
             ancestors = sa.select(named.c.uid).where(
@@ -294,8 +291,8 @@ class Compiler:
             if namespaces:
                 ancestors = ancestors.where(named.c.namespace.in_([*namespaces, ""]))
             uids = ancestors
-            levels = owner.seniority
-        for _ in range(levels):
+        # Each level up: the uids of objects whose controller is one of the previous level.
+        for _ in range(owner.seniority):
             level = resources.alias(_unique("level"))
             condition = level.c.owner_uid.in_(uids)
             uids = sa.select(level.c.uid).where(level.c.cluster == cluster, condition)

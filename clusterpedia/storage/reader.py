@@ -122,7 +122,8 @@ class ResourceReader:
     async def list(self, query: Query) -> Page:
         """One page of ``query`` (all matching rows when it has no limit)."""
         self._check(query)
-        conditions = self.compiler.where(query)
+        filters = self.compiler.where(query)
+        conditions = list(filters)
         keys = self.compiler.sort_keys(query)
         offset = query.offset
         token = query.continue_token
@@ -169,7 +170,7 @@ class ResourceReader:
                     counting = (
                         sa.select(sa.func.count())
                         .select_from(resources)
-                        .where(*self.compiler.where(query), self._after(keys, last_values))
+                        .where(*filters, self._after(keys, last_values))
                     )
                     remaining = (await connection.execute(counting)).scalar_one()
         items = [

@@ -1,5 +1,71 @@
-"""The aiohttp application of the aggregated API server (installed as clusterpedia.apiserver).
+"""The aiohttp application: the handler chain, assembled in this one place.
 
-Like ``operator/``, this folder has no top-level ``__init__.py`` and installs under the
-``clusterpedia`` namespace. The handler chain arrives with the API server issue.
+Installed as ``clusterpedia.apiserver``. Like ``operator/``, this folder has no top-level
+``__init__.py`` (see README, "Layout").
+
+Order, as Kubernetes' ``DefaultBuildHandlerChain``: request info -> panic recovery ->
+authentication -> authorization -> read-only guard -> system paths (health, version, metrics)
+-> the clusterpedia.io group (discovery, collectionresources) -> ``resources`` -> 404 Status.
+A later server (watch, proxy) is one more entry in the list; no other layer changes.
 """
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+from clusterpedia.apiserver.authn import Authenticator, authentication
+from clusterpedia.apiserver.authz import Authorizer, authorization
+from clusterpedia.apiserver.chain import (
+    Layer,
+    build_chain,
+    read_only,
+    with_recovery,
+    with_request_info,
+)
+from clusterpedia.apiserver.group import GroupServer
+from clusterpedia.apiserver.resources import ResourcesServer
+from clusterpedia.apiserver.system import SystemServer, version_info
+
+from clusterpedia.storage.catalog import TypeCatalog
+from clusterpedia.storage.reader import ResourceReader
+
+# A label selector or a list of names can be long, but not megabytes: aiohttp refuses longer
+# request lines and headers before any handler runs.
+MAX_LINE = 64 * 1024
+MAX_BODY = 1024 * 1024
+
+
+def build_layers(
+    *,
+    reader: ResourceReader,
+    catalog: TypeCatalog,
+    authenticator: Authenticator,
+    authorizer: Authorizer,
+    check_clusters: bool,
+    ready: Callable[[], Awaitable[None]],
+) -> list[Layer]:
+    return [
+        with_request_info,
+        with_recovery,
+        authentication(authenticator),
+        authorization(authorizer, catalog=catalog, check_clusters=check_clusters),
+        read_only,
+        SystemServer(ready=ready),
+        GroupServer(reader=reader, catalog=catalog),
+        ResourcesServer(reader=reader, catalog=catalog, version=version_info()),
+    ]
+
+
+def build_app(layers: Sequence[Layer]) -> web.Application:
+    app = web.Application(
+        client_max_size=MAX_BODY,
+        handler_args={"max_line_size": MAX_LINE, "max_field_size": MAX_LINE},
+    )
+    chain = build_chain(layers)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await chain(request)
+
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 
 from clusterpedia import __version__
@@ -53,6 +54,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="peering priority; give replicas distinct values (env CLUSTERPEDIA_PRIORITY)",
     )
     run.add_argument(
+        "--secure-port",
+        type=int,
+        default=int(os.environ.get("CLUSTERPEDIA_SECURE_PORT", "8443")),
+        help="HTTPS port of the API server (env CLUSTERPEDIA_SECURE_PORT; default 8443)",
+    )
+    run.add_argument("--bind-address", default="0.0.0.0", help="address to listen on")
+    run.add_argument(
+        "--tls-cert-file",
+        default=os.environ.get("CLUSTERPEDIA_TLS_CERT_FILE"),
+        help="serving certificate (PEM, with its chain); default: a generated self-signed one",
+    )
+    run.add_argument(
+        "--tls-private-key-file",
+        default=os.environ.get("CLUSTERPEDIA_TLS_PRIVATE_KEY_FILE"),
+        help="the serving certificate's private key (PEM)",
+    )
+    run.add_argument(
+        "--cert-dir",
+        default=os.environ.get("CLUSTERPEDIA_CERT_DIR"),
+        help="where a generated self-signed certificate and its CA are written",
+    )
+    run.add_argument(
+        "--authorize-clusters",
+        action="store_true",
+        default=os.environ.get("CLUSTERPEDIA_AUTHORIZE_CLUSTERS") == "true",
+        help="users see only clusters whose PediaCluster they may get",
+    )
+    run.add_argument(
+        "--allow-where-sql",
+        action="store_true",
+        help="accept the whereSQLStatement search parameter (parameterised, read-only)",
+    )
+    run.add_argument(
+        "--no-operator",
+        action="store_true",
+        help="serve only: do not run the operator in this process",
+    )
+    run.add_argument(
         "--log-level",
         default=os.environ.get("CLUSTERPEDIA_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING (env CLUSTERPEDIA_LOG_LEVEL)",
@@ -61,9 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run until SIGTERM/SIGINT; non-zero if a component died on its own."""
-    from clusterpedia.operator.handlers import OperatorConfig
-    from clusterpedia.operator.runner import OperatorThread
+    """Run the API server and the operator until SIGTERM/SIGINT; non-zero if either died."""
     from clusterpedia.storage.config import describe, resolve_storage_url
     from clusterpedia.storage.engine import StorageURLError
 
@@ -76,25 +113,63 @@ def run(args: argparse.Namespace) -> int:
         print(f"clusterpedia: {error}", file=sys.stderr)
         return 2
     print(f"clusterpedia-py {__version__}: storage {describe(url)}", file=sys.stderr, flush=True)
-    stop = threading.Event()
+    return asyncio.run(_serve(args, url))
+
+
+async def _serve(args: argparse.Namespace, url: str) -> int:
+    from clusterpedia.apiserver.server import APIServer, ServerConfig
+    from clusterpedia.operator.handlers import OperatorConfig
+    from clusterpedia.operator.runner import OperatorThread
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    operator = OperatorThread(
-        OperatorConfig(storage_url=url, kubeconfig=args.kubeconfig),
-        standalone=not args.peering,
-        priority=args.priority,
+        loop.add_signal_handler(signum, stop.set)
+    server = APIServer(
+        ServerConfig(
+            storage_url=url,
+            kubeconfig=args.kubeconfig,
+            bind_address=args.bind_address,
+            port=args.secure_port,
+            cert_file=args.tls_cert_file,
+            key_file=args.tls_private_key_file,
+            cert_dir=args.cert_dir,
+            check_clusters=args.authorize_clusters,
+            allow_where_sql=args.allow_where_sql,
+        )
     )
     try:
-        operator.start()
-    except RuntimeError as error:
-        print(f"clusterpedia: {error}", file=sys.stderr)
+        await server.start()
+    except Exception as error:
+        print(f"clusterpedia: the API server failed to start: {error}", file=sys.stderr)
+        await server.stop()
         return 1
-    while not stop.wait(1.0):
-        if operator.failed:
-            print(f"clusterpedia: the operator stopped: {operator.error!r}", file=sys.stderr)
+    operator = None
+    if not args.no_operator:
+        operator = OperatorThread(
+            OperatorConfig(storage_url=url, kubeconfig=args.kubeconfig),
+            standalone=not args.peering,
+            priority=args.priority,
+        )
+        try:
+            await loop.run_in_executor(None, operator.start)
+        except RuntimeError as error:
+            print(f"clusterpedia: {error}", file=sys.stderr)
+            await server.stop()
             return 1
-    operator.stop()
-    return 0
+    code = 0
+    # One shared shutdown: a signal stops both sides; the operator dying stops the server.
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        if operator is not None and operator.failed:
+            print(f"clusterpedia: the operator stopped: {operator.error!r}", file=sys.stderr)
+            code = 1
+            break
+    if operator is not None:
+        await loop.run_in_executor(None, operator.stop)
+    await server.stop()
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -53,6 +53,7 @@ class APIResource:
     namespaced: bool
     verbs: frozenset[str]
     short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
 
     @property
     def listable(self) -> bool:
@@ -105,6 +106,7 @@ async def discover(client: KubeClient) -> Discovery:
                 namespaced=bool(item.get("namespaced")),
                 verbs=frozenset(item.get("verbs") or ()),
                 short_names=tuple(item.get("shortNames") or ()),
+                categories=tuple(item.get("categories") or ()),
             )
             for item in document.get("resources") or []
             if "/" not in item["name"]
@@ -123,6 +125,9 @@ class SyncTarget:
     namespaced: bool
     label_selector: str = ""
     field_selector: str = ""
+    singular: str = ""
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
 
     @property
     def path(self) -> str:
@@ -213,6 +218,11 @@ def resolve_sync_resources(
                         kind=resource.kind,
                     )
                     targets[(rtype.group, rtype.version, rtype.resource)] = SyncTarget(
-                        rtype=rtype, namespaced=resource.namespaced, **selectors
+                        rtype=rtype,
+                        namespaced=resource.namespaced,
+                        singular=resource.singular,
+                        short_names=resource.short_names,
+                        categories=resource.categories,
+                        **selectors,
                     )
     return list(targets.values()), warnings

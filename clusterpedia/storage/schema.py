@@ -25,7 +25,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: resource_types
 
 metadata = sa.MetaData()
 
@@ -110,6 +110,23 @@ resource_labels = sa.Table(
     sa.Index("ix_resource_labels_lookup", "group", "version", "resource", "key", "value"),
 )
 LABEL_KEY_MAX, LABEL_VALUE_MAX = 317, 63
+
+# What each cluster syncs, with what discovery needs to describe it (kind, scope, names,
+# printer columns of custom resources). Written by the syncing replica, read by every serving
+# replica: discovery comes from here, never from in-process sync state.
+resource_types = sa.Table(
+    "resource_types",
+    metadata,
+    sa.Column("cluster", _ascii(253), nullable=False),
+    sa.Column("group", _ascii(253), nullable=False),
+    sa.Column("version", _ascii(63), nullable=False),
+    sa.Column("resource", _ascii(253), nullable=False),
+    sa.Column("kind", _ascii(253), nullable=False),
+    sa.Column("namespaced", sa.Boolean, nullable=False),
+    sa.Column("singular", _ascii(253), nullable=False, server_default=""),
+    sa.Column("details", sa.Text, nullable=False),  # JSON: shortNames, categories, columns
+    sa.PrimaryKeyConstraint("cluster", "group", "version", "resource"),
+)
 
 schema_info = sa.Table(
     "clusterpedia_schema",

@@ -37,6 +37,7 @@ from clusterpedia.storage.schema import (
     LABEL_KEY_MAX,
     LABEL_VALUE_MAX,
     resource_labels,
+    resource_types,
     resources,
 )
 
@@ -208,11 +209,13 @@ class ResourceWriter:
         """Remove every row of ``cluster`` (or only of one of its resource types)."""
         statement = sa.delete(resources).where(*_scope(resources, cluster, rtype))
         labels = sa.delete(resource_labels).where(*_scope(resource_labels, cluster, rtype))
+        catalog = sa.delete(resource_types).where(*_scope(resource_types, cluster, rtype))
 
         async def delete() -> int:
             async with self.engine.begin() as connection:
                 if self.dialect == "mysql":
                     await connection.execute(labels)
+                await connection.execute(catalog)
                 return (await connection.execute(statement)).rowcount
 
         return await self._retrying(delete, what=f"delete rows of cluster {cluster}")

@@ -24,8 +24,10 @@ from clusterpedia.kube.discovery import (
     SyncResourcesError,
     SyncTarget,
     discover,
+    is_builtin_group,
     resolve_sync_resources,
 )
+from clusterpedia.storage.catalog import PrinterColumn, SyncedType, TypeCatalog
 from clusterpedia.storage.writer import ResourceWriter
 from clusterpedia.sync.worker import ResourceSyncer, SyncSettings
 
@@ -90,6 +92,7 @@ class ClusterSynchro:
                 "no caData: TLS to the member is not verified (as the original does)"
             )
         self._task: asyncio.Task[None] | None = None
+        self._published: list[SyncedType] | None = None
         self._last_report: dict[str, Any] | None = None
         self._last_transitions: dict[str, tuple[str, str]] = {}
 
@@ -191,6 +194,62 @@ class ClusterSynchro:
         for key, target in wanted.items():
             if key not in self.workers:
                 self._start_worker(key, target)
+        await self._publish_types(targets)
+
+    async def _publish_types(self, targets: Sequence[SyncTarget]) -> None:
+        """Record what this cluster syncs, for every replica's discovery."""
+        types = [
+            SyncedType(
+                cluster=self.name,
+                group=t.rtype.group,
+                version=t.rtype.version,
+                resource=t.rtype.resource,
+                kind=t.rtype.kind,
+                namespaced=t.namespaced,
+                singular=t.singular,
+                short_names=t.short_names,
+                categories=t.categories,
+                printer_columns=await self._printer_columns(t),
+            )
+            for t in targets
+        ]
+        if types == self._published:
+            return
+        try:
+            await TypeCatalog(self.writer.engine).replace(self.name, types)
+            self._published = types
+        except Exception as error:  # retried at the next discovery round
+            logger.warning("cluster %s: could not record its resource types: %s", self.name, error)
+
+    async def _printer_columns(self, target: SyncTarget) -> tuple[PrinterColumn, ...]:
+        """The member CRD's additionalPrinterColumns for the synced version (none for
+        built-in kinds and aggregated APIs)."""
+        rtype = target.rtype
+        if is_builtin_group(rtype.group):
+            return ()
+        path = (
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+            f"{rtype.resource}.{rtype.group}"
+        )
+        try:
+            crd = await self.client.get(path)
+        except KubeError:
+            return ()  # served by an APIService, or not readable with these credentials
+        for version in (crd.get("spec") or {}).get("versions") or ():
+            if version.get("name") == rtype.version:
+                return tuple(
+                    PrinterColumn(
+                        name=str(c.get("name", "")),
+                        type=str(c.get("type", "string")),
+                        json_path=str(c.get("jsonPath", "")),
+                        description=str(c.get("description", "")),
+                        format=str(c.get("format", "")),
+                        priority=int(c.get("priority", 0)),
+                    )
+                    for c in version.get("additionalPrinterColumns") or ()
+                    if c.get("name") and c.get("jsonPath")
+                )
+        return ()
 
     def _start_worker(self, key: tuple[str, str, str], target: SyncTarget) -> None:
         syncer = ResourceSyncer(

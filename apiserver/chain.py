@@ -1,0 +1,80 @@
+"""The handler chain: filters and servers, each serving what it owns and delegating the rest.
+
+As in Kubernetes' generic apiserver, the chain is assembled in one place (``app.py``) from
+layers that know nothing of each other. A layer is ``async (request, delegate) -> response``:
+a filter does its part and calls ``delegate``; a server answers the paths it owns and calls
+``delegate`` for the others. The chain ends in a 404 ``Status``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+from clusterpedia.apiserver.requestinfo import REQUEST_INFO, first_values, parse_request
+from clusterpedia.apiserver.status import StatusError, no_route
+from sqlalchemy.exc import DBAPIError
+
+from clusterpedia.storage.errors import InvalidQuery, StorageError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Layer = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+logger = logging.getLogger(__name__)
+
+
+async def not_found(request: web.Request) -> web.StreamResponse:
+    """The end of the chain: nobody owns this path."""
+    raise no_route()
+
+
+def build_chain(layers: Sequence[Layer]) -> Handler:
+    """``layers[0]`` runs first; each delegates to the next; the last delegates to 404."""
+    handler: Handler = not_found
+    for layer in reversed(layers):
+        handler = _bind(layer, handler)
+    return handler
+
+
+def _bind(layer: Layer, delegate: Handler) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await layer(request, delegate)
+
+    return handle
+
+
+async def with_request_info(request: web.Request, delegate: Handler) -> web.StreamResponse:
+    """Parse the Kubernetes request attributes once, for every later layer."""
+    request[REQUEST_INFO] = parse_request(request.path, request.method, first_values(request))
+    return await delegate(request)
+
+
+async def with_recovery(request: web.Request, delegate: Handler) -> web.StreamResponse:
+    """Every failure becomes a ``Status``; a bug is logged with its traceback, never sent."""
+    try:
+        return await delegate(request)
+    except StatusError as error:
+        return error.response()
+    except InvalidQuery as error:
+        return StatusError.from_reason(error.reason, error.message).response()
+    except (StorageError, DBAPIError) as error:
+        logger.warning("storage failed for %s %s: %s", request.method, request.path_qs, error)
+        return StatusError(503, "the storage is unavailable; try again").response()
+    except web.HTTPException:
+        raise
+    except ConnectionResetError:
+        raise
+    except Exception:
+        logger.exception("internal error serving %s %s", request.method, request.path_qs)
+        return StatusError(500, "Internal error occurred: see the server log").response()
+
+
+async def read_only(request: web.Request, delegate: Handler) -> web.StreamResponse:
+    """Everything here is read-only: other methods get 405 before any server sees them."""
+    if request.method not in ("GET", "HEAD"):
+        raise StatusError(
+            405,
+            f"the server does not allow this method on the requested resource: {request.method}",
+        )
+    return await delegate(request)

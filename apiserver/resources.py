@@ -1,0 +1,233 @@
+"""The Kubernetes-style API under ``/apis/clusterpedia.io/v1beta1/resources``.
+
+``.../resources/<kube path>`` serves every cluster at once, ``.../resources/clusters/<name>/
+<kube path>`` one cluster: discovery, list (with every search parameter) and get by name. Lists
+splice stored bytes (``lists.py``); Tables parse objects (``tables.py``). Watch arrives with the
+watch issue: until then it is refused with 405, never ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import orjson
+from aiohttp import web
+from clusterpedia.apiserver import discovery
+from clusterpedia.apiserver.chain import Handler
+from clusterpedia.apiserver.lists import as_partial, envelope, list_metadata, page_body, stream_list
+from clusterpedia.apiserver.negotiation import Form, negotiate
+from clusterpedia.apiserver.requestinfo import RequestInfo, all_values, parse_request, split_path
+from clusterpedia.apiserver.scope import narrow_clusters, visible_types
+from clusterpedia.apiserver.status import StatusError, json_response, no_route, not_found
+from clusterpedia.apiserver.tables import TableBuilder, include_object
+
+from clusterpedia.search.params import query_from_request
+from clusterpedia.storage.catalog import SyncedType, TypeCatalog
+from clusterpedia.storage.query import TypeFilter
+from clusterpedia.storage.reader import ResourceReader
+
+PREFIX = ["apis", "clusterpedia.io", "v1beta1", "resources"]
+LIST_FORMS = {Form.JSON, Form.TABLE, Form.METADATA}
+DISCOVERY_FORMS = {Form.JSON, Form.DISCOVERY_V2, Form.DISCOVERY_V2BETA1}
+
+
+class ResourcesServer:
+    """Serves the ``resources`` prefix; delegates every other path."""
+
+    def __init__(self, *, reader: ResourceReader, catalog: TypeCatalog, version: dict[str, Any]):
+        self.reader = reader
+        self.catalog = catalog
+        self.version = version
+
+    async def __call__(self, request: web.Request, delegate: Handler) -> web.StreamResponse:
+        parts = split_path(request.path)
+        if parts[:4] != PREFIX:
+            return await delegate(request)
+        inner, cluster = parts[4:], None
+        if inner[:1] == ["clusters"]:
+            if len(inner) < 3:
+                raise no_route()
+            cluster, inner = inner[1], inner[2:]
+        if not inner:
+            raise no_route()
+        types = await visible_types(request, self.catalog, cluster=cluster)
+        if cluster is not None and not types:
+            raise StatusError(400, "the server could not find the requested cluster")
+        if inner == ["version"]:
+            return json_response(self.version)
+        info = parse_request("/" + "/".join(inner), request.method, dict(request.query))
+        catalogue = discovery.Catalogue(types)
+        if not info.is_resource_request:
+            return self._discovery(request, inner, catalogue)
+        synced = catalogue.find(info.api_group, info.api_version, info.resource)
+        if synced is None or info.subresource:
+            raise no_route()
+        # /api/v1/namespaces/<name> is a get of the namespace, not a request inside it.
+        is_namespace_get = info.resource == "namespaces" and info.name == info.namespace
+        namespace = "" if is_namespace_get else info.namespace
+        if namespace and not synced.namespaced:
+            raise no_route()
+        if info.verb == "watch":
+            raise StatusError(405, "watch is not supported by this server yet")
+        if info.verb == "get":
+            if cluster is None:
+                raise StatusError(
+                    400,
+                    "please specify the cluster name when using the resource name to get a "
+                    "specific resource.",
+                )
+            return await self._get(request, info, synced, cluster=cluster, namespace=namespace)
+        return await self._list(request, synced, cluster=cluster, namespace=namespace)
+
+    # -- discovery ----------------------------------------------------------------------------
+
+    def _discovery(
+        self, request: web.Request, inner: list[str], catalogue: discovery.Catalogue
+    ) -> web.Response:
+        if inner in (["api"], ["apis"]):
+            form = negotiate(request.headers.get("Accept"), allowed=DISCOVERY_FORMS)
+            core = inner == ["api"]
+            if form is not Form.JSON:
+                return web.Response(
+                    body=orjson.dumps(discovery.aggregated(catalogue, core=core, form=form)),
+                    headers={
+                        "Content-Type": discovery.v2_content_type(form),
+                        "Vary": "Accept",
+                    },
+                )
+            document = (
+                discovery.api_versions(catalogue) if core else discovery.api_group_list(catalogue)
+            )
+            return json_response(document)
+        groups = catalogue.groups()
+        if len(inner) == 2 and inner[0] == "apis" and inner[1] in groups and inner[1]:
+            return json_response(discovery.api_group(inner[1], groups[inner[1]]))
+        if (len(inner) == 2 and inner[0] == "api") or (len(inner) == 3 and inner[0] == "apis"):
+            group, version = ("", inner[1]) if inner[0] == "api" else (inner[1], inner[2])
+            found = catalogue.resources(group, version)
+            if found:
+                return json_response(discovery.api_resource_list(group, version, found))
+        raise no_route()
+
+    # -- get ----------------------------------------------------------------------------------
+
+    async def _get(
+        self,
+        request: web.Request,
+        info: RequestInfo,
+        synced: SyncedType,
+        *,
+        cluster: str,
+        namespace: str,
+    ) -> web.Response:
+        form = negotiate(request.headers.get("Accept"), allowed=LIST_FORMS)
+        data = await self.reader.get(
+            cluster=cluster,
+            group=synced.group,
+            version=synced.version,
+            resource=synced.resource,
+            namespace=namespace,
+            name=info.name,
+        )
+        if data is None:
+            raise not_found(synced.resource, info.name, group=synced.group)
+        if form is Form.JSON:
+            return web.Response(body=data, content_type="application/json")
+        if form is Form.METADATA:
+            metadata = orjson.loads(data).get("metadata") or {}
+            return json_response(
+                {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": metadata,
+                }
+            )
+        builder = self._table_builder(request, synced)
+        return json_response(builder.table([(data, cluster)], list_metadata=list_metadata()))
+
+    # -- list ---------------------------------------------------------------------------------
+
+    async def _list(
+        self, request: web.Request, synced: SyncedType, *, cluster: str | None, namespace: str
+    ) -> web.StreamResponse:
+        form = negotiate(request.headers.get("Accept"), allowed=LIST_FORMS)
+        query = query_from_request(
+            all_values(request),
+            types=(TypeFilter(synced.group, synced.version, synced.resource),),
+            cluster=cluster,
+            namespace=namespace or None,
+        )
+        clusters = narrow_clusters(request, query.clusters)
+        query = replace(
+            query,
+            clusters=clusters or (),
+            metadata_only=form is Form.METADATA or query.metadata_only,
+        )
+        if form is Form.TABLE:
+            builder = self._table_builder(request, synced)
+            if clusters is None:
+                return json_response(builder.table([], list_metadata=list_metadata()))
+            page = await self.reader.list(query)
+            return json_response(
+                builder.table(
+                    [(item.data, item.cluster) for item in page.items],
+                    list_metadata=list_metadata(
+                        continue_token=page.continue_token, remaining=page.remaining_count
+                    ),
+                )
+            )
+        if form is Form.METADATA:
+            kind, api_version, wrap = "PartialObjectMetadataList", "meta.k8s.io/v1", as_partial
+        elif query.metadata_only:  # onlyMetadata=true, the original's search parameter
+            kind, api_version = f"{synced.kind}List", _api_version(synced)
+            wrap = _metadata_object(synced)
+        else:
+            kind, api_version, wrap = f"{synced.kind}List", _api_version(synced), None
+        if clusters is None:
+            head, tail = envelope(kind, api_version, list_metadata())
+            return web.Response(body=head + tail, content_type="application/json")
+        if query.limit is None and query.offset is None and not query.continue_token:
+            head, tail = envelope(kind, api_version, list_metadata())
+            items = self.reader.stream(query)
+            if wrap is not None:
+                items = _mapped(items, wrap)
+            return await stream_list(request, head, items, tail)
+        page = await self.reader.list(query)
+        head, tail = envelope(
+            kind,
+            api_version,
+            list_metadata(continue_token=page.continue_token, remaining=page.remaining_count),
+        )
+        datas = [item.data for item in page.items]
+        if wrap is not None:
+            datas = [wrap(d) for d in datas]
+        return web.Response(body=page_body(head, datas, tail), content_type="application/json")
+
+    def _table_builder(self, request: web.Request, synced: SyncedType) -> TableBuilder:
+        return TableBuilder(
+            synced,
+            group=synced.group,
+            resource=synced.resource,
+            include=include_object(request.query.get("includeObject")),
+        )
+
+
+def _api_version(synced: SyncedType) -> str:
+    return f"{synced.group}/{synced.version}" if synced.group else synced.version
+
+
+def _metadata_object(synced: SyncedType) -> Any:
+    prefix = (
+        b'{"apiVersion":'
+        + orjson.dumps(_api_version(synced))
+        + b',"kind":'
+        + orjson.dumps(synced.kind)
+        + b',"metadata":'
+    )
+    return lambda data: prefix + data + b"}"
+
+
+async def _mapped(items: Any, wrap: Any) -> Any:
+    async for data in items:
+        yield wrap(data)

@@ -1,0 +1,135 @@
+"""Run the API server: storage, host clients, TLS, the listener, the auth settings reloader."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+from aiohttp import web
+from clusterpedia.apiserver.app import build_app, build_layers
+from clusterpedia.apiserver.authn import Authenticator, load_config
+from clusterpedia.apiserver.authz import Authorizer
+from clusterpedia.apiserver.tls import ServingCertificate, ServingTLS, self_signed
+
+from clusterpedia.kube.client import KubeClient, KubeError
+from clusterpedia.kube.host import host_access
+from clusterpedia.storage.catalog import TypeCatalog
+from clusterpedia.storage.engine import create_engine
+from clusterpedia.storage.migrate import ensure_schema
+from clusterpedia.storage.reader import ResourceReader
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerConfig:
+    """What the API server needs from the command line."""
+
+    storage_url: str
+    kubeconfig: str | None = None
+    bind_address: str = "0.0.0.0"
+    port: int = 8443
+    cert_file: str | None = None
+    key_file: str | None = None
+    cert_dir: str | None = None  # where a generated certificate goes
+    hosts: list[str] = field(
+        default_factory=lambda: [
+            "localhost",
+            "127.0.0.1",
+            "clusterpedia-apiserver.clusterpedia-system.svc",
+        ]
+    )
+    check_clusters: bool = False
+    allow_where_sql: bool = False
+    auth_reload_seconds: float = 30.0
+
+
+class APIServer:
+    """The aiohttp server with everything it needs; ``start``/``stop`` on one event loop."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.engine = create_engine(config.storage_url)
+        self.host = KubeClient(host_access(config.kubeconfig))
+        self.certificate: ServingCertificate | None = None
+        self.tls: ServingTLS | None = None
+        self.authenticator: Authenticator | None = None
+        self._runner: web.AppRunner | None = None
+        self._reloader: asyncio.Task[None] | None = None
+        self.port = config.port
+
+    async def _ready(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(sa.text("SELECT 1"))
+
+    def _certificate(self) -> ServingCertificate:
+        if self.config.cert_file and self.config.key_file:
+            return ServingCertificate(Path(self.config.cert_file), Path(self.config.key_file))
+        directory = Path(self.config.cert_dir or tempfile.mkdtemp(prefix="clusterpedia-certs-"))
+        logger.warning(
+            "no --tls-cert-file given: serving with a generated self-signed certificate (CA in %s)",
+            directory / "ca.crt",
+        )
+        return self_signed(directory, self.config.hosts)
+
+    async def start(self) -> None:
+        await ensure_schema(self.engine)
+        auth_config = await load_config(self.host)
+        if not auth_config.client_ca:
+            logger.warning(
+                "the host has no front-proxy CA (requestheader-client-ca-file): requests through "
+                "the aggregation layer cannot be authenticated; bearer tokens still work"
+            )
+        self.certificate = self._certificate()
+        self.tls = ServingTLS(self.certificate, client_ca=auth_config.client_ca)
+        self.authenticator = Authenticator(host=self.host, config=auth_config)
+        catalog = TypeCatalog(self.engine)
+        layers = build_layers(
+            reader=ResourceReader(self.engine, allow_where_sql=self.config.allow_where_sql),
+            catalog=catalog,
+            authenticator=self.authenticator,
+            authorizer=Authorizer(host=self.host),
+            check_clusters=self.config.check_clusters,
+            ready=self._ready,
+        )
+        self._runner = web.AppRunner(build_app(layers), access_log=None, shutdown_timeout=5)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner,
+            self.config.bind_address,
+            self.config.port,
+            ssl_context=self.tls.context,
+        )
+        await site.start()
+        if self.config.port == 0:
+            server = site._server  # the chosen port, when asked for any
+            assert server is not None
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._reloader = asyncio.create_task(self._reload_auth(), name="auth settings reloader")
+        logger.info("API server listening on https://%s:%d", self.config.bind_address, self.port)
+
+    async def _reload_auth(self) -> None:
+        """Follow rotations of the front-proxy CA and its allowed names."""
+        while True:
+            await asyncio.sleep(self.config.auth_reload_seconds)
+            try:
+                config = await load_config(self.host)
+            except KubeError as error:
+                logger.warning("could not re-read extension-apiserver-authentication: %s", error)
+                continue
+            assert self.tls is not None and self.authenticator is not None
+            self.tls.trust(config.client_ca)
+            self.authenticator.update(config)
+
+    async def stop(self) -> None:
+        if self._reloader is not None:
+            self._reloader.cancel()
+            await asyncio.gather(self._reloader, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.host.close()
+        await self.engine.dispose()

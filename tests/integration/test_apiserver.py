@@ -1,0 +1,639 @@
+"""The API server against a real host kube-apiserver (front proxy on), real kubectl through the
+aggregation layer and directly, the official Python client, and every database.
+
+The database is seeded through the storage writer (the sync path has its own tests, and the
+operator end to end is in test_apiserver_e2e.py), so each assertion knows exactly what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+
+
+from clusterpedia.apiserver.server import ServerConfig
+from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse
+from clusterpedia.storage.catalog import PrinterColumn, SyncedType, TypeCatalog
+from clusterpedia.storage.engine import create_engine
+from clusterpedia.storage.migrate import ensure_schema
+from clusterpedia.storage.records import ResourceType
+from clusterpedia.storage.writer import ResourceWriter
+from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.objects import DEPLOYMENTS, PODS, make_object, upsert
+
+WIDGETS = ResourceType("example.io", "v1", "widgets", "Widget")
+NAMESPACES = ResourceType("", "v1", "namespaces", "Namespace")
+SERVICE_NAMESPACE = "clusterpedia-system"
+
+
+def _types(cluster: str) -> list[SyncedType]:
+    """Both clusters sync pods, namespaces and deployments; only c2 has the Widget CRD."""
+    types = [
+        SyncedType(cluster, "", "v1", "pods", "Pod", True, "pod", ("po",), ("all",)),
+        SyncedType(cluster, "", "v1", "namespaces", "Namespace", False, "namespace", ("ns",)),
+        SyncedType(
+            cluster, "apps", "v1", "deployments", "Deployment", True, "deployment", ("deploy",)
+        ),
+    ]
+    if cluster == "c2":
+        types.append(
+            SyncedType(
+                cluster,
+                "example.io",
+                "v1",
+                "widgets",
+                "Widget",
+                True,
+                "widget",
+                ("wd",),
+                printer_columns=(
+                    PrinterColumn("Size", "integer", ".spec.size"),
+                    PrinterColumn("Phase", "string", ".status.phase"),
+                ),
+            )
+        )
+    return types
+
+
+def _pod(cluster: str, namespace: str, name: str, **labels: str) -> dict[str, Any]:
+    return make_object(
+        PODS,
+        name=name,
+        namespace=namespace,
+        cluster=cluster,
+        labels=labels or None,
+        spec={"containers": [{"name": "app", "image": "nginx"}], "nodeName": "node-1"},
+        status={
+            "phase": "Running",
+            "podIP": "10.0.0.1",
+            "containerStatuses": [
+                {
+                    "name": "app",
+                    "image": "nginx",
+                    "imageID": "docker.io/library/nginx@sha256:0",
+                    "ready": True,
+                    "restartCount": 2,
+                    "state": {"running": {}},
+                }
+            ],
+        },
+    )
+
+
+async def _seed(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await ensure_schema(engine)
+        writer, catalog = ResourceWriter(engine), TypeCatalog(engine)
+        for cluster in ("c1", "c2"):
+            await catalog.replace(cluster, _types(cluster))
+            pods = [_pod(cluster, "team-a", f"web-{i}", app="web") for i in range(3)]
+            pods += [_pod(cluster, "team-b", f"db-{i}", app="db") for i in range(2)]
+            await writer.apply(cluster=cluster, rtype=PODS, changes=[upsert(p) for p in pods])
+            namespaces = [
+                make_object(
+                    NAMESPACES, name=n, namespace="", cluster=cluster, status={"phase": "Active"}
+                )
+                for n in ("team-a", "team-b")
+            ]
+            await writer.apply(
+                cluster=cluster, rtype=NAMESPACES, changes=[upsert(n) for n in namespaces]
+            )
+        deployment = make_object(
+            DEPLOYMENTS,
+            name="web",
+            namespace="team-a",
+            cluster="c1",
+            spec={
+                "replicas": 3,
+                "template": {"spec": {"containers": [{"name": "app", "image": "nginx"}]}},
+            },
+            status={"readyReplicas": 3, "updatedReplicas": 3, "availableReplicas": 3},
+        )
+        await writer.apply(cluster="c1", rtype=DEPLOYMENTS, changes=[upsert(deployment)])
+        widget = make_object(
+            WIDGETS,
+            name="w1",
+            namespace="team-a",
+            cluster="c2",
+            spec={"size": 7},
+            status={"phase": "Shiny"},
+        )
+        await writer.apply(cluster="c2", rtype=WIDGETS, changes=[upsert(widget)])
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def host(control_plane: ControlPlane) -> APIServer:
+    """A host cluster with the aggregation layer's front-proxy flags."""
+    return control_plane.apiservers.get("aggregator") or control_plane.add_apiserver(
+        "aggregator", front_proxy=True
+    )
+
+
+@pytest.fixture(scope="module")
+def server(
+    host: APIServer, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    asyncio.run(_seed(database_url))
+    thread = ServerThread(
+        ServerConfig(
+            storage_url=database_url,
+            kubeconfig=str(host.kubeconfig),
+            bind_address="127.0.0.1",
+            port=0,
+            cert_dir=str(tmp_path_factory.mktemp("certs")),
+        )
+    ).start()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture(scope="module")
+def registered(host: APIServer, server: ServerThread) -> APIServer:
+    """Our server behind an APIService (caBundle set) and an ExternalName Service."""
+    manifests = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SERVICE_NAMESPACE}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "clusterpedia-apiserver", "namespace": SERVICE_NAMESPACE},
+            "spec": {
+                "type": "ExternalName",
+                "externalName": "localhost",
+                "ports": [{"name": "https", "port": server.port}],
+            },
+        },
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": "v1beta1.clusterpedia.io"},
+            "spec": {
+                "group": "clusterpedia.io",
+                "version": "v1beta1",
+                "service": {
+                    "namespace": SERVICE_NAMESPACE,
+                    "name": "clusterpedia-apiserver",
+                    "port": server.port,
+                },
+                "caBundle": base64.b64encode(server.ca_pem).decode(),
+                "groupPriorityMinimum": 1000,
+                "versionPriority": 100,
+            },
+        },
+    ]
+    host.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests))
+    host.kubectl(
+        "wait", "--for=condition=Available", "--timeout=90s", "apiservice/v1beta1.clusterpedia.io"
+    )
+    return host
+
+
+def kubectl(host: APIServer, *args: str, cluster: str | None = None, check: bool = True) -> Any:
+    """kubectl through the host's aggregation layer, with the server URL the original's
+    gen-clusterconfigs writes."""
+    path = PREFIX if cluster is None else f"{PREFIX}/clusters/{cluster}"
+    return host.kubectl(f"--server={host.url}{path}", *args, check=check)
+
+
+# -- through the aggregation layer -----------------------------------------------------------
+
+
+def test_apiservice_becomes_available(registered: APIServer) -> None:
+    service = json.loads(
+        registered.kubectl("get", "apiservice", "v1beta1.clusterpedia.io", "-o", "json").stdout
+    )
+    available = {c["type"]: c for c in service["status"]["conditions"]}["Available"]
+    assert available["status"] == "True", available
+
+
+def test_kubectl_get_pods_all_namespaces_shows_cluster_column(registered: APIServer) -> None:
+    output = kubectl(registered, "get", "pods", "-A").stdout
+    lines = output.splitlines()
+    assert lines[0].split()[:3] == ["NAMESPACE", "CLUSTER", "NAME"], output
+    assert lines[0].split()[3:6] == ["READY", "STATUS", "RESTARTS"], output
+    rows = {tuple(line.split()[:3]) for line in lines[1:]}
+    assert ("team-a", "c1", "web-0") in rows and ("team-b", "c2", "db-1") in rows
+    assert len(rows) == 10
+
+
+def test_kubectl_get_one_object_needs_the_cluster(registered: APIServer) -> None:
+    found = yaml.safe_load(
+        kubectl(
+            registered, "get", "deploy", "-n", "team-a", "web", "-o", "yaml", cluster="c1"
+        ).stdout
+    )
+    assert found["kind"] == "Deployment" and found["metadata"]["name"] == "web"
+    assert found["metadata"]["annotations"]["shadow.clusterpedia.io/cluster-name"] == "c1"
+    refused = kubectl(registered, "get", "deploy", "-n", "team-a", "web", check=False)
+    assert refused.returncode != 0
+    assert "please specify the cluster name" in refused.stderr
+
+
+def test_kubectl_api_resources_lists_synced_types(registered: APIServer) -> None:
+    output = kubectl(registered, "api-resources").stdout
+    rows = {line.split()[0]: line.split() for line in output.splitlines()[1:]}
+    assert rows["pods"][1] == "po" and rows["deployments"][1] == "deploy"
+    assert rows["widgets"][1:3] == ["wd", "example.io/v1"]
+
+
+def test_kubectl_get_raw_discovery_keeps_the_prefix(registered: APIServer) -> None:
+    groups = json.loads(kubectl(registered, "get", "--raw", "/apis").stdout)
+    assert groups["kind"] == "APIGroupList"
+    assert {g["name"] for g in groups["groups"]} == {"apps", "example.io"}
+    core = json.loads(kubectl(registered, "get", "--raw", "/api/v1", cluster="c2").stdout)
+    assert {r["name"] for r in core["resources"]} == {"pods", "namespaces"}
+    assert all(r["verbs"] == ["get", "list"] for r in core["resources"])
+
+
+def _rows(output: str) -> list[list[str]]:
+    return [line.split() for line in output.splitlines()[1:]]
+
+
+def test_kubectl_search_labels_and_field_selectors(registered: APIServer) -> None:
+    only_c2 = _rows(
+        kubectl(registered, "get", "pods", "-A", "-l", "search.clusterpedia.io/clusters=c2").stdout
+    )
+    assert {row[1] for row in only_c2} == {"c2"} and len(only_c2) == 5
+    databases = _rows(kubectl(registered, "get", "pods", "-A", "-l", "app=db").stdout)
+    assert sorted((row[1], row[2]) for row in databases) == [
+        ("c1", "db-0"), ("c1", "db-1"), ("c2", "db-0"), ("c2", "db-1"),
+    ]  # fmt: skip
+    team_b = _rows(
+        kubectl(
+            registered, "get", "pods", "-A", "--field-selector", "metadata.namespace=team-b"
+        ).stdout
+    )
+    assert {row[0] for row in team_b} == {"team-b"} and len(team_b) == 4
+
+
+def test_kubectl_chunked_paging_fetches_everything(registered: APIServer) -> None:
+    rows = _rows(kubectl(registered, "get", "pods", "-A", "--chunk-size=3").stdout)
+    assert len(rows) == 10 and len({(r[1], r[0], r[2]) for r in rows}) == 10
+
+
+def test_kubectl_shows_custom_resource_printer_columns(registered: APIServer) -> None:
+    output = kubectl(registered, "get", "widgets", "-A").stdout
+    header, *rows = output.splitlines()
+    assert header.split() == ["NAMESPACE", "CLUSTER", "NAME", "SIZE", "PHASE"]
+    assert rows[0].split() == ["team-a", "c2", "w1", "7", "Shiny"]
+
+
+def test_kubectl_reports_an_unsynced_type(registered: APIServer) -> None:
+    result = kubectl(registered, "get", "secrets", "-A", check=False)
+    assert result.returncode != 0
+    assert "doesn't have a resource type" in result.stderr
+
+
+def test_python_client_lists_across_clusters_and_gets_one(registered: APIServer) -> None:
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=str(registered.kubeconfig), client_configuration=configuration
+    )
+    base = configuration.host
+    configuration.host = base + PREFIX
+    with kubernetes.client.ApiClient(configuration) as api:
+        pods = kubernetes.client.CoreV1Api(api).list_pod_for_all_namespaces()
+        assert len(pods.items) == 10
+        assert {
+            p.metadata.annotations["shadow.clusterpedia.io/cluster-name"] for p in pods.items
+        } == {"c1", "c2"}
+    configuration.host = base + PREFIX + "/clusters/c1"
+    with kubernetes.client.ApiClient(configuration) as api:
+        pod = kubernetes.client.CoreV1Api(api).read_namespaced_pod("web-0", "team-a")
+        assert pod.spec.node_name == "node-1" and pod.status.pod_ip == "10.0.0.1"
+
+
+def _user_kubeconfig(host: APIServer, tmp_path: Path, user: str) -> Path:
+    pair = host.pki.issue_client_cert(tmp_path, user=user)
+    config = host.kubeconfig_dict()
+    config["users"][0]["user"] = {
+        "client-certificate-data": base64.b64encode(pair.cert.read_bytes()).decode(),
+        "client-key-data": base64.b64encode(pair.key.read_bytes()).decode(),
+    }
+    path = tmp_path / f"{user}.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+READER_ROLE = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: clusterpedia-reader}
+rules:
+- apiGroups: [clusterpedia.io]
+  resources: ["*"]  # resources/<inner path> is a subresource; RBAC has no "resources/*"
+  verbs: [get, list]
+"""
+
+
+def test_rbac_of_the_host_decides_through_the_aggregator(
+    registered: APIServer, tmp_path: Path
+) -> None:
+    registered.kubectl("apply", "-f", "-", input=READER_ROLE)
+    user = f"user-{int(time.time() * 1000)}"
+    kubeconfig = _user_kubeconfig(registered, tmp_path, user)
+
+    def get_pods() -> Any:
+        return registered.kubectl(
+            f"--kubeconfig={kubeconfig}",
+            f"--server={registered.url}{PREFIX}",
+            "get",
+            "pods",
+            "-A",
+            check=False,
+        )
+
+    denied = get_pods()
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+    registered.kubectl(
+        "create",
+        "clusterrolebinding",
+        f"{user}-reader",
+        "--clusterrole=clusterpedia-reader",
+        f"--user={user}",
+    )
+    deadline = time.monotonic() + 30  # the server caches denials for 10 s
+    while (allowed := get_pods()).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert allowed.returncode == 0, allowed.stderr
+    assert len(_rows(allowed.stdout)) == 10
+
+
+# -- directly (not through the aggregator) ------------------------------------------------
+
+
+def _token(host: APIServer, name: str, *, reader: bool) -> str:
+    host.kubectl("create", "namespace", "tokens", check=False)
+    host.kubectl("create", "serviceaccount", name, "-n", "tokens", check=False)
+    if reader:
+        host.kubectl("apply", "-f", "-", input=READER_ROLE)
+        host.kubectl(
+            "create", "clusterrolebinding", f"{name}-reader", "--clusterrole=clusterpedia-reader",
+            f"--serviceaccount=tokens:{name}", check=False,
+        )  # fmt: skip
+    return str(host.kubectl("create", "token", name, "-n", "tokens").stdout.strip())
+
+
+def test_forged_remote_user_without_front_proxy_certificate_is_rejected(
+    server: ServerThread, host: APIServer
+) -> None:
+    status, _, body = server.request(
+        f"{PREFIX}/api/v1/pods",
+        headers={"X-Remote-User": "admin", "X-Remote-Group": "system:masters"},
+    )
+    assert status == 401 and parse(body)["reason"] == "Unauthorized"
+    # A client certificate from the host's client CA is not a front proxy either: the TLS
+    # handshake refuses it, since the server trusts only the front-proxy CA.
+    with pytest.raises(OSError):
+        server.request(
+            f"{PREFIX}/api/v1/pods",
+            headers={"X-Remote-User": "admin"},
+            cert=(str(host.pki.admin.cert), str(host.pki.admin.key)),
+        )
+
+
+def test_bearer_tokens_are_reviewed_and_authorized(server: ServerThread, host: APIServer) -> None:
+    stranger = _token(host, "stranger", reader=False)
+    status, _, body = server.request(f"{PREFIX}/api/v1/pods", token=stranger)
+    assert status == 403 and parse(body)["reason"] == "Forbidden"
+    reader = _token(host, "reader", reader=True)
+    status, _, body = server.request(f"{PREFIX}/api/v1/pods", token=reader)
+    assert status == 200 and len(parse(body)["items"]) == 10
+    status, _, body = server.request(f"{PREFIX}/api/v1/pods", token="not-a-token")
+    assert status == 401
+
+
+def test_health_is_open_and_metrics_need_rights(server: ServerThread, host: APIServer) -> None:
+    for path in ("/healthz", "/livez", "/readyz"):
+        assert server.request(path)[0] == 200
+    assert server.request("/metrics")[0] == 401
+    stranger = _token(host, "stranger", reader=False)
+    assert server.request("/metrics", token=stranger)[0] == 403
+
+
+def test_per_cluster_authorization_hides_other_clusters(
+    host: APIServer, database_url: str, tmp_path: Path
+) -> None:
+    reader = _token(host, "team-c1", reader=True)
+    host.kubectl("apply", "-f", "-", input="""
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: pediacluster-c1}
+rules:
+- apiGroups: [cluster.clusterpedia.io]
+  resources: [pediaclusters]
+  resourceNames: [c1]
+  verbs: [get]
+""")  # fmt: skip
+    host.kubectl(
+        "create", "clusterrolebinding", "team-c1-c1", "--clusterrole=pediacluster-c1",
+        "--serviceaccount=tokens:team-c1", check=False,
+    )  # fmt: skip
+    guarded = ServerThread(
+        ServerConfig(
+            storage_url=database_url,
+            kubeconfig=str(host.kubeconfig),
+            bind_address="127.0.0.1",
+            port=0,
+            cert_dir=str(tmp_path),
+            check_clusters=True,
+        )
+    ).start()
+    try:
+        status, _, body = guarded.request(f"{PREFIX}/api/v1/pods", token=reader)
+        assert status == 200
+        clusters = {
+            p["metadata"]["annotations"]["shadow.clusterpedia.io/cluster-name"]
+            for p in parse(body)["items"]
+        }
+        assert clusters == {"c1"}
+        status, _, body = guarded.request(f"{PREFIX}/clusters/c2/api/v1/pods", token=reader)
+        assert status == 403 and parse(body)["details"]["name"] == "c2"
+        status, _, body = guarded.request(f"{PREFIX}/apis", token=reader)
+        assert status == 200 and [g["name"] for g in parse(body)["groups"]] == ["apps"]
+    finally:
+        guarded.stop()
+
+
+@pytest.fixture(scope="module")
+def reader_token(host: APIServer, server: ServerThread) -> str:
+    return _token(host, "reader", reader=True)
+
+
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "reason"),
+    [
+        (f"{PREFIX}/api/v1/pods?labelSelector=app%20in%20(", 400, "BadRequest"),
+        (f"{PREFIX}/api/v1/pods?limit=many", 400, "BadRequest"),
+        (f"{PREFIX}/api/v1/pods?limit=5&continue=bm90LWEtdG9rZW4", 400, "BadRequest"),
+        (f"{PREFIX}/api/v1/pods?orderby=object;drop", 400, "BadRequest"),
+        (f"{PREFIX}/api/v1/pods?whereSQLStatement=1%3D1", 422, "Invalid"),
+        (f"{PREFIX}/api/v1/pods?watch=true", 405, "MethodNotAllowed"),
+        (f"{PREFIX}/api/v1/namespaces/team-a/pods/web-0", 400, "BadRequest"),
+        (f"{PREFIX}/clusters/nope/api/v1/pods", 400, "BadRequest"),
+        (f"{PREFIX}/clusters/c1/api/v1/namespaces/team-a/pods/missing", 404, "NotFound"),
+        (f"{PREFIX}/api/v1/secrets", 404, "NotFound"),
+        (f"{PREFIX}/api/v1/namespaces/team-a/namespaces", 404, "NotFound"),
+        (f"{PREFIX}/clusters/c1/api/v1/namespaces/team-a/pods/web-0/log", 404, "NotFound"),
+        (f"{PREFIX}/apis/nothing.io/v1", 404, "NotFound"),
+        ("/apis/clusterpedia.io/v1beta1/collectionresources/any", 400, "BadRequest"),
+        ("/apis/clusterpedia.io/v1beta1/collectionresources/nope", 404, "NotFound"),
+        ("/apis/clusterpedia.io/v1beta1/nowhere", 404, "NotFound"),
+        ("/nowhere", 403, "Forbidden"),  # authorization comes before routing, as in Kubernetes
+    ],
+)
+def test_bad_requests_get_status_objects(
+    server: ServerThread, reader_token: str, path: str, code: int, reason: str
+) -> None:
+    status, headers, body = server.request(path, token=reader_token)
+    assert status == code, body
+    assert headers["Content-Type"].startswith("application/json")
+    document = parse(body)
+    assert (document["kind"], document["status"], document["reason"], document["code"]) == (
+        "Status",
+        "Failure",
+        reason,
+        code,
+    )
+
+
+def test_not_found_names_the_object(server: ServerThread, reader_token: str) -> None:
+    _, _, body = server.request(
+        f"{PREFIX}/clusters/c1/api/v1/namespaces/team-a/pods/missing", token=reader_token
+    )
+    assert parse(body)["details"] == {"name": "missing", "group": "", "kind": "pods"}
+
+
+def test_writes_are_refused(server: ServerThread, reader_token: str) -> None:
+    request = urllib.request.Request(
+        server.url + f"{PREFIX}/api/v1/namespaces/team-a/pods",
+        data=b"{}",
+        method="POST",
+        headers={"Authorization": f"Bearer {reader_token}", "Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, context=server.ssl_context(), timeout=10)
+    assert refused.value.code in (403, 405)  # SAR says no to "create" before we would
+
+
+def test_oversized_requests_are_refused(server: ServerThread, reader_token: str) -> None:
+    huge = "x" * (10 * 1024 * 1024)
+    for path, headers in (
+        (f"{PREFIX}/api/v1/pods?labelSelector={huge}", {}),
+        (f"{PREFIX}/api/v1/pods", {"X-Padding": huge}),
+    ):
+        try:  # a 4xx, or the connection closed while the client was still sending
+            status, _, _ = server.request(path, token=reader_token, headers=headers)
+        except OSError:
+            continue
+        assert 400 <= status < 500
+    assert server.request("/healthz")[0] == 200  # and the server is still there
+
+
+def test_accept_forms(server: ServerThread, reader_token: str) -> None:
+    path = f"{PREFIX}/clusters/c1/api/v1/namespaces/team-a/pods"
+    status, _, body = server.request(
+        path, token=reader_token, headers={"Accept": "application/vnd.kubernetes.protobuf"}
+    )
+    assert status == 406
+    _, _, body = server.request(
+        path,
+        token=reader_token,
+        headers={"Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"},
+    )
+    partial = parse(body)
+    assert partial["kind"] == "PartialObjectMetadataList"
+    assert {i["kind"] for i in partial["items"]} == {"PartialObjectMetadata"}
+    assert sorted(i["metadata"]["name"] for i in partial["items"]) == ["web-0", "web-1", "web-2"]
+    _, _, body = server.request(
+        path + "?includeObject=Object", token=reader_token, headers={"Accept": TABLE}
+    )
+    table = parse(body)
+    assert table["kind"] == "Table" and table["columnDefinitions"][0]["name"] == "Cluster"
+    assert [c["name"] for c in table["columnDefinitions"]][1:6] == [
+        "Name", "Ready", "Status", "Restarts", "Age",
+    ]  # fmt: skip
+    assert table["rows"][0]["cells"][:5] == ["c1", "web-0", "1/1", "Running", "2"]
+    assert table["rows"][0]["object"]["kind"] == "Pod"
+    status, _, _ = server.request(
+        path + "?includeObject=All", token=reader_token, headers={"Accept": TABLE}
+    )
+    assert status == 400
+
+
+def test_aggregated_discovery_form(server: ServerThread, reader_token: str) -> None:
+    accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+    _, headers, body = server.request(
+        f"{PREFIX}/apis", token=reader_token, headers={"Accept": accept}
+    )
+    assert headers["Content-Type"] == (
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    )
+    document = parse(body)
+    groups = {item["metadata"]["name"]: item for item in document["items"]}
+    widgets = groups["example.io"]["versions"][0]["resources"][0]
+    assert widgets["responseKind"] == {"group": "example.io", "version": "v1", "kind": "Widget"}
+    assert widgets["scope"] == "Namespaced" and widgets["verbs"] == ["get", "list"]
+    _, headers, body = server.request("/apis", token=reader_token, headers={"Accept": accept})
+    own = parse(body)["items"][0]
+    assert own["metadata"]["name"] == "clusterpedia.io"
+
+
+def test_search_parameters_and_paging(server: ServerThread, reader_token: str) -> None:
+    base = f"{PREFIX}/api/v1/pods"
+    _, _, body = server.request(
+        base + "?clusters=c2&namespaces=team-a&orderby=name%20desc", token=reader_token
+    )
+    assert [p["metadata"]["name"] for p in parse(body)["items"]] == ["web-2", "web-1", "web-0"]
+    seen, token = [], ""
+    while True:
+        _, _, body = server.request(
+            base + f"?limit=4&withRemainingCount=true&continue={token}", token=reader_token
+        )
+        page = parse(body)
+        seen += [p["metadata"]["uid"] for p in page["items"]]
+        token = page["metadata"].get("continue", "")
+        if not token:
+            break
+        assert page["metadata"]["remainingItemCount"] == 10 - len(seen)
+    assert len(seen) == len(set(seen)) == 10
+
+
+def test_collection_resources(server: ServerThread, reader_token: str) -> None:
+    _, _, body = server.request(
+        "/apis/clusterpedia.io/v1beta1/collectionresources", token=reader_token
+    )
+    assert [i["metadata"]["name"] for i in parse(body)["items"]] == [
+        "any",
+        "workloads",
+        "kuberesources",
+    ]
+    _, _, body = server.request(
+        "/apis/clusterpedia.io/v1beta1/collectionresources/workloads", token=reader_token
+    )
+    workloads = parse(body)
+    assert workloads["resourceTypes"] == [
+        {"group": "apps", "version": "v1", "kind": "Deployment", "resource": "deployments"}
+    ]
+    assert [i["metadata"]["name"] for i in workloads["items"]] == ["web"]
+    _, _, body = server.request(
+        "/apis/clusterpedia.io/v1beta1/collectionresources/any?resources=example.io/widgets,apps/deployments",
+        token=reader_token,
+    )
+    assert sorted(i["kind"] for i in parse(body)["items"]) == ["Deployment", "Widget"]

@@ -11,7 +11,6 @@ import urllib.request
 from typing import Any
 
 import orjson
-
 from clusterpedia.apiserver.server import APIServer, ServerConfig
 
 PREFIX = "/apis/clusterpedia.io/v1beta1/resources"

@@ -20,10 +20,9 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-
-
 from clusterpedia.apiserver.server import ServerConfig
 from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse
+
 from clusterpedia.storage.catalog import PrinterColumn, SyncedType, TypeCatalog
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.migrate import ensure_schema

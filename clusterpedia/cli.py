@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from clusterpedia import __version__
 
@@ -46,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=os.environ.get("CLUSTERPEDIA_PEERING") == "true",
         help="coordinate replicas with Kopf peering so one syncs (env CLUSTERPEDIA_PEERING=true)",
+    )
+    run.add_argument(
+        "--peering-name",
+        default=os.environ.get("CLUSTERPEDIA_PEERING_NAME", "clusterpedia"),
+        help="the ClusterKopfPeering object replicas share (default clusterpedia)",
     )
     run.add_argument(
         "--priority",
@@ -96,7 +102,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("CLUSTERPEDIA_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING (env CLUSTERPEDIA_LOG_LEVEL)",
     )
+    kubeconfig = commands.add_parser(
+        "kubeconfig",
+        help="add a 'clusterpedia' cluster and one per PediaCluster to a kubeconfig",
+        description="Add cluster entries whose server is the host's Clusterpedia API, so that "
+        "`kubectl --cluster clusterpedia get pods -A` works with the current user.",
+    )
+    kubeconfig.add_argument(
+        "--kubeconfig",
+        default=os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config")),
+        help="the kubeconfig to read (its current context is the host); default $KUBECONFIG",
+    )
+    kubeconfig.add_argument("--output", help="write here instead of back to --kubeconfig")
     return parser
+
+
+def write_kubeconfig(args: argparse.Namespace) -> int:
+    from clusterpedia.kube.client import KubeError
+    from clusterpedia.kubeconfig import KubeconfigError, generate
+
+    try:
+        written, skipped = generate(
+            Path(args.kubeconfig), output=Path(args.output) if args.output else None
+        )
+    except (OSError, KubeconfigError, KubeError) as error:
+        print(f"clusterpedia kubeconfig: {error}", file=sys.stderr)
+        return 1
+    for name in written:
+        print(f"cluster {name}: written")
+    for name in skipped:
+        print(f"cluster {name}: skipped (exists and does not point at Clusterpedia)")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,6 +186,7 @@ async def _serve(args: argparse.Namespace, url: str) -> int:
             OperatorConfig(storage_url=url, kubeconfig=args.kubeconfig),
             standalone=not args.peering,
             priority=args.priority,
+            peering_name=args.peering_name,
         )
         try:
             await loop.run_in_executor(None, operator.start)
@@ -179,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "run":
         return run(args)
+    if args.command == "kubeconfig":
+        return write_kubeconfig(args)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects the rest
 
 

@@ -21,9 +21,17 @@ logger = logging.getLogger(__name__)
 class OperatorThread:
     """Runs the Kopf operator until :meth:`stop`."""
 
-    def __init__(self, config: OperatorConfig, *, standalone: bool = True, priority: int = 0):
+    def __init__(
+        self,
+        config: OperatorConfig,
+        *,
+        standalone: bool = True,
+        priority: int = 0,
+        peering_name: str | None = None,
+    ):
         self.config = config
         self.standalone = standalone
+        self.peering_name = peering_name
         self.priority = priority
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
@@ -39,6 +47,7 @@ class OperatorThread:
                     memo=Runtime(self.config),
                     clusterwide=True,
                     standalone=self.standalone,
+                    peering_name=None if self.standalone else self.peering_name,
                     priority=self.priority,
                     stop_flag=self.stop_flag,
                     ready_flag=self.ready_flag,

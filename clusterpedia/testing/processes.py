@@ -76,8 +76,8 @@ class ManagedProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def stop(self, *, timeout: float = 15.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``; always reaps the child."""
+    def stop(self, *, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; always reaps the child; its exit code."""
         popen, self._popen = self._popen, None
         if popen is not None:
             if popen.poll() is None:
@@ -92,6 +92,7 @@ class ManagedProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+        return popen.returncode if popen is not None else None
 
 
 def child_pids(parent: int | None = None) -> list[int]:

@@ -21,7 +21,7 @@ import kubernetes
 import pytest
 import yaml
 from clusterpedia.apiserver.server import ServerConfig
-from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse
+from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse, register_apiservice
 
 from clusterpedia.storage.catalog import PrinterColumn, SyncedType, TypeCatalog
 from clusterpedia.storage.engine import create_engine
@@ -33,7 +33,6 @@ from clusterpedia.testing.objects import DEPLOYMENTS, PODS, make_object, upsert
 
 WIDGETS = ResourceType("example.io", "v1", "widgets", "Widget")
 NAMESPACES = ResourceType("", "v1", "namespaces", "Namespace")
-SERVICE_NAMESPACE = "clusterpedia-system"
 
 
 def _types(cluster: str) -> list[SyncedType]:
@@ -162,41 +161,7 @@ def server(
 
 @pytest.fixture(scope="module")
 def registered(host: APIServer, server: ServerThread) -> APIServer:
-    """Our server behind an APIService (caBundle set) and an ExternalName Service."""
-    manifests = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SERVICE_NAMESPACE}},
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "clusterpedia-apiserver", "namespace": SERVICE_NAMESPACE},
-            "spec": {
-                "type": "ExternalName",
-                "externalName": "localhost",
-                "ports": [{"name": "https", "port": server.port}],
-            },
-        },
-        {
-            "apiVersion": "apiregistration.k8s.io/v1",
-            "kind": "APIService",
-            "metadata": {"name": "v1beta1.clusterpedia.io"},
-            "spec": {
-                "group": "clusterpedia.io",
-                "version": "v1beta1",
-                "service": {
-                    "namespace": SERVICE_NAMESPACE,
-                    "name": "clusterpedia-apiserver",
-                    "port": server.port,
-                },
-                "caBundle": base64.b64encode(server.ca_pem).decode(),
-                "groupPriorityMinimum": 1000,
-                "versionPriority": 100,
-            },
-        },
-    ]
-    host.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests))
-    host.kubectl(
-        "wait", "--for=condition=Available", "--timeout=90s", "apiservice/v1beta1.clusterpedia.io"
-    )
+    register_apiservice(host, port=server.port, ca_pem=server.ca_pem)
     return host
 
 

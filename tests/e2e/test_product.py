@@ -1,0 +1,225 @@
+"""The product end to end: ``clusterpedia run`` as a child process (operator and API server in
+one process), real host and member kube-apiservers, kubectl through the host's aggregation
+layer, every database."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from clusterpedia.apiserver.testing import PREFIX, register_apiservice
+
+from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.product import ProductProcess, console_script
+
+CRDS = Path(__file__).resolve().parents[2] / "manifests" / "crds"
+
+
+def eventually(check: Callable[[], Any], *, timeout: float = 60, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f}s: {what}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def host(control_plane: ControlPlane) -> APIServer:
+    server = control_plane.apiservers.get("aggregator") or control_plane.add_apiserver(
+        "aggregator", front_proxy=True
+    )
+    server.kubectl("apply", "-f", str(CRDS))
+    server.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
+    return server
+
+
+@pytest.fixture(scope="module")
+def dialect(database_url: str) -> str:
+    return database_url.split(":")[0].split("+")[0].replace("postgresql", "pg")
+
+
+@pytest.fixture(scope="module")
+def members(member_clusters: list[APIServer], dialect: str) -> list[APIServer]:
+    """In each member: namespace e2e-<dialect> with two Pods and a ConfigMap."""
+    namespace = f"e2e-{dialect}"
+    for member in member_clusters:
+        objects = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}]
+        objects += [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"web-{i}", "namespace": namespace, "labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "app", "image": "nginx"}]},
+            }
+            for i in range(2)
+        ]
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "settings", "namespace": namespace},
+                "data": {"a": "1"},
+            }
+        )
+        member.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+    return member_clusters
+
+
+def pediacluster(name: str, member: APIServer, namespace: str) -> dict[str, Any]:
+    import base64
+
+    return {
+        "apiVersion": "cluster.clusterpedia.io/v1alpha2",
+        "kind": "PediaCluster",
+        "metadata": {"name": name},
+        "spec": {
+            "kubeconfig": base64.b64encode(member.kubeconfig.read_bytes()).decode(),
+            "syncResources": [
+                {
+                    "group": "",
+                    "resources": ["pods", "configmaps"],
+                    "fieldSelector": f"metadata.namespace={namespace}",
+                }
+            ],
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def product(
+    host: APIServer,
+    members: list[APIServer],
+    database_url: str,
+    dialect: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ProductProcess]:
+    process = ProductProcess(
+        workdir=tmp_path_factory.mktemp("product"),
+        kubeconfig=host.kubeconfig,
+        storage_url=database_url,
+    ).start()
+    register_apiservice(host, port=process.port, ca_pem=process.ca_pem)
+    clusters = [
+        pediacluster(f"{dialect}-{n}", member, f"e2e-{dialect}")
+        for n, member in zip(("one", "two"), members, strict=True)
+    ]
+    host.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(clusters))
+    yield process
+    host.kubectl(
+        "delete", "pediaclusters", *(c["metadata"]["name"] for c in clusters), "--timeout=60s"
+    )
+    code = process.stop()
+    assert code == 0, process.log()[-3000:]
+
+
+def kubectl(host: APIServer, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return host.kubectl(f"--server={host.url}{PREFIX}", *args, check=check)
+
+
+def test_kubectl_get_pods_across_members_through_the_aggregator(
+    host: APIServer, product: ProductProcess, dialect: str
+) -> None:
+    def listed() -> list[list[str]]:
+        result = kubectl(host, "get", "pods", "-A", check=False)
+        rows = [line.split() for line in result.stdout.splitlines()[1:]]
+        return rows if len(rows) == 4 else []
+
+    rows = eventually(listed, what="4 pods from two members")
+    assert {(r[0], r[1], r[2]) for r in rows} == {
+        (f"e2e-{dialect}", f"{dialect}-{n}", f"web-{i}") for n in ("one", "two") for i in (0, 1)
+    }
+    print(kubectl(host, "get", "pods", "-A").stdout)  # shown in the closing note
+
+
+def test_member_changes_follow(
+    host: APIServer, product: ProductProcess, members: list[APIServer], dialect: str
+) -> None:
+    namespace = f"e2e-{dialect}"
+    eventually(
+        lambda: "settings" in kubectl(host, "get", "configmaps", "-A", check=False).stdout,
+        what="the ConfigMap is synced",
+    )
+    members[0].kubectl("delete", "configmap", "settings", "-n", namespace)
+    members[1].kubectl("label", "configmap", "settings", "-n", namespace, "changed=yes")
+
+    def followed() -> bool:
+        output = kubectl(host, "get", "configmaps", "-A", "--show-labels", check=False).stdout
+        rows = [line.split() for line in output.splitlines()[1:]]
+        return len(rows) == 1 and rows[0][1] == f"{dialect}-two" and "changed=yes" in rows[0][-1]
+
+    eventually(followed, what="a delete and a label change reach the API")
+
+
+def test_pediacluster_status_is_ready(
+    host: APIServer, product: ProductProcess, dialect: str
+) -> None:
+    def ready() -> bool:
+        found = json.loads(
+            host.kubectl("get", "pediacluster", f"{dialect}-one", "-o", "json").stdout
+        )
+        conditions = {
+            c["type"]: c["status"] for c in (found.get("status") or {}).get("conditions") or []
+        }
+        return conditions.get("Ready") == "True"
+
+    eventually(ready, what="PediaCluster Ready")
+    printed = host.kubectl("get", "pediacluster", f"{dialect}-one").stdout
+    assert printed.split()[:3] == ["NAME", "READY", "VERSION"] and "True" in printed
+
+
+def test_kubeconfig_helper_points_kubectl_at_clusterpedia(
+    host: APIServer, product: ProductProcess, dialect: str, tmp_path: Path
+) -> None:
+    output = tmp_path / "kubeconfig"
+    result = subprocess.run(
+        [console_script(), "kubeconfig", f"--kubeconfig={host.kubeconfig}", f"--output={output}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"cluster {dialect}-one: written" in result.stdout
+    everywhere = host.kubectl(
+        f"--kubeconfig={output}", "--cluster=clusterpedia", "get", "pods", "-A"
+    )
+    assert len(everywhere.stdout.splitlines()) == 5
+    one = host.kubectl(
+        f"--kubeconfig={output}",
+        f"--cluster={dialect}-two",
+        "get",
+        "pod",
+        "web-1",
+        "-n",
+        f"e2e-{dialect}",
+        "-o",
+        "json",
+    )
+    assert json.loads(one.stdout)["metadata"]["name"] == "web-1"
+
+
+def test_sync_metrics_are_served_at_metrics(
+    host: APIServer, product: ProductProcess, dialect: str
+) -> None:
+    """Through the front-proxy path: the host's proxy client certificate and X-Remote headers."""
+    assert host.pki.front_proxy_client is not None
+    context = product.ssl_context()
+    context.load_cert_chain(
+        str(host.pki.front_proxy_client.cert), str(host.pki.front_proxy_client.key)
+    )
+    request = urllib.request.Request(
+        f"{product.url}/metrics",
+        headers={"X-Remote-User": "monitoring", "X-Remote-Group": "system:masters"},
+    )
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        text = response.read().decode()
+    assert f'clusterpedia_sync_events_total{{cluster="{dialect}-one"' in text

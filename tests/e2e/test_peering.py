@@ -1,0 +1,133 @@
+"""Two replicas on one database: Kopf peering keeps exactly one syncing, both serve, and the
+standby takes over when the active one stops."""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from clusterpedia.apiserver.testing import PREFIX
+
+from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.databases import DatabaseUnavailable, fresh_database, server_version
+from clusterpedia.testing.product import ProductProcess
+
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+CLUSTER = "peered"
+SYNC_STARTED = f"cluster {CLUSTER}: sync started"
+
+
+@pytest.fixture(scope="module")
+def host(control_plane: ControlPlane) -> APIServer:
+    server = control_plane.apiservers.get("aggregator") or control_plane.add_apiserver(
+        "aggregator", front_proxy=True
+    )
+    server.kubectl("apply", "-f", str(MANIFESTS / "crds"))
+    server.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
+    server.kubectl("apply", "-f", str(MANIFESTS / "peering.yaml"))
+    return server
+
+
+def fetch(process: ProductProcess, host: APIServer, path: str) -> dict[str, Any]:
+    """GET as the front proxy would send it (the host's proxy client certificate)."""
+    assert host.pki.front_proxy_client is not None
+    context = process.ssl_context()
+    context.load_cert_chain(
+        str(host.pki.front_proxy_client.cert), str(host.pki.front_proxy_client.key)
+    )
+    request = urllib.request.Request(
+        process.url + path, headers={"X-Remote-User": "admin", "X-Remote-Group": "system:masters"}
+    )
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        return orjson.loads(response.read())  # type: ignore[no-any-return]
+
+
+def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f}s: {what}")
+        time.sleep(0.5)
+
+
+def test_one_replica_syncs_both_serve_and_the_standby_takes_over(
+    host: APIServer,
+    member_clusters: list[APIServer],
+    tmp_path: Path,
+) -> None:
+    try:
+        server_version("postgresql")
+    except DatabaseUnavailable as error:
+        if os.environ.get("CLUSTERPEDIA_TEST_REQUIRE_ALL") == "1":
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+    member = member_clusters[0]
+    member.kubectl("create", "namespace", "peering", check=False)
+    member.kubectl(
+        "create", "configmap", "shared", "-n", "peering", "--from-literal=a=1", check=False
+    )
+    with fresh_database("postgresql", label="peering") as url:
+        replicas = [
+            ProductProcess(
+                workdir=tmp_path / name,
+                kubeconfig=host.kubeconfig,
+                storage_url=url,
+                extra_args=("--peering", f"--priority={priority}"),
+                name=name,
+            ).start()
+            for name, priority in (("replica-low", 10), ("replica-high", 20))
+        ]
+        low, high = replicas
+        try:
+            cluster = {
+                "apiVersion": "cluster.clusterpedia.io/v1alpha2",
+                "kind": "PediaCluster",
+                "metadata": {"name": CLUSTER},
+                "spec": {
+                    "kubeconfig": base64.b64encode(member.kubeconfig.read_bytes()).decode(),
+                    "syncResources": [
+                        {
+                            "group": "",
+                            "resources": ["configmaps"],
+                            "fieldSelector": "metadata.namespace=peering",
+                        }
+                    ],
+                },
+            }
+            host.kubectl("apply", "-f", "-", input=yaml.safe_dump(cluster))
+            path = f"{PREFIX}/clusters/{CLUSTER}/api/v1/namespaces/peering/configmaps"
+
+            def served_by_both() -> bool:
+                try:
+                    return all(
+                        [i["metadata"]["name"] for i in fetch(p, host, path)["items"]] == ["shared"]
+                        for p in replicas
+                    )
+                except OSError:
+                    return False
+
+            wait_for(served_by_both, timeout=60, what="both replicas serve the synced ConfigMap")
+            assert SYNC_STARTED in high.log() and SYNC_STARTED not in low.log()
+
+            assert high.stop() == 0
+            wait_for(lambda: SYNC_STARTED in low.log(), timeout=90, what="the standby takes over")
+            member.kubectl(
+                "create", "configmap", "after-failover", "-n", "peering", "--from-literal=b=2"
+            )
+            wait_for(
+                lambda: len(fetch(low, host, path)["items"]) == 2,
+                timeout=60,
+                what="the new active replica syncs new objects",
+            )
+            host.kubectl("delete", "pediacluster", CLUSTER, "--timeout=60s")
+        finally:
+            for replica in replicas:
+                replica.stop()

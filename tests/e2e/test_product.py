@@ -72,10 +72,58 @@ def members(member_clusters: list[APIServer], dialect: str) -> list[APIServer]:
             }
         )
         member.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(objects))
+    member = member_clusters[1]
+    member.kubectl("apply", "-f", "-", input=yaml.safe_dump(GADGET_CRD))
+    member.kubectl(
+        "wait", "--for=condition=established", "--timeout=60s", "crd/gadgets.e2e.example.com"
+    )
+    gadget = {
+        "apiVersion": "e2e.example.com/v1",
+        "kind": "Gadget",
+        "metadata": {"name": "g1", "namespace": namespace},
+        "spec": {"color": "teal", "size": 3},
+    }
+    member.kubectl("apply", "-f", "-", input=yaml.safe_dump(gadget))
     return member_clusters
 
 
-def pediacluster(name: str, member: APIServer, namespace: str) -> dict[str, Any]:
+GADGET_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "gadgets.e2e.example.com"},
+    "spec": {
+        "group": "e2e.example.com",
+        "scope": "Namespaced",
+        "names": {
+            "plural": "gadgets",
+            "singular": "gadget",
+            "kind": "Gadget",
+            "shortNames": ["gd"],
+        },
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+                "additionalPrinterColumns": [
+                    {"name": "Color", "type": "string", "jsonPath": ".spec.color"},
+                    {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
+                ],
+            }
+        ],
+    },
+}
+
+
+def pediacluster(
+    name: str, member: APIServer, namespace: str, *extra: dict[str, Any]
+) -> dict[str, Any]:
     import base64
 
     return {
@@ -89,7 +137,8 @@ def pediacluster(name: str, member: APIServer, namespace: str) -> dict[str, Any]
                     "group": "",
                     "resources": ["pods", "configmaps"],
                     "fieldSelector": f"metadata.namespace={namespace}",
-                }
+                },
+                *extra,
             ],
         },
     }
@@ -110,8 +159,14 @@ def product(
     ).start()
     register_apiservice(host, port=process.port, ca_pem=process.ca_pem)
     clusters = [
-        pediacluster(f"{dialect}-{n}", member, f"e2e-{dialect}")
-        for n, member in zip(("one", "two"), members, strict=True)
+        pediacluster(f"{dialect}-one", members[0], f"e2e-{dialect}"),
+        # only the second member serves the Gadget CRD (an unknown group is a spec error)
+        pediacluster(
+            f"{dialect}-two",
+            members[1],
+            f"e2e-{dialect}",
+            {"group": "e2e.example.com", "resources": ["*"]},
+        ),
     ]
     host.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(clusters))
     yield process
@@ -223,3 +278,16 @@ def test_sync_metrics_are_served_at_metrics(
     with urllib.request.urlopen(request, context=context, timeout=10) as response:
         text = response.read().decode()
     assert f'clusterpedia_sync_events_total{{cluster="{dialect}-one"' in text
+
+
+def test_custom_resource_printer_columns_come_from_the_member_crd(
+    host: APIServer, product: ProductProcess, dialect: str
+) -> None:
+    def listed() -> list[str]:
+        result = kubectl(host, "get", "gd", "-A", check=False)
+        lines = result.stdout.splitlines()
+        return lines if len(lines) == 2 else []
+
+    header, row = eventually(listed, what="the Gadget is synced and discoverable")
+    assert header.split() == ["NAMESPACE", "CLUSTER", "NAME", "COLOR", "SIZE"]
+    assert row.split() == [f"e2e-{dialect}", f"{dialect}-two", "g1", "teal", "3"]

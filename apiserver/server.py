@@ -58,6 +58,7 @@ class APIServer:
         self.certificate: ServingCertificate | None = None
         self.tls: ServingTLS | None = None
         self.authenticator: Authenticator | None = None
+        self.reader: ResourceReader | None = None
         self._runner: web.AppRunner | None = None
         self._reloader: asyncio.Task[None] | None = None
         self.port = config.port
@@ -88,8 +89,9 @@ class APIServer:
         self.tls = ServingTLS(self.certificate, client_ca=auth_config.client_ca)
         self.authenticator = Authenticator(host=self.host, config=auth_config)
         catalog = TypeCatalog(self.engine)
+        self.reader = ResourceReader(self.engine, allow_where_sql=self.config.allow_where_sql)
         layers = build_layers(
-            reader=ResourceReader(self.engine, allow_where_sql=self.config.allow_where_sql),
+            reader=self.reader,
             catalog=catalog,
             authenticator=self.authenticator,
             authorizer=Authorizer(host=self.host),
@@ -132,4 +134,6 @@ class APIServer:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.host.close()
+        if self.reader is not None:
+            await self.reader.close()
         await self.engine.dispose()

@@ -8,6 +8,7 @@ offsets (``continue=500`` or the ``search.clusterpedia.io/offset`` label) still 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from collections.abc import AsyncIterator, Sequence
@@ -25,6 +26,7 @@ from clusterpedia.storage.compiler import Compiler
 from clusterpedia.storage.errors import InvalidQuery
 from clusterpedia.storage.query import Item, Page, Query
 from clusterpedia.storage.schema import resources
+from clusterpedia.storage.threaded import ThreadedReads
 
 R = resources.c
 SortKey = tuple[ColumnElement[Any], bool, str]
@@ -77,6 +79,20 @@ class ResourceReader:
         self.dialect = engine.dialect.name
         self.compiler = Compiler(self.dialect)
         self.allow_where_sql = allow_where_sql
+        # PostgreSQL pages and gets go through the sync driver in threads (threaded.py says why).
+        self.threaded = ThreadedReads(engine.url) if self.dialect == "postgresql" else None
+
+    async def close(self) -> None:
+        """Release the threaded readers (the engine belongs to the caller)."""
+        if self.threaded is not None:
+            threaded, self.threaded = self.threaded, None
+            await asyncio.get_running_loop().run_in_executor(None, threaded.close)
+
+    async def _rows(self, statement: Any, query: Query | None = None) -> list[Any]:
+        if self.threaded is not None and (query is None or query.where_sql is None):
+            return await self.threaded.all(statement)
+        async with self._connection(query or Query()) as connection:
+            return list((await connection.execute(statement)).all())
 
     def _data_column(self, metadata_only: bool) -> ColumnElement[Any]:
         if not metadata_only:
@@ -152,37 +168,31 @@ class ResourceReader:
         if offset:
             statement = statement.offset(offset)
 
-        async with self._connection(query) as connection:
-            rows = (await connection.execute(statement)).all()
-            more = query.limit is not None and len(rows) > query.limit
-            if more:
-                rows = rows[: query.limit]
-            next_token: str | None = None
-            remaining: int | None = None
-            if more:
-                last = rows[-1]
-                last_values = list(last[6 : 6 + len(keys)])
-                if offset is not None:  # offset paging continues as offset paging
-                    next_token = str(offset + len(rows))
-                else:
-                    next_token = encode_token(query.fingerprint(), last_values)
-                if query.with_remaining_count:
-                    counting = (
-                        sa.select(sa.func.count())
-                        .select_from(resources)
-                        .where(*filters, self._after(keys, last_values))
-                    )
-                    remaining = (await connection.execute(counting)).scalar_one()
+        rows = await self._rows(statement, query)
+        more = query.limit is not None and len(rows) > query.limit
+        if more:
+            rows = rows[: query.limit]
+        next_token: str | None = None
+        remaining: int | None = None
+        if more:
+            last = rows[-1]
+            last_values = list(last[6 : 6 + len(keys)])
+            if offset is not None:  # offset paging continues as offset paging
+                next_token = str(offset + len(rows))
+            else:
+                next_token = encode_token(query.fingerprint(), last_values)
+            if query.with_remaining_count:
+                counting = (
+                    sa.select(sa.func.count())
+                    .select_from(resources)
+                    .where(*filters, self._after(keys, last_values))
+                )
+                remaining = (await self._rows(counting, query))[0][0]
+        # Positional Item(...) over unpacked rows: indexing SQLAlchemy rows one column at a
+        # time cost 2.8 ms per page of 500 (a fifth of a page's read time on PostgreSQL).
         items = [
-            Item(
-                group=row[0],
-                version=row[1],
-                resource=row[2],
-                kind=row[3],
-                cluster=row[4],
-                data=_as_bytes(row[5]),
-            )
-            for row in rows
+            Item(group, version, resource, kind, cluster, _as_bytes(data))
+            for group, version, resource, kind, cluster, data, *_ in rows
         ]
         return Page(items=items, continue_token=next_token, remaining_count=remaining)
 
@@ -214,9 +224,8 @@ class ResourceReader:
             R.namespace == namespace,
             R.name == name,
         )
-        async with self.engine.connect() as connection:
-            data = (await connection.execute(statement)).scalar_one_or_none()
-        return None if data is None else _as_bytes(data)
+        rows = await self._rows(statement)
+        return _as_bytes(rows[0][0]) if rows else None
 
     def _connection(self, query: Query) -> _ReadConnection:
         return _ReadConnection(self.engine, read_only=query.where_sql is not None)
@@ -257,7 +266,7 @@ class _ReadConnection:
 
 
 def _as_bytes(data: Any) -> bytes:
-    if isinstance(data, bytes):
+    if type(data) is bytes:
         return data
     if isinstance(data, str):
         return data.encode()

@@ -75,10 +75,12 @@ async def storage(
 ) -> AsyncIterator[tuple[ResourceWriter, ResourceReader]]:
     """A migrated database behind a writer and a reader; the engine is disposed afterwards."""
     engine = create_engine(url)
+    reader = ResourceReader(engine, allow_where_sql=allow_where_sql)
     try:
         await ensure_schema(engine)
-        yield ResourceWriter(engine), ResourceReader(engine, allow_where_sql=allow_where_sql)
+        yield ResourceWriter(engine), reader
     finally:
+        await reader.close()
         await engine.dispose()
 
 

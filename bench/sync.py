@@ -9,7 +9,8 @@ It starts etcd, a member and a host kube-apiserver, seeds the member, then measu
   with ``limit=500`` does), the least any sync must spend;
 - initial sync: from applying the PediaCluster to the last row stored (``sync_ratio`` =
   sync/floor, target <= 1.5 on PostgreSQL);
-- peak RSS of this process (operator and workers) after N objects, and after 2N;
+- peak RSS (VmHWM) of the ``clusterpedia run`` process (operator, workers and API server, run
+  as users run it, in its own process) after N objects, and after 2N;
 - event lag p50/p99: member PATCH -> row updated in the database, at 200 updates/s.
 """
 
@@ -19,26 +20,24 @@ import argparse
 import asyncio
 import base64
 import json
-import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from clusterpedia.operator.handlers import OperatorConfig
-from clusterpedia.operator.runner import OperatorThread
 
 from clusterpedia.kube.access import access_from_kubeconfig
 from clusterpedia.kube.client import KubeClient
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.schema import resources
-from clusterpedia.sync.cluster import ClusterSettings
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.databases import fresh_database
 from clusterpedia.testing.objects import realistic_pod
+from clusterpedia.testing.product import ProductProcess
 
 CRDS = Path(__file__).resolve().parents[1] / "manifests" / "crds"
 CONCURRENCY = 32
@@ -114,8 +113,12 @@ async def wait_rows(engine: Any, cluster: str, expected: int, timeout: float = 9
     return time.perf_counter() - started
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb(pid: int) -> float:
+    """The process's high-water mark of resident memory (``VmHWM``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
 async def measure_lag(
@@ -178,17 +181,17 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         await seed(member, "bench-1", configmaps, pods)
         figures["floor_list_s"] = await floor_seconds(member)
 
-        operator = OperatorThread(
-            OperatorConfig(
-                storage_url=url,
-                kubeconfig=str(host.kubeconfig),
-                cluster=ClusterSettings(probe_interval=2),
-            )
-        )
-        operator.start()
+        product = ProductProcess(
+            workdir=Path(tempfile.mkdtemp(prefix="bench-sync-")),
+            kubeconfig=host.kubeconfig,
+            storage_url=url,
+            extra_args=("--log-level=WARNING",),
+        ).start()
+        assert product.process.pid is not None
+        pid = product.process.pid
         engine = create_engine(url)
         try:
-            rss_before = rss_mb()
+            rss_before = peak_rss_mb(pid)
             spec = {
                 "apiVersion": "cluster.clusterpedia.io/v1alpha2",
                 "kind": "PediaCluster",
@@ -206,7 +209,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             figures["sync_ratio"] = figures["initial_sync_s"] / figures["floor_list_s"]
             figures["objects_per_s"] = (configmaps + pods) / figures["initial_sync_s"]
             figures["rss_before_mb"] = rss_before
-            figures["rss_n_mb"] = rss_mb()
+            figures["rss_n_mb"] = peak_rss_mb(pid)
 
             print("... event lag", file=sys.stderr, flush=True)
             lags = await measure_lag(
@@ -219,10 +222,10 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             print("... second N objects", file=sys.stderr, flush=True)
             await seed(member, "bench-2", configmaps, pods)
             await wait_rows(engine, "bench", 2 * (configmaps + pods))
-            figures["rss_2n_mb"] = rss_mb()
+            figures["rss_2n_mb"] = peak_rss_mb(pid)
         finally:
             await engine.dispose()
-            operator.stop()
+            product.stop()
     return figures
 
 

@@ -159,8 +159,6 @@ async def _sync_resources(memo: Runtime, spec: Mapping[str, Any]) -> tuple[list[
     """The cluster's own syncResources plus those of its ClusterSyncResources reference."""
     assert memo.host is not None
     entries, warnings = list(spec.get("syncResources") or []), []
-    if spec.get("syncAllCustomResources"):
-        warnings.append("syncAllCustomResources is not supported yet; list groups explicitly")
     reference = spec.get("syncResourcesRefName")
     if reference:
         try:
@@ -205,7 +203,12 @@ async def reconcile(memo: Runtime, name: str, spec: Mapping[str, Any]) -> None:
     # The fingerprint covers credentials without the manager ever storing them in the clear.
     config = fingerprint(dict(spec), entries)
     await memo.manager.apply(
-        name, access=access, sync_resources=entries, config_fingerprint=config, warnings=warnings
+        name,
+        access=access,
+        sync_resources=entries,
+        config_fingerprint=config,
+        warnings=warnings,
+        all_custom_resources=bool(spec.get("syncAllCustomResources")),
     )
 
 

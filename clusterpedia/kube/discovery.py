@@ -158,15 +158,29 @@ def _candidate_versions(
 
 
 def resolve_sync_resources(
-    discovery: Discovery, entries: Iterable[Mapping[str, Any]]
+    discovery: Discovery,
+    entries: Iterable[Mapping[str, Any]],
+    *,
+    all_custom_resources: bool = False,
 ) -> tuple[list[SyncTarget], list[str]]:
     """The targets ``entries`` select on this member, and warnings for what was skipped.
+
+    ``all_custom_resources`` (the PediaCluster's ``syncAllCustomResources``) adds every
+    resource of every group that is not built into Kubernetes, with the custom resource
+    version rules.
 
     Raises :class:`SyncResourcesError` for a group or resource the member does not serve
     (a typo should be visible, not silently sync nothing).
     """
     targets: dict[tuple[str, str, str], SyncTarget] = {}
     warnings: list[str] = []
+    entries = list(entries)
+    if all_custom_resources:
+        entries += [
+            {"group": group, "resources": ["*"]}
+            for group in discovery.groups
+            if not is_builtin_group(group)
+        ]
     for entry in entries:
         group_name = str(entry.get("group", ""))
         names = [str(n) for n in entry.get("resources") or []]

@@ -13,6 +13,11 @@ class StorageUnavailable(StorageError):
     """The database kept failing with transient errors; nothing of the batch was applied."""
 
 
+class StorageFailed(StorageError):
+    """The database refused an operation in a way a retry will not cure (a dropped table, a
+    revoked privilege); nothing of the batch was applied."""
+
+
 class InvalidQuery(ValueError):
     """A search parameter, selector or continue token is malformed; no query was run.
 

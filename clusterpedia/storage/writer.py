@@ -31,7 +31,7 @@ from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from clusterpedia.storage.errors import StorageUnavailable, is_transient
+from clusterpedia.storage.errors import StorageFailed, StorageUnavailable, is_transient
 from clusterpedia.storage.records import Change, Delete, ResourceType, Upsert
 from clusterpedia.storage.schema import (
     LABEL_KEY_MAX,
@@ -426,7 +426,7 @@ class ResourceWriter:
                 return await operation()
             except DBAPIError as error:
                 if not is_transient(error):
-                    raise
+                    raise StorageFailed(f"{what}: {error.orig}") from error
                 if attempt == RETRY_ATTEMPTS:
                     raise StorageUnavailable(
                         f"{what}: database unavailable ({error.orig})"

@@ -28,6 +28,7 @@ from clusterpedia.kube.discovery import (
     resolve_sync_resources,
 )
 from clusterpedia.storage.catalog import PrinterColumn, SyncedType, TypeCatalog
+from clusterpedia.storage.errors import StorageError
 from clusterpedia.storage.writer import ResourceWriter
 from clusterpedia.sync.worker import ResourceSyncer, SyncSettings
 
@@ -71,8 +72,10 @@ class ClusterSynchro:
         settings: SyncSettings | None = None,
         cluster_settings: ClusterSettings | None = None,
         warnings: Sequence[str] = (),
+        all_custom_resources: bool = False,
     ):
         self.name = name
+        self.all_custom_resources = all_custom_resources
         self.access = access
         self.sync_resources = list(sync_resources)
         self.writer = writer
@@ -133,8 +136,11 @@ class ClusterSynchro:
                 self.healthy = False
                 await self._stop_workers()
             if self.healthy and time.monotonic() >= next_discovery:
-                await self._reconcile_workers()
-                next_discovery = time.monotonic() + self.cluster_settings.discovery_interval
+                try:
+                    await self._reconcile_workers()
+                    next_discovery = time.monotonic() + self.cluster_settings.discovery_interval
+                except StorageError as error:  # removing a type's rows failed: next probe
+                    logger.warning("cluster %s: storage failing: %s", self.name, error)
             # Report at most once per status interval, in short steps until the next probe.
             probe_at = time.monotonic() + self.cluster_settings.probe_interval * (
                 0.8 + 0.4 * random.random()
@@ -169,7 +175,9 @@ class ClusterSynchro:
     async def _reconcile_workers(self) -> None:
         try:
             targets, warnings = resolve_sync_resources(
-                await discover(self.client), self.sync_resources
+                await discover(self.client),
+                self.sync_resources,
+                all_custom_resources=self.all_custom_resources,
             )
         except SyncResourcesError as error:
             self.sync_error = str(error)

@@ -50,6 +50,7 @@ class SyncManager:
         sync_resources: Sequence[Mapping[str, Any]],
         config_fingerprint: str,
         warnings: Sequence[str] = (),
+        all_custom_resources: bool = False,
     ) -> bool:
         """Run ``name`` with this configuration; True if it (re)started."""
         current = self.clusters.get(name)
@@ -67,6 +68,7 @@ class SyncManager:
             settings=self.settings,
             cluster_settings=self.cluster_settings,
             warnings=warnings,
+            all_custom_resources=all_custom_resources,
         )
         self.clusters[name] = (config_fingerprint, synchro)
         synchro.start()

@@ -9,6 +9,7 @@ from sqlalchemy import event
 
 from clusterpedia.search.params import query_from_request
 from clusterpedia.storage.engine import create_engine
+from clusterpedia.storage.errors import StorageFailed
 from clusterpedia.storage.migrate import SchemaTooNew, ensure_schema
 from clusterpedia.storage.query import Query, TypeFilter
 from clusterpedia.storage.records import Delete
@@ -221,8 +222,9 @@ async def test_errors_that_are_not_transient_surface_at_once(database_url: str) 
         sync_engine = writer.engine.sync_engine
         event.listen(sync_engine, "before_cursor_execute", broken)
         try:
-            with pytest.raises(sa.exc.ProgrammingError):
+            with pytest.raises(StorageFailed, match="syntax error") as failed:
                 await writer.apply(cluster="c1", rtype=PODS, changes=[Delete("default", "x")])
+            assert isinstance(failed.value.__cause__, sa.exc.ProgrammingError)
         finally:
             event.remove(sync_engine, "before_cursor_execute", broken)
         assert len(calls) == 1

@@ -256,3 +256,63 @@ async def test_a_compacted_resource_version_relists_and_loses_nothing(  # type: 
                 await asyncio.gather(task, return_exceptions=True)
     finally:
         member.stop()
+
+
+async def _rename_resources(writer: ResourceWriter, source: str, target: str) -> None:
+    statement = (
+        f"RENAME TABLE {source} TO {target}"
+        if writer.dialect == "mysql"
+        else f"ALTER TABLE {source} RENAME TO {target}"
+    )
+    async with writer.engine.begin() as connection:
+        await connection.exec_driver_sql(statement)
+
+
+async def test_a_failing_database_pauses_the_worker_and_a_relist_loses_nothing(  # type: ignore[no-untyped-def]
+    stores, client, member, database_url
+) -> None:
+    """A real failure: the table disappears under the worker (non-transient errors on every
+    write), the member changes meanwhile, the table comes back."""
+    writer, reader = stores
+    namespace = "dbfail-" + database_url.split(":")[0].split("+")[0]
+    member.kubectl("create", "namespace", namespace)
+    member.kubectl("create", "configmap", "keep", "-n", namespace, "--from-literal=v=1")
+    (target,), _ = resolve_sync_resources(
+        await discover(client),
+        [
+            {
+                "group": "",
+                "resources": ["configmaps"],
+                "fieldSelector": f"metadata.namespace={namespace}",
+            }
+        ],
+    )
+    syncer = ResourceSyncer(
+        cluster="dbfail", target=target, client=client, writer=writer, settings=FAST
+    )
+    task = asyncio.create_task(syncer.run())
+    try:
+        await eventually(lambda: _has(reader, "dbfail", namespace, {"keep": "1"}))
+        await _rename_resources(writer, "resources", "resources_away")
+        try:
+            member.kubectl("create", "configmap", "during", "-n", namespace, "--from-literal=v=1")
+            member.kubectl(
+                "patch", "configmap", "keep", "-n", namespace, "-p", '{"data":{"v":"2"}}'
+            )
+
+            async def paused() -> bool:
+                return syncer.status.reason == "StorageExpection"  # the original's spelling
+
+            await eventually(paused)
+            assert not task.done()
+        finally:
+            await _rename_resources(writer, "resources_away", "resources")
+        await eventually(lambda: _has(reader, "dbfail", namespace, {"keep": "2", "during": "1"}))
+        await eventually(lambda: _is(syncer.status.phase, "Syncing"))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _is(value: object, expected: object) -> bool:
+    return value == expected

@@ -520,6 +520,15 @@ AGE = Column("Age")
 NAME = Column("Name", format="name", description="Name must be unique within a namespace.")
 SELECTOR_WIDE = [Column("Selector", priority=1)]
 
+EVENTS = Printer(
+    [Column("Last Seen"), Column("Type"), Column("Reason"), Column("Object"),
+     Column("Subobject", priority=1), Column("Source", priority=1), Column("Message"),
+     Column("First Seen", priority=1), Column("Count", "integer", priority=1),
+     Column("Name", format="name", priority=1)],
+    _event,
+    name_first=False,
+)  # fmt: skip
+
 PRINTERS: dict[tuple[str, str], Printer] = {
     ("", "pods"): Printer(POD, _pod),
     ("apps", "deployments"): Printer(
@@ -580,21 +589,7 @@ PRINTERS: dict[tuple[str, str], Printer] = {
          Column("VolumeMode", priority=1)],
         _pvc,
     ),
-    ("", "events"): Printer(
-        [Column("Last Seen"), Column("Type"), Column("Reason"), Column("Object"),
-         Column("Subobject", priority=1), Column("Source", priority=1), Column("Message"),
-         Column("First Seen", priority=1), Column("Count", "integer", priority=1),
-         Column("Name", format="name", priority=1)],
-        _event,
-        name_first=False,
-    ),
-    ("events.k8s.io", "events"): Printer(
-        [Column("Last Seen"), Column("Type"), Column("Reason"), Column("Object"),
-         Column("Subobject", priority=1), Column("Source", priority=1), Column("Message"),
-         Column("First Seen", priority=1), Column("Count", "integer", priority=1),
-         Column("Name", format="name", priority=1)],
-        _event,
-        name_first=False,
-    ),
+    ("", "events"): EVENTS,
+    ("events.k8s.io", "events"): EVENTS,
     ("", "serviceaccounts"): Printer([Column("Secrets", "integer"), AGE], _serviceaccount),
 }  # fmt: skip

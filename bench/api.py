@@ -224,11 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             extra_args=("--no-operator", "--log-level=WARNING"),
         ).start()
         try:
-            assert host.pki.front_proxy_client is not None
-            context = server.ssl_context()
-            context.load_cert_chain(
-                str(host.pki.front_proxy_client.cert), str(host.pki.front_proxy_client.key)
-            )
+            context = server.front_proxy_context(host)
             figures = asyncio.run(
                 run_benchmark(server.url, context, pods=args.pods, requests=args.requests)
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -152,6 +153,17 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(args, url))
 
 
+def tune_garbage_collector() -> None:
+    """Collect young objects every 50,000 allocations instead of 700, and freeze what start-up
+    allocated. A member's list page parses into ~100k dicts and lists that live until the
+    page is stored; with the defaults the collector ran ~150 times per page and re-scanned
+    every survivor, a third of the sync's CPU (reference/performance.md: "parse and keep" is
+    10x slower than "parse and discard"). Nearly everything here is freed by reference
+    counting; cycles are still collected, just less often."""
+    gc.set_threshold(50_000, 20, 20)
+    gc.freeze()
+
+
 async def _serve(args: argparse.Namespace, url: str) -> int:
     from clusterpedia.apiserver.server import APIServer, ServerConfig
     from clusterpedia.operator.handlers import OperatorConfig
@@ -194,6 +206,7 @@ async def _serve(args: argparse.Namespace, url: str) -> int:
             print(f"clusterpedia: {error}", file=sys.stderr)
             await server.stop()
             return 1
+    tune_garbage_collector()
     code = 0
     # One shared shutdown: a signal stops both sides; the operator dying stops the server.
     while not stop.is_set():

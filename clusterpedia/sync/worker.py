@@ -155,26 +155,42 @@ class ResourceSyncer:
         seen: set[str] = set()
         list_rv = ""
         self._mark("Syncing" if not self.status.initial_list_phase else "Pending", "", "listing")
-        async for items, page_rv in _prefetched(
-            self.client.list_pages(
-                self.target.path, params=self._params, limit=self.settings.page_size
-            )
-        ):
-            list_rv = list_rv or page_rv
-            changes: list[Change] = []
-            for obj in items:
-                namespace, name = object_key(obj)
-                key = f"{namespace}/{name}" if namespace else name
-                seen.add(key)
-                rv = (obj.get("metadata") or {}).get("resourceVersion", "")
-                stored_rv = known.get(key)
-                if stored_rv != rv:
-                    changes.append(
-                        prepare(obj, cluster=self.cluster, rtype=rtype, is_new=stored_rv is None)
-                    )
-            if changes:
-                await self._store(changes, origin="RELIST")
-            self.status.count = len(seen)
+        # Three stages overlap: the member sends page N+2 (prefetch), this task prepares page
+        # N+1, the database stores page N. At most one batch is in flight, so memory stays
+        # bounded by a few pages whatever the list size.
+        storing: asyncio.Task[None] | None = None
+        try:
+            async for items, page_rv in _prefetched(
+                self.client.list_pages(
+                    self.target.path, params=self._params, limit=self.settings.page_size
+                )
+            ):
+                list_rv = list_rv or page_rv
+                changes: list[Change] = []
+                for obj in items:
+                    namespace, name = object_key(obj)
+                    key = f"{namespace}/{name}" if namespace else name
+                    seen.add(key)
+                    rv = (obj.get("metadata") or {}).get("resourceVersion", "")
+                    stored_rv = known.get(key)
+                    if stored_rv != rv:
+                        changes.append(
+                            prepare(
+                                obj, cluster=self.cluster, rtype=rtype, is_new=stored_rv is None
+                            )
+                        )
+                del items
+                if changes:
+                    if storing is not None:
+                        await storing
+                    storing = asyncio.create_task(self._store(changes, origin="RELIST"))
+                self.status.count = len(seen)
+            if storing is not None:
+                await storing
+        finally:
+            if storing is not None and not storing.done():
+                storing.cancel()
+                await asyncio.gather(storing, return_exceptions=True)
         gone: list[Change] = [
             Delete(*(key.split("/", 1) if "/" in key else ("", key))) for key in known.keys() - seen
         ]

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.processes import ManagedProcess, free_port
 
 
@@ -59,6 +60,29 @@ class ProductProcess:
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cadata=self.ca_pem.decode())
+
+    def front_proxy_context(self, host: APIServer) -> ssl.SSLContext:
+        """A client context presenting ``host``'s front-proxy client certificate, as the
+        host's aggregation layer connects to us."""
+        proxy = host.pki.front_proxy_client
+        if proxy is None:
+            raise ValueError(f"{host.name} runs without the front-proxy flags")
+        context = self.ssl_context()
+        context.load_cert_chain(str(proxy.cert), str(proxy.key))
+        return context
+
+    def get_as_front_proxy(
+        self, host: APIServer, path: str, *, user: str = "admin", group: str = "system:masters"
+    ) -> bytes:
+        """GET ``path`` as ``host``'s aggregation layer would for ``user`` in ``group``."""
+        request = urllib.request.Request(
+            self.url + path, headers={"X-Remote-User": user, "X-Remote-Group": group}
+        )
+        with urllib.request.urlopen(
+            request, context=self.front_proxy_context(host), timeout=10
+        ) as response:
+            body: bytes = response.read()
+            return body
 
     def start(self, *, timeout: float = 60) -> ProductProcess:
         """Start and wait until ``/readyz`` answers 200."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import os
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,17 +36,8 @@ def host(control_plane: ControlPlane) -> APIServer:
 
 
 def fetch(process: ProductProcess, host: APIServer, path: str) -> dict[str, Any]:
-    """GET as the front proxy would send it (the host's proxy client certificate)."""
-    assert host.pki.front_proxy_client is not None
-    context = process.ssl_context()
-    context.load_cert_chain(
-        str(host.pki.front_proxy_client.cert), str(host.pki.front_proxy_client.key)
-    )
-    request = urllib.request.Request(
-        process.url + path, headers={"X-Remote-User": "admin", "X-Remote-Group": "system:masters"}
-    )
-    with urllib.request.urlopen(request, context=context, timeout=10) as response:
-        return orjson.loads(response.read())  # type: ignore[no-any-return]
+    """GET as the host's aggregation layer would send it."""
+    return orjson.loads(process.get_as_front_proxy(host, path))  # type: ignore[no-any-return]
 
 
 def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -266,17 +265,7 @@ def test_sync_metrics_are_served_at_metrics(
     host: APIServer, product: ProductProcess, dialect: str
 ) -> None:
     """Through the front-proxy path: the host's proxy client certificate and X-Remote headers."""
-    assert host.pki.front_proxy_client is not None
-    context = product.ssl_context()
-    context.load_cert_chain(
-        str(host.pki.front_proxy_client.cert), str(host.pki.front_proxy_client.key)
-    )
-    request = urllib.request.Request(
-        f"{product.url}/metrics",
-        headers={"X-Remote-User": "monitoring", "X-Remote-Group": "system:masters"},
-    )
-    with urllib.request.urlopen(request, context=context, timeout=10) as response:
-        text = response.read().decode()
+    text = product.get_as_front_proxy(host, "/metrics", user="monitoring").decode()
     assert f'clusterpedia_sync_events_total{{cluster="{dialect}-one"' in text
 
 

@@ -17,5 +17,7 @@ RUN useradd --system --uid 10001 --home-dir /var/lib/clusterpedia --create-home 
 USER 10001
 WORKDIR /var/lib/clusterpedia
 ENV PATH=/opt/clusterpedia/bin:$PATH PYTHONUNBUFFERED=1
+# The API server's HTTPS port (clusterpedia run --secure-port; the Deployment's containerPort).
+EXPOSE 8443
 ENTRYPOINT ["clusterpedia"]
-CMD ["--help"]
+CMD ["run"]

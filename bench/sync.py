@@ -153,9 +153,12 @@ def wait_operator_ready(host: APIServer, timeout: float = 60) -> None:
     }
     host.kubectl("apply", "-f", "-", input=json.dumps(probe))
     deadline = time.monotonic() + timeout
-    while "Validated" not in host.kubectl(
-        "get", "pediacluster", "readiness-probe", "-o", "jsonpath={.status.conditions[*].type}"
-    ).stdout:
+    while (
+        "Validated"
+        not in host.kubectl(
+            "get", "pediacluster", "readiness-probe", "-o", "jsonpath={.status.conditions[*].type}"
+        ).stdout
+    ):
         if time.monotonic() > deadline:
             raise TimeoutError("the operator did not reconcile a PediaCluster")
         time.sleep(0.2)
@@ -224,7 +227,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     figures: dict[str, float] = {"objects": configmaps + pods}
     with ControlPlane() as plane, fresh_database(args.database, label="syncbench") as url:
         member, host = plane.add_apiserver("bench-member"), plane.add_apiserver("bench-host")
-        host.kubectl("apply", "-f", str(CRDS))
+        host.kubectl("apply", "-k", str(CRDS))
         host.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
         print(f"... seeding {configmaps} ConfigMaps and {pods} Pods", file=sys.stderr, flush=True)
         await seed(member, "bench-1", configmaps, pods)

@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 import os
+import random
 import signal
 import sys
 from collections.abc import Sequence
@@ -56,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--priority",
-        type=int,
-        default=int(os.environ.get("CLUSTERPEDIA_PRIORITY", "0") or 0),
-        help="peering priority; give replicas distinct values (env CLUSTERPEDIA_PRIORITY)",
+        type=_priority,
+        default=os.environ.get("CLUSTERPEDIA_PRIORITY", "0") or "0",
+        help="peering priority, an integer or 'random' (replicas need distinct values; "
+        "env CLUSTERPEDIA_PRIORITY)",
     )
     run.add_argument(
         "--secure-port",
@@ -103,6 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("CLUSTERPEDIA_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING (env CLUSTERPEDIA_LOG_LEVEL)",
     )
+    certs = commands.add_parser(
+        "certs",
+        help="write a serving certificate Secret and the APIService trusting it",
+        description="Write a new CA and serving certificate for "
+        "clusterpedia-apiserver.<namespace>.svc: tls-secret.yaml and apiservice.yaml (caBundle "
+        "set) for `kubectl apply -f DIR`, plus the PEM files.",
+    )
+    certs.add_argument("--output", required=True, help="directory to write into")
+    certs.add_argument(
+        "--namespace",
+        default=os.environ.get("CLUSTERPEDIA_NAMESPACE", "clusterpedia-system"),
+        help="where clusterpedia runs (env CLUSTERPEDIA_NAMESPACE)",
+    )
+    certs.add_argument(
+        "--host", action="append", default=[], help="another DNS name or IP for the certificate"
+    )
     kubeconfig = commands.add_parser(
         "kubeconfig",
         help="add a 'clusterpedia' cluster and one per PediaCluster to a kubeconfig",
@@ -116,6 +134,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kubeconfig.add_argument("--output", help="write here instead of back to --kubeconfig")
     return parser
+
+
+def _priority(value: str) -> int:
+    """An integer, or ``random``: a distinct priority per replica without coordination."""
+    if value == "random":
+        return random.randint(1, 2**30)
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer or 'random': {value!r}") from None
+
+
+def write_certs(args: argparse.Namespace) -> int:
+    from clusterpedia.certs import write_serving_certs
+
+    for path in write_serving_certs(
+        Path(args.output), namespace=args.namespace, extra_hosts=args.host
+    ):
+        print(f"wrote {path}")
+    print(
+        f"next: kubectl apply -f {Path(args.output) / 'tls-secret.yaml'} "
+        f"-f {Path(args.output) / 'apiservice.yaml'}"
+    )
+    return 0
 
 
 def write_kubeconfig(args: argparse.Namespace) -> int:
@@ -231,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     if args.command == "kubeconfig":
         return write_kubeconfig(args)
+    if args.command == "certs":
+        return write_certs(args)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects the rest
 
 

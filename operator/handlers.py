@@ -114,7 +114,11 @@ def login(
     kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
         config_file=memo.config.kubeconfig, client_configuration=client_config
     )
-    token = (client_config.api_key or {}).get("authorization", "").removeprefix("Bearer ").strip()
+    # The client keeps a kubeconfig token as "Bearer <token>" under "BearerToken" (v32+) or
+    # "authorization" (before).
+    api_key = client_config.api_key or {}
+    bearer = api_key.get("BearerToken") or api_key.get("authorization") or ""
+    token = bearer.removeprefix("Bearer ").strip()
     return kopf.ConnectionInfo(
         server=client_config.host,
         ca_path=client_config.ssl_ca_cert,

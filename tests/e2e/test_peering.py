@@ -29,9 +29,9 @@ def host(control_plane: ControlPlane) -> APIServer:
     server = control_plane.apiservers.get("aggregator") or control_plane.add_apiserver(
         "aggregator", front_proxy=True
     )
-    server.kubectl("apply", "-f", str(MANIFESTS / "crds"))
+    server.kubectl("apply", "-k", str(MANIFESTS / "crds"))
     server.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
-    server.kubectl("apply", "-f", str(MANIFESTS / "peering.yaml"))
+    server.kubectl("apply", "-f", str(MANIFESTS / "base" / "peering.yaml"))
     return server
 
 

@@ -37,7 +37,7 @@ def host(control_plane: ControlPlane) -> APIServer:
     server = control_plane.apiservers.get("aggregator") or control_plane.add_apiserver(
         "aggregator", front_proxy=True
     )
-    server.kubectl("apply", "-f", str(CRDS))
+    server.kubectl("apply", "-k", str(CRDS))
     server.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
     return server
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +20,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+import trustme
 import yaml
 from clusterpedia.apiserver.server import ServerConfig
 from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse, register_apiservice
@@ -601,3 +603,27 @@ def test_collection_resources(server: ServerThread, reader_token: str) -> None:
         token=reader_token,
     )
     assert sorted(i["kind"] for i in parse(body)["items"]) == ["Deployment", "Widget"]
+
+
+def test_serving_certificate_from_files(host: APIServer, database_url: str, tmp_path: Path) -> None:
+    authority = trustme.CA()
+    leaf = authority.issue_cert("127.0.0.1", "clusterpedia-apiserver.clusterpedia-system.svc")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    key.write_bytes(leaf.private_key_pem.bytes())
+    given = ServerThread(
+        ServerConfig(
+            storage_url=database_url,
+            kubeconfig=str(host.kubeconfig),
+            bind_address="127.0.0.1",
+            port=0,
+            cert_file=str(cert),
+            key_file=str(key),
+        )
+    ).start()
+    try:
+        context = ssl.create_default_context(cadata=authority.cert_pem.bytes().decode())
+        with urllib.request.urlopen(f"{given.url}/healthz", context=context, timeout=10) as answer:
+            assert answer.read() == b"ok"
+    finally:
+        given.stop()

@@ -31,7 +31,7 @@ CONFIGMAPS = (TypeFilter("", "v1", "configmaps"),)
 @pytest.fixture(scope="module")
 def host(control_plane: ControlPlane) -> APIServer:
     server = control_plane.apiservers.get("host") or control_plane.add_apiserver("host")
-    server.kubectl("apply", "-f", str(CRDS))
+    server.kubectl("apply", "-k", str(CRDS))
     server.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
     return server
 

@@ -1,0 +1,78 @@
+"""``clusterpedia certs``: the serving certificate and the APIService that trusts it.
+
+The aggregation layer verifies our certificate against the APIService's ``caBundle`` for the
+name ``<service>.<namespace>.svc`` (it sets that server name whatever it dials). This writes a
+fresh CA and a certificate for that name as a ``kubernetes.io/tls`` Secret, and the APIService
+with the CA as ``caBundle``, ready for ``kubectl apply -f``. Never ``insecureSkipTLSVerify``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from pathlib import Path
+
+import trustme
+import yaml
+
+SECRET_NAME = "clusterpedia-apiserver-tls"
+SERVICE_NAME = "clusterpedia-apiserver"
+
+
+def service_hosts(namespace: str, service: str = SERVICE_NAME) -> list[str]:
+    return [
+        f"{service}.{namespace}.svc",
+        f"{service}.{namespace}.svc.cluster.local",
+        f"{service}.{namespace}",
+        service,
+    ]
+
+
+def write_serving_certs(
+    directory: Path, *, namespace: str = "clusterpedia-system", extra_hosts: Sequence[str] = ()
+) -> list[Path]:
+    """Write ca.crt, tls.crt, tls.key, tls-secret.yaml and apiservice.yaml; return their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    authority = trustme.CA(organization_name="clusterpedia-py serving")
+    leaf = authority.issue_cert(*service_hosts(namespace), *extra_hosts)
+    ca = authority.cert_pem.bytes()
+    cert = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
+    key = leaf.private_key_pem.bytes()
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": SECRET_NAME, "namespace": namespace},
+        "data": {"tls.crt": b64(cert), "tls.key": b64(key), "ca.crt": b64(ca)},
+    }
+    apiservice = {
+        "apiVersion": "apiregistration.k8s.io/v1",
+        "kind": "APIService",
+        "metadata": {"name": "v1beta1.clusterpedia.io"},
+        "spec": {
+            "group": "clusterpedia.io",
+            "version": "v1beta1",
+            "service": {"namespace": namespace, "name": SERVICE_NAME, "port": 443},
+            "caBundle": b64(ca),
+            "groupPriorityMinimum": 1000,
+            "versionPriority": 100,
+        },
+    }
+    written = []
+    for name, content in (
+        ("ca.crt", ca),
+        ("tls.crt", cert),
+        ("tls.key", key),
+        ("tls-secret.yaml", yaml.safe_dump(secret, sort_keys=False).encode()),
+        ("apiservice.yaml", yaml.safe_dump(apiservice, sort_keys=False).encode()),
+    ):
+        path = directory / name
+        path.write_bytes(content)
+        if name in ("tls.key", "tls-secret.yaml"):
+            path.chmod(0o600)
+        written.append(path)
+    return written

@@ -4,24 +4,19 @@ operator), so tests and the real kubectl they run as subprocesses talk to it as 
 from __future__ import annotations
 
 import asyncio
-import base64
 import ssl
 import threading
 import urllib.error
 import urllib.request
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
-import yaml
 from clusterpedia.apiserver.server import APIServer, ServerConfig
 
+from clusterpedia.testing.aggregation import register_apiservice
+
 PREFIX = "/apis/clusterpedia.io/v1beta1/resources"
-
-
-class HostCluster(Protocol):
-    """What registration needs of a host (``clusterpedia.testing.controlplane.APIServer``)."""
-
-    def kubectl(self, *args: str, input: str | None = None) -> Any: ...
+__all__ = ["PREFIX", "ServerThread", "parse", "register_apiservice"]
 
 
 class ServerThread:
@@ -111,51 +106,3 @@ class ServerThread:
 
 def parse(body: bytes) -> Any:
     return orjson.loads(body)
-
-
-SERVICE_NAMESPACE = "clusterpedia-system"
-
-
-def apiservice_manifests(*, port: int, ca_pem: bytes) -> list[dict[str, Any]]:
-    """Our server behind an APIService (``caBundle`` set, never insecure) and an ExternalName
-    Service to ``localhost``: routable with aggregator routing off and no kube-proxy."""
-    return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SERVICE_NAMESPACE}},
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "clusterpedia-apiserver", "namespace": SERVICE_NAMESPACE},
-            "spec": {
-                "type": "ExternalName",
-                "externalName": "localhost",
-                "ports": [{"name": "https", "port": port}],
-            },
-        },
-        {
-            "apiVersion": "apiregistration.k8s.io/v1",
-            "kind": "APIService",
-            "metadata": {"name": "v1beta1.clusterpedia.io"},
-            "spec": {
-                "group": "clusterpedia.io",
-                "version": "v1beta1",
-                "service": {
-                    "namespace": SERVICE_NAMESPACE,
-                    "name": "clusterpedia-apiserver",
-                    "port": port,
-                },
-                "caBundle": base64.b64encode(ca_pem).decode(),
-                "groupPriorityMinimum": 1000,
-                "versionPriority": 100,
-            },
-        },
-    ]
-
-
-def register_apiservice(host: HostCluster, *, port: int, ca_pem: bytes) -> None:
-    """Register our server with ``host``'s aggregation layer; wait until it is Available."""
-    host.kubectl(
-        "apply", "-f", "-", input=yaml.safe_dump_all(apiservice_manifests(port=port, ca_pem=ca_pem))
-    )
-    host.kubectl(
-        "wait", "--for=condition=Available", "--timeout=90s", "apiservice/v1beta1.clusterpedia.io"
-    )

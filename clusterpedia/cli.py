@@ -121,6 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument(
         "--host", action="append", default=[], help="another DNS name or IP for the certificate"
     )
+    playground = commands.add_parser(
+        "playground",
+        help="run a host and two member clusters locally, synced and served as a real install",
+        description="Provision the test binaries, start a host and two member kube-apiservers "
+        "with realistic objects, sync them as PediaClusters member-1 and member-2 and serve "
+        "them through the host's aggregation layer; write a kubeconfig; stop on Ctrl-C.",
+    )
+    playground.add_argument(
+        "--kubeconfig",
+        default=os.environ.get("CLUSTERPEDIA_PLAYGROUND_KUBECONFIG", "playground.kubeconfig"),
+        help="the kubeconfig to write (env CLUSTERPEDIA_PLAYGROUND_KUBECONFIG; "
+        "default ./playground.kubeconfig)",
+    )
+    playground.add_argument(
+        "--workdir",
+        default=os.environ.get("CLUSTERPEDIA_PLAYGROUND_WORKDIR"),
+        help="where the clusters and the database live (default: a new temporary directory)",
+    )
     kubeconfig = commands.add_parser(
         "kubeconfig",
         help="add a 'clusterpedia' cluster and one per PediaCluster to a kubeconfig",
@@ -275,6 +293,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return write_kubeconfig(args)
     if args.command == "certs":
         return write_certs(args)
+    if args.command == "playground":
+        from clusterpedia.playground import run_playground
+
+        logging.basicConfig(level=logging.WARNING)
+        path = Path(args.kubeconfig).resolve()
+        print(f"clusterpedia playground: kubeconfig {path}", file=sys.stderr, flush=True)
+        return run_playground(
+            kubeconfig=path, workdir=Path(args.workdir).resolve() if args.workdir else None
+        )
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse rejects the rest
 
 

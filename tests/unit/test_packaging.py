@@ -68,3 +68,14 @@ def test_every_module_imports() -> None:
 def test_cli_prints_its_version(capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["version"]) == 0
     assert capsys.readouterr().out.strip() == f"clusterpedia-py {clusterpedia.__version__}"
+
+
+def test_packaged_crds_equal_the_manifests() -> None:
+    """The playground applies the CRDs shipped in the package; they must be the manifests'."""
+    packaged = {p.name: p.read_bytes() for p in (ROOT / "clusterpedia" / "crds").glob("*.yaml")}
+    manifests = {
+        p.name: p.read_bytes()
+        for p in (ROOT / "manifests" / "crds").glob("*.yaml")
+        if p.name != "kustomization.yaml"
+    }
+    assert packaged == manifests

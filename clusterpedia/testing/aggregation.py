@@ -1,0 +1,59 @@
+"""Registering a clusterpedia API server with a host's aggregation layer, as an install does,
+for tests, benchmarks and the playground: no kube-proxy, so the Service is an ExternalName to
+``localhost`` (aggregator routing off), and the APIService trusts the serving CA."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import yaml
+
+from clusterpedia.testing.controlplane import APIServer
+
+SERVICE_NAMESPACE = "clusterpedia-system"
+
+
+def apiservice_manifests(*, port: int, ca_pem: bytes) -> list[dict[str, Any]]:
+    """Our server behind an APIService (``caBundle`` set, never insecure) and an ExternalName
+    Service to ``localhost``: routable with aggregator routing off and no kube-proxy."""
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SERVICE_NAMESPACE}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "clusterpedia-apiserver", "namespace": SERVICE_NAMESPACE},
+            "spec": {
+                "type": "ExternalName",
+                "externalName": "localhost",
+                "ports": [{"name": "https", "port": port}],
+            },
+        },
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": "v1beta1.clusterpedia.io"},
+            "spec": {
+                "group": "clusterpedia.io",
+                "version": "v1beta1",
+                "service": {
+                    "namespace": SERVICE_NAMESPACE,
+                    "name": "clusterpedia-apiserver",
+                    "port": port,
+                },
+                "caBundle": base64.b64encode(ca_pem).decode(),
+                "groupPriorityMinimum": 1000,
+                "versionPriority": 100,
+            },
+        },
+    ]
+
+
+def register_apiservice(host: APIServer, *, port: int, ca_pem: bytes) -> None:
+    """Register our server with ``host``'s aggregation layer; wait until it is Available."""
+    host.kubectl(
+        "apply", "-f", "-", input=yaml.safe_dump_all(apiservice_manifests(port=port, ca_pem=ca_pem))
+    )
+    host.kubectl(
+        "wait", "--for=condition=Available", "--timeout=90s", "apiservice/v1beta1.clusterpedia.io"
+    )

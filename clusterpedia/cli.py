@@ -13,6 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from clusterpedia import __version__
 
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--peering-name",
         default=os.environ.get("CLUSTERPEDIA_PEERING_NAME", "clusterpedia"),
-        help="the ClusterKopfPeering object replicas share (default clusterpedia)",
+        help="the ClusterKopfPeering object replicas share (env CLUSTERPEDIA_PEERING_NAME; "
+        "default clusterpedia)",
     )
     run.add_argument(
         "--priority",
@@ -68,37 +70,48 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(os.environ.get("CLUSTERPEDIA_SECURE_PORT", "8443")),
         help="HTTPS port of the API server (env CLUSTERPEDIA_SECURE_PORT; default 8443)",
     )
-    run.add_argument("--bind-address", default="0.0.0.0", help="address to listen on")
+    run.add_argument(
+        "--bind-address",
+        default=os.environ.get("CLUSTERPEDIA_BIND_ADDRESS", "0.0.0.0"),
+        help="address to listen on (env CLUSTERPEDIA_BIND_ADDRESS; default 0.0.0.0)",
+    )
     run.add_argument(
         "--tls-cert-file",
         default=os.environ.get("CLUSTERPEDIA_TLS_CERT_FILE"),
-        help="serving certificate (PEM, with its chain); default: a generated self-signed one",
+        help="serving certificate (PEM, with its chain; env CLUSTERPEDIA_TLS_CERT_FILE); "
+        "default: a generated self-signed one",
     )
     run.add_argument(
         "--tls-private-key-file",
         default=os.environ.get("CLUSTERPEDIA_TLS_PRIVATE_KEY_FILE"),
-        help="the serving certificate's private key (PEM)",
+        help="the serving certificate's private key (PEM; env CLUSTERPEDIA_TLS_PRIVATE_KEY_FILE)",
     )
     run.add_argument(
         "--cert-dir",
         default=os.environ.get("CLUSTERPEDIA_CERT_DIR"),
-        help="where a generated self-signed certificate and its CA are written",
+        help="where a generated self-signed certificate and its CA are written "
+        "(env CLUSTERPEDIA_CERT_DIR)",
     )
     run.add_argument(
         "--authorize-clusters",
         action="store_true",
         default=os.environ.get("CLUSTERPEDIA_AUTHORIZE_CLUSTERS") == "true",
-        help="users see only clusters whose PediaCluster they may get",
+        help="users see only clusters whose PediaCluster they may get "
+        "(env CLUSTERPEDIA_AUTHORIZE_CLUSTERS=true)",
     )
     run.add_argument(
         "--allow-where-sql",
         action="store_true",
-        help="accept the whereSQLStatement search parameter (parameterised, read-only)",
+        default=os.environ.get("CLUSTERPEDIA_ALLOW_WHERE_SQL") == "true",
+        help="accept the whereSQLStatement search parameter (parameterised, read-only; "
+        "env CLUSTERPEDIA_ALLOW_WHERE_SQL=true)",
     )
     run.add_argument(
         "--no-operator",
         action="store_true",
-        help="serve only: do not run the operator in this process",
+        default=os.environ.get("CLUSTERPEDIA_NO_OPERATOR") == "true",
+        help="serve only: do not run the operator in this process "
+        "(env CLUSTERPEDIA_NO_OPERATOR=true)",
     )
     run.add_argument(
         "--log-level",
@@ -112,14 +125,23 @@ def build_parser() -> argparse.ArgumentParser:
         "clusterpedia-apiserver.<namespace>.svc: tls-secret.yaml and apiservice.yaml (caBundle "
         "set) for `kubectl apply -f DIR`, plus the PEM files.",
     )
-    certs.add_argument("--output", required=True, help="directory to write into")
+    certs.add_argument(
+        "--output",
+        default=os.environ.get("CLUSTERPEDIA_CERTS_OUTPUT", "clusterpedia-certs"),
+        help="directory to write into (env CLUSTERPEDIA_CERTS_OUTPUT; "
+        "default ./clusterpedia-certs)",
+    )
     certs.add_argument(
         "--namespace",
         default=os.environ.get("CLUSTERPEDIA_NAMESPACE", "clusterpedia-system"),
         help="where clusterpedia runs (env CLUSTERPEDIA_NAMESPACE)",
     )
     certs.add_argument(
-        "--host", action="append", default=[], help="another DNS name or IP for the certificate"
+        "--host",
+        action="append",
+        default=[h for h in os.environ.get("CLUSTERPEDIA_CERTS_HOSTS", "").split(",") if h],
+        help="another DNS name or IP for the certificate, repeatable "
+        "(env CLUSTERPEDIA_CERTS_HOSTS, comma-separated)",
     )
     playground = commands.add_parser(
         "playground",
@@ -137,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     playground.add_argument(
         "--workdir",
         default=os.environ.get("CLUSTERPEDIA_PLAYGROUND_WORKDIR"),
-        help="where the clusters and the database live (default: a new temporary directory)",
+        help="where the clusters and the database live (env CLUSTERPEDIA_PLAYGROUND_WORKDIR; "
+        "default: a new temporary directory)",
     )
     kubeconfig = commands.add_parser(
         "kubeconfig",
@@ -148,9 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     kubeconfig.add_argument(
         "--kubeconfig",
         default=os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config")),
-        help="the kubeconfig to read (its current context is the host); default $KUBECONFIG",
+        help="the kubeconfig to read, its current context being the host (env KUBECONFIG; "
+        "default ~/.kube/config)",
     )
-    kubeconfig.add_argument("--output", help="write here instead of back to --kubeconfig")
+    kubeconfig.add_argument(
+        "--output",
+        default=os.environ.get("CLUSTERPEDIA_KUBECONFIG_OUTPUT"),
+        help="write here instead of back to --kubeconfig (env CLUSTERPEDIA_KUBECONFIG_OUTPUT)",
+    )
     return parser
 
 
@@ -224,6 +252,20 @@ def tune_garbage_collector() -> None:
     gc.freeze()
 
 
+async def _print_clusters(server: Any) -> None:
+    """Say which PediaClusters the host has (a start-up line, never fatal)."""
+    from clusterpedia.kube.client import KubeError
+
+    try:
+        found = await server.host.get("/apis/cluster.clusterpedia.io/v1alpha2/pediaclusters")
+    except KubeError as error:
+        print(f"clusterpedia: cannot list PediaClusters: {error}", file=sys.stderr, flush=True)
+        return
+    names = sorted(item["metadata"]["name"] for item in found.get("items") or [])
+    listed = ", ".join(names) if names else "none yet"
+    print(f"clusterpedia: {len(names)} PediaClusters: {listed}", file=sys.stderr, flush=True)
+
+
 async def _serve(args: argparse.Namespace, url: str) -> int:
     from clusterpedia.apiserver.server import APIServer, ServerConfig
     from clusterpedia.operator.handlers import OperatorConfig
@@ -252,6 +294,8 @@ async def _serve(args: argparse.Namespace, url: str) -> int:
         print(f"clusterpedia: the API server failed to start: {error}", file=sys.stderr)
         await server.stop()
         return 1
+    print(f"clusterpedia: serving https://{args.bind_address}:{server.port}", file=sys.stderr)
+    await _print_clusters(server)
     operator = None
     if not args.no_operator:
         operator = OperatorThread(

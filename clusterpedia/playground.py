@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +233,7 @@ def run_playground(*, kubeconfig: Path, workdir: Path | None = None) -> int:
             )  # fmt: skip
             write_kubeconfig(kubeconfig, host, members)
             for name in MEMBERS:
-                wait_for(lambda n=name: _ready(host, n), timeout=120, what=f"{name} Ready")
+                wait_for(partial(_ready, host, name), timeout=120, what=f"{name} Ready")
 
             def everything_served() -> bool:
                 result = host.kubectl(

@@ -72,3 +72,12 @@ def test_dockerfile_entrypoint_and_port_match_the_cli_and_manifests() -> None:
 def test_priority_accepts_numbers_and_random(value: str) -> None:
     priority = build_parser().parse_args(["run", f"--priority={value}"]).priority
     assert (isinstance(priority, int) and priority > 0) or value == "0"
+
+
+def test_every_flag_names_its_environment_variable() -> None:
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name, command in commands.items():
+        for action in command._actions:
+            if action.option_strings and action.dest != "help":
+                assert "env " in (action.help or ""), f"clusterpedia {name} {action.option_strings}"

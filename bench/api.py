@@ -230,10 +230,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         finally:
             server.stop()
-    if args.json:
-        print(json.dumps({key: round(value, 3) for key, value in figures.items()}))
-    else:
-        print_table(figures, pods=args.pods, database=args.database)
+        # Reported before the database is dropped, so a slow clean-up cannot lose them.
+        if args.json:
+            print(json.dumps({key: round(value, 3) for key, value in figures.items()}))
+        else:
+            print_table(figures, pods=args.pods, database=args.database)
+        sys.stdout.flush()
     return 0
 
 

@@ -15,6 +15,7 @@ import re
 import secrets
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,6 +91,20 @@ def server_version(dialect: str) -> str:
     return str(row[0]).split(" on ")[0]
 
 
+def _drop_postgres_database(url: URL, name: str, *, attempts: int = 30) -> None:
+    """Drop ``name``, ending our own leftover sessions. An autovacuum worker (the superuser's,
+    which our role may not end) can hold the database for a moment after a bulk load: wait."""
+    for attempt in range(attempts):
+        try:
+            with _connect_postgres(url) as connection:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1)
+
+
 @contextmanager
 def fresh_database(dialect: str, *, label: str = "test") -> Iterator[str]:
     """Create an empty database, yield its user-facing URL, and drop it afterwards."""
@@ -108,8 +123,7 @@ def fresh_database(dialect: str, *, label: str = "test") -> Iterator[str]:
         try:
             yield url.set(database=name).render_as_string(hide_password=False)
         finally:
-            with _connect_postgres(url) as connection:
-                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            _drop_postgres_database(url, name)
     elif dialect == "mysql":
         with _connect_mysql(url) as connection, connection.cursor() as cursor:
             cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")

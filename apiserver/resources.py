@@ -15,7 +15,14 @@ import orjson
 from aiohttp import web
 from clusterpedia.apiserver import discovery
 from clusterpedia.apiserver.chain import Handler
-from clusterpedia.apiserver.lists import as_partial, envelope, list_metadata, page_body, stream_list
+from clusterpedia.apiserver.lists import (
+    EXTRA_HEADERS,
+    as_partial,
+    envelope,
+    list_metadata,
+    page_body,
+    stream_list,
+)
 from clusterpedia.apiserver.negotiation import Form, negotiate
 from clusterpedia.apiserver.requestinfo import RequestInfo, all_values, parse_request, split_path
 from clusterpedia.apiserver.scope import narrow_clusters, visible_types
@@ -54,6 +61,32 @@ class ResourcesServer:
         types = await visible_types(request, self.catalog, cluster=cluster)
         if cluster is not None and not types:
             raise StatusError(400, "the server could not find the requested cluster")
+        warning = await self._health_warning(cluster) if cluster is not None else ""
+        if warning:
+            request[EXTRA_HEADERS] = {"Warning": warning}  # streamed lists send it too
+        response = await self._serve(request, inner, types, cluster)
+        if warning and not response.prepared:
+            response.headers["Warning"] = warning
+        return response
+
+    async def _health_warning(self, cluster: str) -> str:
+        """The original's warning when a cluster is not known to be healthy: its rows may be
+        stale (sync stops while a member is unreachable; rows are kept)."""
+        healthy, reason = (await self.catalog.health()).get(cluster, (False, "not probed yet"))
+        if healthy:
+            return ""
+        text = f"{cluster} is not ready and the resources obtained may be inaccurate"
+        if reason:
+            text += f", reason: {reason}"
+        return '299 - "' + text.replace('"', "'").replace("\n", " ")[:400] + '"'
+
+    async def _serve(
+        self,
+        request: web.Request,
+        inner: list[str],
+        types: list[SyncedType],
+        cluster: str | None,
+    ) -> web.StreamResponse:
         if inner == ["version"]:
             return json_response(self.version)
         info = parse_request("/" + "/".join(inner), request.method, dict(request.query))

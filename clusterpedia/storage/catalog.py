@@ -17,9 +17,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from clusterpedia.storage.records import ResourceType
-from clusterpedia.storage.schema import resource_types
+from clusterpedia.storage.schema import cluster_health, resource_types
 
 T = resource_types.c
+H = cluster_health.c
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,7 @@ class TypeCatalog:
         self.engine = engine
         self.cache_seconds = cache_seconds
         self._cached: tuple[float, list[SyncedType]] | None = None
+        self._health: tuple[float, dict[str, tuple[bool, str]]] | None = None
 
     async def replace(self, cluster: str, types: Sequence[SyncedType]) -> None:
         """Make ``types`` the whole entry of ``cluster``."""
@@ -132,6 +134,26 @@ class TypeCatalog:
 
     async def remove(self, cluster: str) -> None:
         await self.replace(cluster, ())
+
+    async def set_health(self, cluster: str, *, healthy: bool, reason: str) -> None:
+        """Record ``cluster``'s health as its synchro sees it now."""
+        async with self.engine.begin() as connection:
+            await connection.execute(sa.delete(cluster_health).where(H.cluster == cluster))
+            await connection.execute(
+                cluster_health.insert(), {"cluster": cluster, "healthy": healthy, "reason": reason}
+            )
+        self._health = None
+
+    async def health(self) -> dict[str, tuple[bool, str]]:
+        """cluster -> (healthy, reason), for clusters whose health was recorded."""
+        cached = self._health
+        if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
+            return cached[1]
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(sa.select(cluster_health))).all()
+        found = {row.cluster: (bool(row.healthy), row.reason) for row in rows}
+        self._health = (time.monotonic(), found)
+        return found
 
     async def all(self) -> list[SyncedType]:
         """Every cluster's types, ordered by cluster, group, version, resource."""

@@ -59,7 +59,8 @@ async def ensure_schema(engine: AsyncEngine) -> int:
                 await connection.run_sync(metadata.create_all, checkfirst=True)
                 if found is None and connection.dialect.name == "postgresql":
                     await _prefer_lz4(connection)
-                # Version 2 only added the resource_types table, which create_all made above.
+                # Versions 2 and 3 only added tables (resource_types, cluster_health), which
+                # create_all made above.
                 if found is None:
                     await connection.execute(
                         schema_info.insert(), {"id": 1, "version": SCHEMA_VERSION}

@@ -25,7 +25,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
-SCHEMA_VERSION = 2  # 2: resource_types
+SCHEMA_VERSION = 3  # 2: resource_types; 3: cluster_health
 
 metadata = sa.MetaData()
 
@@ -126,6 +126,16 @@ resource_types = sa.Table(
     sa.Column("singular", _ascii(253), nullable=False, server_default=""),
     sa.Column("details", sa.Text, nullable=False),  # JSON: shortNames, categories, columns
     sa.PrimaryKeyConstraint("cluster", "group", "version", "resource"),
+)
+
+# Each cluster's health as its synchro last saw it, so every serving replica can warn that a
+# cluster's data may be stale (the original's Warning header).
+cluster_health = sa.Table(
+    "cluster_health",
+    metadata,
+    sa.Column("cluster", _ascii(253), primary_key=True),
+    sa.Column("healthy", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
 )
 
 schema_info = sa.Table(

@@ -36,6 +36,7 @@ from clusterpedia.storage.records import Change, Delete, ResourceType, Upsert
 from clusterpedia.storage.schema import (
     LABEL_KEY_MAX,
     LABEL_VALUE_MAX,
+    cluster_health,
     resource_labels,
     resource_types,
     resources,
@@ -218,12 +219,15 @@ class ResourceWriter:
         statement = sa.delete(resources).where(*_scope(resources, cluster, rtype))
         labels = sa.delete(resource_labels).where(*_scope(resource_labels, cluster, rtype))
         catalog = sa.delete(resource_types).where(*_scope(resource_types, cluster, rtype))
+        health = sa.delete(cluster_health).where(cluster_health.c.cluster == cluster)
 
         async def delete() -> int:
             async with self.engine.begin() as connection:
                 if self.dialect == "mysql":
                     await connection.execute(labels)
                 await connection.execute(catalog)
+                if rtype is None:
+                    await connection.execute(health)
                 return (await connection.execute(statement)).rowcount
 
         return await self._retrying(delete, what=f"delete rows of cluster {cluster}")

@@ -123,6 +123,7 @@ class ClusterSynchro:
             if ok and self.healthy is not True:
                 logger.info("cluster %s is healthy (%s)", self.name, self.version)
                 self.healthy, next_discovery = True, 0.0
+                await self._publish_health()
             elif (
                 not ok
                 and failures >= self.cluster_settings.failures_to_unhealthy
@@ -135,6 +136,7 @@ class ClusterSynchro:
                 )
                 self.healthy = False
                 await self._stop_workers()
+                await self._publish_health()
             if self.healthy and time.monotonic() >= next_discovery:
                 try:
                     await self._reconcile_workers()
@@ -203,6 +205,17 @@ class ClusterSynchro:
             if key not in self.workers:
                 self._start_worker(key, target)
         await self._publish_types(targets)
+
+    async def _publish_health(self) -> None:
+        """Record the health for every replica's API (the warning on stale clusters)."""
+        try:
+            await TypeCatalog(self.writer.engine).set_health(
+                self.name,
+                healthy=bool(self.healthy),
+                reason="" if self.healthy else self.health_message[:500],
+            )
+        except Exception as error:  # the next health change records it again
+            logger.warning("cluster %s: could not record its health: %s", self.name, error)
 
     async def _publish_types(self, targets: Sequence[SyncTarget]) -> None:
         """Record what this cluster syncs, for every replica's discovery."""

@@ -96,6 +96,8 @@ async def _seed(url: str) -> None:
     try:
         await ensure_schema(engine)
         writer, catalog = ResourceWriter(engine), TypeCatalog(engine)
+        await catalog.set_health("c1", healthy=True, reason="")
+        await catalog.set_health("c2", healthy=False, reason="/readyz answered 500")
         for cluster in ("c1", "c2"):
             await catalog.replace(cluster, _types(cluster))
             pods = [_pod(cluster, "team-a", f"web-{i}", app="web") for i in range(3)]
@@ -627,3 +629,17 @@ def test_serving_certificate_from_files(host: APIServer, database_url: str, tmp_
             assert answer.read() == b"ok"
     finally:
         given.stop()
+
+
+def test_an_unhealthy_cluster_comes_with_a_warning(
+    registered: APIServer, server: ServerThread, reader_token: str
+) -> None:
+    _, headers, _ = server.request(f"{PREFIX}/clusters/c2/api/v1/pods", token=reader_token)
+    assert headers["Warning"].startswith('299 - "c2 is not ready and the resources obtained')
+    assert "/readyz answered 500" in headers["Warning"]
+    _, headers, _ = server.request(f"{PREFIX}/clusters/c2/api/v1/pods?limit=2", token=reader_token)
+    assert "c2 is not ready" in headers["Warning"]
+    _, headers, _ = server.request(f"{PREFIX}/clusters/c1/api/v1/pods", token=reader_token)
+    assert "Warning" not in headers
+    shown = kubectl(registered, "get", "pods", "-A", cluster="c2")
+    assert "Warning: c2 is not ready" in shown.stderr and "web-0" in shown.stdout

@@ -16,6 +16,7 @@ import pytest_asyncio
 from clusterpedia.operator.handlers import OperatorConfig
 from clusterpedia.operator.runner import OperatorThread
 
+from clusterpedia.storage.catalog import TypeCatalog
 from clusterpedia.storage.query import Query, TypeFilter
 from clusterpedia.storage.reader import ResourceReader
 from clusterpedia.sync.cluster import ClusterSettings
@@ -283,6 +284,9 @@ async def test_health_restart_and_crds_appearing_under_a_wildcard(  # type: igno
             what="unhealthy after the member stopped",
         )
         assert await stored(reader, name, "apps") == {"kept": "1"}
+        # ... and recorded for every API replica (their Warning header on this cluster).
+        health = await TypeCatalog(reader.engine, cache_seconds=0).health()
+        assert health[name][0] is False and health[name][1]
 
         # It comes back (same URL, same data): healthy again, changes made meanwhile arrive.
         member.start()

@@ -77,6 +77,14 @@ def test_one_replica_syncs_both_serve_and_the_standby_takes_over(
         ]
         low, high = replicas
         try:
+            # Both start alone, each active until it sees the other: the lower priority one
+            # pauses once high's keep-alive reaches it (Kopf logs it). Only then is "exactly
+            # one syncs" the steady state to check.
+            wait_for(
+                lambda: "Pausing operations in favour of" in low.log(),
+                timeout=60,
+                what="the lower-priority replica pauses",
+            )
             cluster = {
                 "apiVersion": "cluster.clusterpedia.io/v1alpha2",
                 "kind": "PediaCluster",
@@ -117,7 +125,9 @@ def test_one_replica_syncs_both_serve_and_the_standby_takes_over(
                 timeout=60,
                 what="the new active replica syncs new objects",
             )
-            host.kubectl("delete", "pediacluster", CLUSTER, "--timeout=60s")
         finally:
+            # Removed while a replica still runs (its finalizer needs the operator), so no
+            # other test's operator finds it.
+            host.kubectl("delete", "pediacluster", CLUSTER, "--timeout=60s", check=False)
             for replica in replicas:
                 replica.stop()

@@ -208,7 +208,7 @@ def test_member_changes_follow(
 
     def followed() -> bool:
         output = kubectl(host, "get", "configmaps", "-A", "--show-labels", check=False).stdout
-        rows = [line.split() for line in output.splitlines()[1:]]
+        rows = [line.split() for line in output.splitlines()[1:] if line.startswith(namespace)]
         return len(rows) == 1 and rows[0][1] == f"{dialect}-two" and "changed=yes" in rows[0][-1]
 
     eventually(followed, what="a delete and a label change reach the API")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import trustme
 import yaml
@@ -26,6 +27,23 @@ def service_hosts(namespace: str, service: str = SERVICE_NAME) -> list[str]:
         f"{service}.{namespace}",
         service,
     ]
+
+
+def apiservice_object(*, namespace: str, ca_pem: bytes, port: int = 443) -> dict[str, Any]:
+    """The APIService ``v1beta1.clusterpedia.io``, trusting ``ca_pem`` (never insecure)."""
+    return {
+        "apiVersion": "apiregistration.k8s.io/v1",
+        "kind": "APIService",
+        "metadata": {"name": "v1beta1.clusterpedia.io"},
+        "spec": {
+            "group": "clusterpedia.io",
+            "version": "v1beta1",
+            "service": {"namespace": namespace, "name": SERVICE_NAME, "port": port},
+            "caBundle": base64.b64encode(ca_pem).decode(),
+            "groupPriorityMinimum": 1000,
+            "versionPriority": 100,
+        },
+    }
 
 
 def write_serving_certs(
@@ -49,19 +67,7 @@ def write_serving_certs(
         "metadata": {"name": SECRET_NAME, "namespace": namespace},
         "data": {"tls.crt": b64(cert), "tls.key": b64(key), "ca.crt": b64(ca)},
     }
-    apiservice = {
-        "apiVersion": "apiregistration.k8s.io/v1",
-        "kind": "APIService",
-        "metadata": {"name": "v1beta1.clusterpedia.io"},
-        "spec": {
-            "group": "clusterpedia.io",
-            "version": "v1beta1",
-            "service": {"namespace": namespace, "name": SERVICE_NAME, "port": 443},
-            "caBundle": b64(ca),
-            "groupPriorityMinimum": 1000,
-            "versionPriority": 100,
-        },
-    }
+    apiservice = apiservice_object(namespace=namespace, ca_pem=ca)
     written = []
     for name, content in (
         ("ca.crt", ca),

@@ -28,42 +28,12 @@ from clusterpedia.kubeconfig import add_clusterpedia_clusters
 from clusterpedia.testing.aggregation import register_apiservice
 from clusterpedia.testing.assets import ensure_assets
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.objects import gadget_crd
 from clusterpedia.testing.product import ProductProcess
 
 CRDS = Path(__file__).resolve().parent / "crds"  # packaged copies of manifests/crds
 MEMBERS = ("member-1", "member-2")
-GADGET_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "gadgets.playground.clusterpedia.io"},
-    "spec": {
-        "group": "playground.clusterpedia.io",
-        "scope": "Namespaced",
-        "names": {
-            "plural": "gadgets",
-            "singular": "gadget",
-            "kind": "Gadget",
-            "shortNames": ["gd"],
-        },
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": True,
-                    }
-                },
-                "additionalPrinterColumns": [
-                    {"name": "Color", "type": "string", "jsonPath": ".spec.color"},
-                    {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
-                ],
-            }
-        ],
-    },
-}
+GADGET_CRD = gadget_crd("playground.clusterpedia.io")
 
 
 def say(message: str) -> None:

@@ -4,11 +4,11 @@ for tests, benchmarks and the playground: no kube-proxy, so the Service is an Ex
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import yaml
 
+from clusterpedia.certs import apiservice_object
 from clusterpedia.testing.controlplane import APIServer
 
 SERVICE_NAMESPACE = "clusterpedia-system"
@@ -29,23 +29,7 @@ def apiservice_manifests(*, port: int, ca_pem: bytes) -> list[dict[str, Any]]:
                 "ports": [{"name": "https", "port": port}],
             },
         },
-        {
-            "apiVersion": "apiregistration.k8s.io/v1",
-            "kind": "APIService",
-            "metadata": {"name": "v1beta1.clusterpedia.io"},
-            "spec": {
-                "group": "clusterpedia.io",
-                "version": "v1beta1",
-                "service": {
-                    "namespace": SERVICE_NAMESPACE,
-                    "name": "clusterpedia-apiserver",
-                    "port": port,
-                },
-                "caBundle": base64.b64encode(ca_pem).decode(),
-                "groupPriorityMinimum": 1000,
-                "versionPriority": 100,
-            },
-        },
+        apiservice_object(namespace=SERVICE_NAMESPACE, ca_pem=ca_pem, port=port),
     ]
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from clusterpedia.apiserver.testing import PREFIX, register_apiservice
 
-from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.product import ProductProcess
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
@@ -29,17 +29,6 @@ def eventually(check: Callable[[], Any], *, timeout: float = 60, what: str = "")
             raise AssertionError(f"not within {timeout:.0f}s: {what}")
         time.sleep(0.5)
     return result
-
-
-@pytest.fixture(scope="module")
-def host(control_plane: ControlPlane) -> APIServer:
-    server = control_plane.apiservers.get("aggregator") or control_plane.add_apiserver(
-        "aggregator", front_proxy=True
-    )
-    server.kubectl("apply", "-k", str(MANIFESTS / "crds"))
-    server.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
-    server.kubectl("create", "namespace", NAMESPACE, check=False)
-    return server
 
 
 @pytest.mark.parametrize("kustomization", ["", "variants/postgresql", "variants/mysql"])

@@ -15,24 +15,12 @@ import pytest
 import yaml
 from clusterpedia.apiserver.testing import PREFIX
 
-from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.databases import DatabaseUnavailable, fresh_database, server_version
 from clusterpedia.testing.product import ProductProcess
 
-MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 CLUSTER = "peered"
 SYNC_STARTED = f"cluster {CLUSTER}: sync started"
-
-
-@pytest.fixture(scope="module")
-def host(control_plane: ControlPlane) -> APIServer:
-    server = control_plane.apiservers.get("aggregator") or control_plane.add_apiserver(
-        "aggregator", front_proxy=True
-    )
-    server.kubectl("apply", "-k", str(MANIFESTS / "crds"))
-    server.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
-    server.kubectl("apply", "-f", str(MANIFESTS / "base" / "peering.yaml"))
-    return server
 
 
 def fetch(process: ProductProcess, host: APIServer, path: str) -> dict[str, Any]:

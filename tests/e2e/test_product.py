@@ -15,10 +15,9 @@ import pytest
 import yaml
 from clusterpedia.apiserver.testing import PREFIX, register_apiservice
 
-from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.controlplane import APIServer
+from clusterpedia.testing.objects import gadget_crd
 from clusterpedia.testing.product import ProductProcess, console_script
-
-CRDS = Path(__file__).resolve().parents[2] / "manifests" / "crds"
 
 
 def eventually(check: Callable[[], Any], *, timeout: float = 60, what: str = "") -> Any:
@@ -30,16 +29,6 @@ def eventually(check: Callable[[], Any], *, timeout: float = 60, what: str = "")
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:.0f}s: {what}")
         time.sleep(0.5)
-
-
-@pytest.fixture(scope="module")
-def host(control_plane: ControlPlane) -> APIServer:
-    server = control_plane.apiservers.get("aggregator") or control_plane.add_apiserver(
-        "aggregator", front_proxy=True
-    )
-    server.kubectl("apply", "-k", str(CRDS))
-    server.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
-    return server
 
 
 @pytest.fixture(scope="module")
@@ -86,38 +75,7 @@ def members(member_clusters: list[APIServer], dialect: str) -> list[APIServer]:
     return member_clusters
 
 
-GADGET_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "gadgets.e2e.example.com"},
-    "spec": {
-        "group": "e2e.example.com",
-        "scope": "Namespaced",
-        "names": {
-            "plural": "gadgets",
-            "singular": "gadget",
-            "kind": "Gadget",
-            "shortNames": ["gd"],
-        },
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": True,
-                    }
-                },
-                "additionalPrinterColumns": [
-                    {"name": "Color", "type": "string", "jsonPath": ".spec.color"},
-                    {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
-                ],
-            }
-        ],
-    },
-}
+GADGET_CRD = gadget_crd("e2e.example.com")
 
 
 def pediacluster(

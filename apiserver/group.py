@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from clusterpedia.apiserver.chain import Handler
+from clusterpedia.apiserver.discovery import v2_content_type
 from clusterpedia.apiserver.lists import page_body
 from clusterpedia.apiserver.negotiation import Form, negotiate
 from clusterpedia.apiserver.printers import Column, age
@@ -114,8 +115,6 @@ class GroupServer:
                 return json_response(
                     {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group_document()]}
                 )
-            from clusterpedia.apiserver.discovery import v2_content_type
-
             return web.Response(
                 body=orjson.dumps(aggregated_group(form)),
                 headers={"Content-Type": v2_content_type(form), "Vary": "Accept"},

@@ -18,6 +18,7 @@ from clusterpedia.apiserver.printers import (
     PRINTERS,
     Column,
     Obj,
+    age,
     human_duration,
     parse_time,
 )
@@ -116,8 +117,6 @@ def cluster_of(obj: Obj) -> str:
 
 
 def _name_age(obj: Obj) -> list[Any]:
-    from clusterpedia.apiserver.printers import age
-
     meta = obj.get("metadata") or {}
     return [meta.get("name"), age(meta.get("creationTimestamp"))]
 

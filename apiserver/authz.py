@@ -13,6 +13,7 @@ clusters.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -152,9 +153,10 @@ async def _narrow_to_permitted_clusters(
                 details={"name": parts[5], "group": PEDIACLUSTER_GROUP, "kind": "pediaclusters"},
             )
         return
-    permitted = [
-        cluster
-        for cluster in await catalog.clusters()
-        if (await authorizer.review(user, _pediacluster(cluster)))[0]
-    ]
-    request[ALLOWED_CLUSTERS] = frozenset(permitted)
+    clusters = await catalog.clusters()
+    reviews = await asyncio.gather(
+        *(authorizer.review(user, _pediacluster(cluster)) for cluster in clusters)
+    )
+    request[ALLOWED_CLUSTERS] = frozenset(
+        cluster for cluster, (allowed, _) in zip(clusters, reviews, strict=True) if allowed
+    )

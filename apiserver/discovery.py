@@ -16,6 +16,7 @@ from clusterpedia.apiserver.negotiation import Form
 
 from clusterpedia.kube.discovery import version_priority
 from clusterpedia.storage.catalog import SyncedType
+from clusterpedia.storage.records import group_version
 
 VERBS = ["get", "list"]
 V2_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"
@@ -45,10 +46,6 @@ class Catalogue:
         return [t for (g, v, _), t in sorted(self.by_gvr.items()) if g == group and v == version]
 
 
-def _group_version(group: str, version: str) -> str:
-    return f"{group}/{version}" if group else version
-
-
 def api_versions(catalogue: Catalogue) -> dict[str, Any]:
     return {
         "kind": "APIVersions",
@@ -60,7 +57,7 @@ def api_versions(catalogue: Catalogue) -> dict[str, Any]:
 
 def api_group(group: str, versions: Sequence[str]) -> dict[str, Any]:
     entries = [
-        {"groupVersion": _group_version(group, version), "version": version} for version in versions
+        {"groupVersion": group_version(group, version), "version": version} for version in versions
     ]
     return {
         "kind": "APIGroup",
@@ -96,7 +93,7 @@ def api_resource_list(group: str, version: str, types: Sequence[SyncedType]) -> 
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",
-        "groupVersion": _group_version(group, version),
+        "groupVersion": group_version(group, version),
         "resources": resources,
     }
 

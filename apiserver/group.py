@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 from clusterpedia.apiserver.chain import Handler
 from clusterpedia.apiserver.discovery import v2_content_type
-from clusterpedia.apiserver.lists import page_body
+from clusterpedia.apiserver.lists import metadata_wrapper, page_body
 from clusterpedia.apiserver.negotiation import Form, negotiate
 from clusterpedia.apiserver.printers import Column, age
 from clusterpedia.apiserver.requestinfo import all_values, split_path
@@ -27,6 +27,7 @@ from clusterpedia.search.params import query_from_request, split_list
 from clusterpedia.storage.catalog import TypeCatalog
 from clusterpedia.storage.query import TypeFilter
 from clusterpedia.storage.reader import ResourceReader
+from clusterpedia.storage.records import group_version
 
 GROUP, VERSION = "clusterpedia.io", "v1beta1"
 GROUP_VERSION = f"{GROUP}/{VERSION}"
@@ -259,16 +260,8 @@ class GroupServer:
                 },
             )
             if metadata_only:
-                api_version = f"{item.group}/{item.version}" if item.group else item.version
-                datas.append(
-                    b'{"apiVersion":'
-                    + orjson.dumps(api_version)
-                    + b',"kind":'
-                    + orjson.dumps(item.kind)
-                    + b',"metadata":'
-                    + item.data
-                    + b"}"
-                )
+                wrap = metadata_wrapper(group_version(item.group, item.version), item.kind)
+                datas.append(wrap(item.data))
             else:
                 datas.append(item.data)
         head: dict[str, Any] = {

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-PARTIAL_PREFIX = b'{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":'
 STREAM_CHUNK = 256 * 1024
 # Headers a server wants on a streamed list (set before the status line goes out).
 EXTRA_HEADERS = web.RequestKey("extra_headers", dict)
@@ -47,9 +46,17 @@ def envelope(kind: str, api_version: str, metadata: dict[str, Any]) -> tuple[byt
     return head, b"]}"
 
 
-def as_partial(data: bytes) -> bytes:
-    """A PartialObjectMetadata around stored ``metadata`` bytes."""
-    return PARTIAL_PREFIX + data + b"}"
+def metadata_wrapper(api_version: str, kind: str) -> Callable[[bytes], bytes]:
+    """Wraps stored ``metadata`` bytes into an object of ``kind`` without parsing them."""
+    prefix = (
+        b'{"apiVersion":' + orjson.dumps(api_version) + b',"kind":' + orjson.dumps(kind)
+        + b',"metadata":'
+    )  # fmt: skip
+    return lambda data: prefix + data + b"}"
+
+
+# A PartialObjectMetadata around stored ``metadata`` bytes (the metadata client's form).
+as_partial = metadata_wrapper("meta.k8s.io/v1", "PartialObjectMetadata")
 
 
 def page_body(head: bytes, items: Sequence[bytes], tail: bytes) -> bytes:

@@ -21,14 +21,12 @@ class RequestInfo:
     path: str
     verb: str  # get/list/watch for resources; the lower-cased HTTP method otherwise
     is_resource_request: bool
-    api_prefix: str = ""  # "api" or "apis"
     api_group: str = ""
     api_version: str = ""
     namespace: str = ""
     resource: str = ""
     name: str = ""
     subresource: str = ""
-    parts: tuple[str, ...] = ()  # the path segments after the resource, kept for nested paths
 
 
 def split_path(path: str) -> list[str]:
@@ -61,7 +59,6 @@ def parse_request(path: str, method: str, query: Mapping[str, str] | None = None
             path=path,
             verb=method.lower(),
             is_resource_request=False,
-            api_prefix=prefix,
             api_group=group,
             api_version=version,
         )
@@ -92,14 +89,12 @@ def parse_request(path: str, method: str, query: Mapping[str, str] | None = None
         path=path,
         verb=verb,
         is_resource_request=True,
-        api_prefix=prefix,
         api_group=group,
         api_version=version,
         namespace=namespace,
         resource=resource,
         name=name,
         subresource=subresource,
-        parts=tuple(rest[1:]),
     )
 
 

@@ -8,6 +8,7 @@ watch issue: until then it is refused with 405, never ignored.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +21,7 @@ from clusterpedia.apiserver.lists import (
     as_partial,
     envelope,
     list_metadata,
+    metadata_wrapper,
     page_body,
     stream_list,
 )
@@ -213,10 +215,10 @@ class ResourcesServer:
         if form is Form.METADATA:
             kind, api_version, wrap = "PartialObjectMetadataList", "meta.k8s.io/v1", as_partial
         elif query.metadata_only:  # onlyMetadata=true, the original's search parameter
-            kind, api_version = f"{synced.kind}List", _api_version(synced)
-            wrap = _metadata_object(synced)
+            kind, api_version = f"{synced.kind}List", synced.rtype.api_version
+            wrap = metadata_wrapper(api_version, synced.kind)
         else:
-            kind, api_version, wrap = f"{synced.kind}List", _api_version(synced), None
+            kind, api_version, wrap = f"{synced.kind}List", synced.rtype.api_version, None
         if clusters is None:
             head, tail = envelope(kind, api_version, list_metadata())
             return web.Response(body=head + tail, content_type="application/json")
@@ -246,21 +248,8 @@ class ResourcesServer:
         )
 
 
-def _api_version(synced: SyncedType) -> str:
-    return f"{synced.group}/{synced.version}" if synced.group else synced.version
-
-
-def _metadata_object(synced: SyncedType) -> Any:
-    prefix = (
-        b'{"apiVersion":'
-        + orjson.dumps(_api_version(synced))
-        + b',"kind":'
-        + orjson.dumps(synced.kind)
-        + b',"metadata":'
-    )
-    return lambda data: prefix + data + b"}"
-
-
-async def _mapped(items: Any, wrap: Any) -> Any:
+async def _mapped(
+    items: AsyncIterator[bytes], wrap: Callable[[bytes], bytes]
+) -> AsyncIterator[bytes]:
     async for data in items:
         yield wrap(data)

@@ -13,7 +13,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-import trustme
+from clusterpedia.certs import issue_serving_certificate
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +29,13 @@ def self_signed(directory: Path, hosts: list[str]) -> ServingCertificate:
     """A throwaway CA and a serving certificate for ``hosts`` (as the original generates one
     when no certificate is given). Clients must be told the CA, e.g. the APIService caBundle."""
     directory.mkdir(parents=True, exist_ok=True)
-    ca = trustme.CA(organization_name="clusterpedia-py self-signed")
-    leaf = ca.issue_cert(*hosts)
+    ca, chain, key = issue_serving_certificate(hosts, organization="clusterpedia-py self-signed")
     cert_file, key_file = directory / "apiserver.crt", directory / "apiserver.key"
-    cert_file.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    key_file.write_bytes(leaf.private_key_pem.bytes())
+    cert_file.write_bytes(chain)
+    key_file.write_bytes(key)
     key_file.chmod(0o600)
-    (directory / "ca.crt").write_bytes(ca.cert_pem.bytes())
-    return ServingCertificate(cert_file, key_file, ca.cert_pem.bytes())
+    (directory / "ca.crt").write_bytes(ca)
+    return ServingCertificate(cert_file, key_file, ca)
 
 
 class ServingTLS:

@@ -29,6 +29,16 @@ def service_hosts(namespace: str, service: str = SERVICE_NAME) -> list[str]:
     ]
 
 
+def issue_serving_certificate(
+    hosts: Sequence[str], *, organization: str = "clusterpedia-py serving"
+) -> tuple[bytes, bytes, bytes]:
+    """A new CA and a serving certificate for ``hosts``: (CA, certificate chain, key) as PEM."""
+    authority = trustme.CA(organization_name=organization)
+    leaf = authority.issue_cert(*hosts)
+    chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
+    return authority.cert_pem.bytes(), chain, leaf.private_key_pem.bytes()
+
+
 def apiservice_object(*, namespace: str, ca_pem: bytes, port: int = 443) -> dict[str, Any]:
     """The APIService ``v1beta1.clusterpedia.io``, trusting ``ca_pem`` (never insecure)."""
     return {
@@ -51,11 +61,7 @@ def write_serving_certs(
 ) -> list[Path]:
     """Write ca.crt, tls.crt, tls.key, tls-secret.yaml and apiservice.yaml; return their paths."""
     directory.mkdir(parents=True, exist_ok=True)
-    authority = trustme.CA(organization_name="clusterpedia-py serving")
-    leaf = authority.issue_cert(*service_hosts(namespace), *extra_hosts)
-    ca = authority.cert_pem.bytes()
-    cert = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
-    key = leaf.private_key_pem.bytes()
+    ca, cert, key = issue_serving_certificate([*service_hosts(namespace), *extra_hosts])
 
     def b64(data: bytes) -> str:
         return base64.b64encode(data).decode()

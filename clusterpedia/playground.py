@@ -16,8 +16,6 @@ import signal
 import sys
 import tempfile
 import threading
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from clusterpedia.testing.assets import ensure_assets
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.objects import gadget_crd
 from clusterpedia.testing.product import ProductProcess
+from clusterpedia.testing.waiting import eventually
 
 CRDS = Path(__file__).resolve().parent / "crds"  # packaged copies of manifests/crds
 MEMBERS = ("member-1", "member-2")
@@ -141,14 +140,6 @@ def write_kubeconfig(path: Path, host: APIServer, members: dict[str, APIServer])
     path.chmod(0o600)
 
 
-def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} did not happen within {timeout:.0f}s")
-        time.sleep(0.5)
-
-
 def _ready(host: APIServer, name: str) -> bool:
     found = host.kubectl("get", "pediacluster", name, "-o", "json", check=False)
     if found.returncode != 0:
@@ -203,7 +194,7 @@ def run_playground(*, kubeconfig: Path, workdir: Path | None = None) -> int:
             )  # fmt: skip
             write_kubeconfig(kubeconfig, host, members)
             for name in MEMBERS:
-                wait_for(partial(_ready, host, name), timeout=120, what=f"{name} Ready")
+                eventually(partial(_ready, host, name), timeout=120, what=f"{name} Ready")
 
             def everything_served() -> bool:
                 result = host.kubectl(
@@ -216,7 +207,7 @@ def run_playground(*, kubeconfig: Path, workdir: Path | None = None) -> int:
                 )
                 return all(f" {m} " in result.stdout for m in MEMBERS)
 
-            wait_for(everything_served, timeout=120, what="pods of both members through the host")
+            eventually(everything_served, timeout=120, what="pods of both members through the host")
             kubectl = f"kubectl --kubeconfig {kubeconfig}"
             members_list = ", ".join(MEMBERS)
             print(f"Ready: clusterpedia serves {members_list} through the host's aggregation layer")

@@ -132,9 +132,6 @@ class TypeCatalog:
                 )
         self._cached = None
 
-    async def remove(self, cluster: str) -> None:
-        await self.replace(cluster, ())
-
     async def set_health(self, cluster: str, *, healthy: bool, reason: str) -> None:
         """Record ``cluster``'s health as its synchro sees it now."""
         async with self.engine.begin() as connection:

@@ -9,6 +9,11 @@ from typing import Any
 import orjson
 
 
+def group_version(group: str, version: str) -> str:
+    """``apps/v1``, or ``v1`` for the core group: an apiVersion or a discovery groupVersion."""
+    return f"{group}/{version}" if group else version
+
+
 @dataclass(frozen=True, slots=True)
 class ResourceType:
     """A synced resource type in its storage version, e.g. apps/v1 deployments (Deployment)."""
@@ -20,7 +25,7 @@ class ResourceType:
 
     @property
     def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
+        return group_version(self.group, self.version)
 
     def __str__(self) -> str:
         return (

@@ -219,6 +219,7 @@ class ClusterSynchro:
 
     async def _publish_types(self, targets: Sequence[SyncTarget]) -> None:
         """Record what this cluster syncs, for every replica's discovery."""
+        columns = await self._printer_columns(targets)
         types = [
             SyncedType(
                 cluster=self.name,
@@ -230,7 +231,7 @@ class ClusterSynchro:
                 singular=t.singular,
                 short_names=t.short_names,
                 categories=t.categories,
-                printer_columns=await self._printer_columns(t),
+                printer_columns=columns.get((t.rtype.group, t.rtype.version, t.rtype.resource), ()),
             )
             for t in targets
         ]
@@ -242,23 +243,23 @@ class ClusterSynchro:
         except Exception as error:  # retried at the next discovery round
             logger.warning("cluster %s: could not record its resource types: %s", self.name, error)
 
-    async def _printer_columns(self, target: SyncTarget) -> tuple[PrinterColumn, ...]:
-        """The member CRD's additionalPrinterColumns for the synced version (none for
-        built-in kinds and aggregated APIs)."""
-        rtype = target.rtype
-        if is_builtin_group(rtype.group):
-            return ()
-        path = (
-            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-            f"{rtype.resource}.{rtype.group}"
-        )
+    async def _printer_columns(
+        self, targets: Sequence[SyncTarget]
+    ) -> dict[tuple[str, str, str], tuple[PrinterColumn, ...]]:
+        """Each synced custom resource's additionalPrinterColumns for its synced version, read
+        from one list of the member's CRDs (built-in kinds and aggregated APIs have none)."""
+        if all(is_builtin_group(t.rtype.group) for t in targets):
+            return {}
         try:
-            crd = await self.client.get(path)
+            crds = await self.client.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
         except KubeError:
-            return ()  # served by an APIService, or not readable with these credentials
-        for version in (crd.get("spec") or {}).get("versions") or ():
-            if version.get("name") == rtype.version:
-                return tuple(
+            return {}  # not readable with these credentials: default columns
+        columns: dict[tuple[str, str, str], tuple[PrinterColumn, ...]] = {}
+        for crd in crds.get("items") or ():
+            spec = crd.get("spec") or {}
+            plural = (spec.get("names") or {}).get("plural", "")
+            for version in spec.get("versions") or ():
+                columns[(spec.get("group", ""), version.get("name", ""), plural)] = tuple(
                     PrinterColumn(
                         name=str(c.get("name", "")),
                         type=str(c.get("type", "string")),
@@ -270,7 +271,7 @@ class ClusterSynchro:
                     for c in version.get("additionalPrinterColumns") or ()
                     if c.get("name") and c.get("jsonPath")
                 )
-        return ()
+        return columns
 
     def _start_worker(self, key: tuple[str, str, str], target: SyncTarget) -> None:
         syncer = ResourceSyncer(

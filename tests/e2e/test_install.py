@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -17,18 +14,10 @@ from clusterpedia.apiserver.testing import PREFIX, register_apiservice
 
 from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.product import ProductProcess
+from clusterpedia.testing.waiting import eventually
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 NAMESPACE = "clusterpedia-system"
-
-
-def eventually(check: Callable[[], Any], *, timeout: float = 60, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what}")
-        time.sleep(0.5)
-    return result
 
 
 @pytest.mark.parametrize("kustomization", ["", "variants/postgresql", "variants/mysql"])

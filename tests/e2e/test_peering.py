@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from clusterpedia.apiserver.testing import PREFIX
 from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.databases import DatabaseUnavailable, fresh_database, server_version
 from clusterpedia.testing.product import ProductProcess
+from clusterpedia.testing.waiting import eventually
 
 CLUSTER = "peered"
 SYNC_STARTED = f"cluster {CLUSTER}: sync started"
@@ -26,14 +25,6 @@ SYNC_STARTED = f"cluster {CLUSTER}: sync started"
 def fetch(process: ProductProcess, host: APIServer, path: str) -> dict[str, Any]:
     """GET as the host's aggregation layer would send it."""
     return orjson.loads(process.get_as_front_proxy(host, path))  # type: ignore[no-any-return]
-
-
-def wait_for(check: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what}")
-        time.sleep(0.5)
 
 
 def test_one_replica_syncs_both_serve_and_the_standby_takes_over(
@@ -68,7 +59,7 @@ def test_one_replica_syncs_both_serve_and_the_standby_takes_over(
             # Both start alone, each active until it sees the other: the lower priority one
             # pauses once high's keep-alive reaches it (Kopf logs it). Only then is "exactly
             # one syncs" the steady state to check.
-            wait_for(
+            eventually(
                 lambda: "Pausing operations in favour of" in low.log(),
                 timeout=60,
                 what="the lower-priority replica pauses",
@@ -100,15 +91,15 @@ def test_one_replica_syncs_both_serve_and_the_standby_takes_over(
                 except OSError:
                     return False
 
-            wait_for(served_by_both, timeout=60, what="both replicas serve the synced ConfigMap")
+            eventually(served_by_both, timeout=60, what="both replicas serve the synced ConfigMap")
             assert SYNC_STARTED in high.log() and SYNC_STARTED not in low.log()
 
             assert high.stop() == 0
-            wait_for(lambda: SYNC_STARTED in low.log(), timeout=90, what="the standby takes over")
+            eventually(lambda: SYNC_STARTED in low.log(), timeout=90, what="the standby takes over")
             member.kubectl(
                 "create", "configmap", "after-failover", "-n", "peering", "--from-literal=b=2"
             )
-            wait_for(
+            eventually(
                 lambda: len(fetch(low, host, path)["items"]) == 2,
                 timeout=60,
                 what="the new active replica syncs new objects",

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +17,7 @@ from clusterpedia.apiserver.testing import PREFIX, register_apiservice
 from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.objects import gadget_crd
 from clusterpedia.testing.product import ProductProcess, console_script
-
-
-def eventually(check: Callable[[], Any], *, timeout: float = 60, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what}")
-        time.sleep(0.5)
+from clusterpedia.testing.waiting import eventually
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,11 @@ from typing import Any
 
 import kubernetes
 import pytest
-import trustme
 import yaml
 from clusterpedia.apiserver.server import ServerConfig
 from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse, register_apiservice
 
+from clusterpedia.certs import issue_serving_certificate
 from clusterpedia.storage.catalog import PrinterColumn, SyncedType, TypeCatalog
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.migrate import ensure_schema
@@ -145,20 +145,25 @@ def host(control_plane: ControlPlane) -> APIServer:
     )
 
 
-@pytest.fixture(scope="module")
-def server(
-    host: APIServer, database_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ServerThread]:
-    asyncio.run(_seed(database_url))
-    thread = ServerThread(
+def start_server(host: APIServer, database_url: str, **config: Any) -> ServerThread:
+    """Our server on a free loopback port, authenticating against ``host``."""
+    return ServerThread(
         ServerConfig(
             storage_url=database_url,
             kubeconfig=str(host.kubeconfig),
             bind_address="127.0.0.1",
             port=0,
-            cert_dir=str(tmp_path_factory.mktemp("certs")),
+            **config,
         )
     ).start()
+
+
+@pytest.fixture(scope="module")
+def server(
+    host: APIServer, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    asyncio.run(_seed(database_url))
+    thread = start_server(host, database_url, cert_dir=str(tmp_path_factory.mktemp("certs")))
     yield thread
     thread.stop()
 
@@ -410,16 +415,7 @@ rules:
         "create", "clusterrolebinding", "team-c1-c1", "--clusterrole=pediacluster-c1",
         "--serviceaccount=tokens:team-c1", check=False,
     )  # fmt: skip
-    guarded = ServerThread(
-        ServerConfig(
-            storage_url=database_url,
-            kubeconfig=str(host.kubeconfig),
-            bind_address="127.0.0.1",
-            port=0,
-            cert_dir=str(tmp_path),
-            check_clusters=True,
-        )
-    ).start()
+    guarded = start_server(host, database_url, cert_dir=str(tmp_path), check_clusters=True)
     try:
         status, _, body = guarded.request(f"{PREFIX}/api/v1/pods", token=reader)
         assert status == 200
@@ -608,23 +604,15 @@ def test_collection_resources(server: ServerThread, reader_token: str) -> None:
 
 
 def test_serving_certificate_from_files(host: APIServer, database_url: str, tmp_path: Path) -> None:
-    authority = trustme.CA()
-    leaf = authority.issue_cert("127.0.0.1", "clusterpedia-apiserver.clusterpedia-system.svc")
+    ca, chain, private_key = issue_serving_certificate(
+        ["127.0.0.1", "clusterpedia-apiserver.clusterpedia-system.svc"]
+    )
     cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
-    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    key.write_bytes(leaf.private_key_pem.bytes())
-    given = ServerThread(
-        ServerConfig(
-            storage_url=database_url,
-            kubeconfig=str(host.kubeconfig),
-            bind_address="127.0.0.1",
-            port=0,
-            cert_file=str(cert),
-            key_file=str(key),
-        )
-    ).start()
+    cert.write_bytes(chain)
+    key.write_bytes(private_key)
+    given = start_server(host, database_url, cert_file=str(cert), key_file=str(key))
     try:
-        context = ssl.create_default_context(cadata=authority.cert_pem.bytes().decode())
+        context = ssl.create_default_context(cadata=ca.decode())
         with urllib.request.urlopen(f"{given.url}/healthz", context=context, timeout=10) as answer:
             assert answer.read() == b"ok"
     finally:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from clusterpedia.sync.cluster import ClusterSettings
 from clusterpedia.sync.worker import SyncSettings
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.objects import storage
+from clusterpedia.testing.waiting import eventually_async as eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 CRDS = Path(__file__).resolve().parents[2] / "manifests" / "crds"
@@ -82,19 +81,6 @@ def conditions(host: APIServer, name: str) -> dict[str, tuple[str, str, str]]:
         c["type"]: (c["status"], c["reason"], c.get("message", ""))
         for c in status.get("conditions") or []
     }
-
-
-async def eventually(check: Callable[[], Any], *, timeout: float = 30, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {timeout:.0f}s: {what}")
-        await asyncio.sleep(0.3)
 
 
 async def stored(reader: ResourceReader, cluster: str, namespace: str) -> dict[str, str]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from functools import partial
 
 import orjson
 import pytest
@@ -22,8 +23,10 @@ from clusterpedia.storage.writer import ResourceWriter
 from clusterpedia.sync.worker import ResourceSyncer, SyncSettings
 from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.objects import storage
+from clusterpedia.testing.waiting import eventually_async
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+eventually = partial(eventually_async, timeout=20, interval=0.1)
 FAST = SyncSettings(batch_interval=0.05, watch_timeout=(5, 8), backoff_initial=0.2)
 
 
@@ -50,14 +53,6 @@ async def stores(database_url: str) -> AsyncIterator[tuple[ResourceWriter, Resou
 async def client(member: APIServer) -> AsyncIterator[KubeClient]:
     async with KubeClient(access_from_kubeconfig(member.kubeconfig.read_bytes())) as kube:
         yield kube
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 20) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.1)
 
 
 async def stored_names(reader: ResourceReader, cluster: str, namespace: str = ns) -> dict[str, str]:

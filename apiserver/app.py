@@ -6,7 +6,7 @@ Installed as ``clusterpedia.apiserver``. Like ``operator/``, this folder has no 
 Order, as Kubernetes' ``DefaultBuildHandlerChain``: request info -> panic recovery ->
 authentication -> authorization -> read-only guard -> system paths (health, version, metrics)
 -> the clusterpedia.io group (discovery, collectionresources) -> ``resources`` -> 404 Status.
-A later server (watch, proxy) is one more entry in the list; no other layer changes.
+A later server (a proxy, say) is one more entry in the list; no other layer changes.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from clusterpedia.apiserver.chain import (
 from clusterpedia.apiserver.group import GroupServer
 from clusterpedia.apiserver.resources import ResourcesServer
 from clusterpedia.apiserver.system import SystemServer, version_info
+from clusterpedia.apiserver.watch import WatchServer
 
 from clusterpedia.storage.catalog import TypeCatalog
 from clusterpedia.storage.reader import ResourceReader
@@ -44,6 +45,7 @@ def build_layers(
     authorizer: Authorizer,
     check_clusters: bool,
     ready: Callable[[], Awaitable[None]],
+    watch: WatchServer | None = None,
 ) -> list[Layer]:
     return [
         with_request_info,
@@ -53,7 +55,7 @@ def build_layers(
         read_only,
         SystemServer(ready=ready),
         GroupServer(reader=reader, catalog=catalog),
-        ResourcesServer(reader=reader, catalog=catalog, version=version_info()),
+        ResourcesServer(reader=reader, catalog=catalog, version=version_info(), watch=watch),
     ]
 
 

@@ -3,8 +3,9 @@
 Served for the union of all clusters (``.../resources``) or one cluster
 (``.../resources/clusters/<name>``), in the legacy form (``APIVersions``, ``APIGroupList``,
 ``APIGroup``, ``APIResourceList``) and the aggregated form (``APIGroupDiscoveryList`` v2 and
-v2beta1) that kubectl asks for first. Only ``get`` and ``list`` are advertised: never a verb
-we do not serve (namespace deletion and garbage collection act on advertised ``delete``).
+v2beta1) that kubectl asks for first. Only ``get``, ``list`` and ``watch`` are advertised:
+never a verb we do not serve (namespace deletion and garbage collection act on advertised
+``delete``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from clusterpedia.kube.discovery import version_priority
 from clusterpedia.storage.catalog import SyncedType
 from clusterpedia.storage.records import group_version
 
-VERBS = ["get", "list"]
+VERBS = ["get", "list", "watch"]
 V2_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"
 
 

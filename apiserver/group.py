@@ -183,6 +183,10 @@ class GroupServer:
     async def _collection(self, request: web.Request, name: str) -> web.Response:
         if name not in COLLECTIONS:
             raise not_found("collectionresources", name, group=GROUP)
+        if request.query.get("watch") in ("true", "1"):
+            raise StatusError(
+                405, "watch is not supported on collectionresources: watch each resource instead"
+            )
         form = negotiate(request.headers.get("Accept"), allowed={Form.JSON, Form.TABLE})
         types = await self._types(request, name)
         if name == "kuberesources" and not types:

@@ -81,7 +81,7 @@ def parse_request(path: str, method: str, query: Mapping[str, str] | None = None
         verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
             method, method.lower()
         )
-    if verb == "list" and query.get("fieldSelector", "").startswith("metadata.name="):
+    if verb in ("list", "watch") and query.get("fieldSelector", "").startswith("metadata.name="):
         selector = query["fieldSelector"]
         if "," not in selector:
             name = selector.removeprefix("metadata.name=")

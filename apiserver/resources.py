@@ -1,9 +1,9 @@
 """The Kubernetes-style API under ``/apis/clusterpedia.io/v1beta1/resources``.
 
 ``.../resources/<kube path>`` serves every cluster at once, ``.../resources/clusters/<name>/
-<kube path>`` one cluster: discovery, list (with every search parameter) and get by name. Lists
-splice stored bytes (``lists.py``); Tables parse objects (``tables.py``). Watch arrives with the
-watch issue: until then it is refused with 405, never ignored.
+<kube path>`` one cluster: discovery, list (with every search parameter), watch and get by
+name. Lists splice stored bytes (``lists.py``); Tables parse objects (``tables.py``); watches
+stream the change log (``watch.py``).
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ from clusterpedia.apiserver.requestinfo import RequestInfo, all_values, parse_re
 from clusterpedia.apiserver.scope import narrow_clusters, visible_types
 from clusterpedia.apiserver.status import StatusError, json_response, no_route, not_found
 from clusterpedia.apiserver.tables import TableBuilder, include_object
+from clusterpedia.apiserver.watch import WatchServer
 
 from clusterpedia.search.params import query_from_request
 from clusterpedia.storage.catalog import SyncedType, TypeCatalog
-from clusterpedia.storage.query import TypeFilter
+from clusterpedia.storage.query import Query, TypeFilter
 from clusterpedia.storage.reader import ResourceReader
 
 PREFIX = ["apis", "clusterpedia.io", "v1beta1", "resources"]
@@ -44,10 +45,18 @@ DISCOVERY_FORMS = {Form.JSON, Form.DISCOVERY_V2, Form.DISCOVERY_V2BETA1}
 class ResourcesServer:
     """Serves the ``resources`` prefix; delegates every other path."""
 
-    def __init__(self, *, reader: ResourceReader, catalog: TypeCatalog, version: dict[str, Any]):
+    def __init__(
+        self,
+        *,
+        reader: ResourceReader,
+        catalog: TypeCatalog,
+        version: dict[str, Any],
+        watch: WatchServer | None = None,
+    ):
         self.reader = reader
         self.catalog = catalog
         self.version = version
+        self.watch = watch
 
     async def __call__(self, request: web.Request, delegate: Handler) -> web.StreamResponse:
         parts = split_path(request.path)
@@ -104,7 +113,7 @@ class ResourcesServer:
         if namespace and not synced.namespaced:
             raise no_route()
         if info.verb == "watch":
-            raise StatusError(405, "watch is not supported by this server yet")
+            return await self._watch(request, synced, cluster=cluster, namespace=namespace)
         if info.verb == "get":
             if cluster is None:
                 raise StatusError(
@@ -183,10 +192,16 @@ class ResourcesServer:
 
     # -- list ---------------------------------------------------------------------------------
 
-    async def _list(
-        self, request: web.Request, synced: SyncedType, *, cluster: str | None, namespace: str
-    ) -> web.StreamResponse:
-        form = negotiate(request.headers.get("Accept"), allowed=LIST_FORMS)
+    def _query(
+        self,
+        request: web.Request,
+        synced: SyncedType,
+        form: Form,
+        *,
+        cluster: str | None,
+        namespace: str,
+    ) -> tuple[Query, tuple[str, ...] | None]:
+        """The request's query, and the clusters it may see (None: none at all)."""
         query = query_from_request(
             all_values(request),
             types=(TypeFilter(synced.group, synced.version, synced.resource),),
@@ -199,16 +214,40 @@ class ResourcesServer:
             clusters=clusters or (),
             metadata_only=form is Form.METADATA or query.metadata_only,
         )
+        return query, clusters
+
+    async def _watch(
+        self, request: web.Request, synced: SyncedType, *, cluster: str | None, namespace: str
+    ) -> web.StreamResponse:
+        if self.watch is None:
+            raise StatusError(405, "watch is not enabled on this server")
+        form = negotiate(request.headers.get("Accept"), allowed=LIST_FORMS)
+        query, clusters = self._query(request, synced, form, cluster=cluster, namespace=namespace)
+        if clusters is None:  # may see no cluster: no name matches "", so no event passes
+            query = replace(query, clusters=("",))
+        table = self._table_builder(request, synced) if form is Form.TABLE else None
+        return await self.watch.serve(request, query=query, synced=synced, form=form, table=table)
+
+    async def _list(
+        self, request: web.Request, synced: SyncedType, *, cluster: str | None, namespace: str
+    ) -> web.StreamResponse:
+        form = negotiate(request.headers.get("Accept"), allowed=LIST_FORMS)
+        query, clusters = self._query(request, synced, form, cluster=cluster, namespace=namespace)
         if form is Form.TABLE:
             builder = self._table_builder(request, synced)
             if clusters is None:
-                return json_response(builder.table([], list_metadata=list_metadata()))
+                head_rv = str(await self.reader.head())
+                return json_response(
+                    builder.table([], list_metadata=list_metadata(resource_version=head_rv))
+                )
             page = await self.reader.list(query)
             return json_response(
                 builder.table(
                     [(item.data, item.cluster) for item in page.items],
                     list_metadata=list_metadata(
-                        continue_token=page.continue_token, remaining=page.remaining_count
+                        continue_token=page.continue_token,
+                        remaining=page.remaining_count,
+                        resource_version=str(page.resource_version),
                     ),
                 )
             )
@@ -220,10 +259,12 @@ class ResourcesServer:
         else:
             kind, api_version, wrap = f"{synced.kind}List", synced.rtype.api_version, None
         if clusters is None:
-            head, tail = envelope(kind, api_version, list_metadata())
+            head_rv = str(await self.reader.head())
+            head, tail = envelope(kind, api_version, list_metadata(resource_version=head_rv))
             return web.Response(body=head + tail, content_type="application/json")
         if query.limit is None and query.offset is None and not query.continue_token:
-            head, tail = envelope(kind, api_version, list_metadata())
+            head_rv = str(await self.reader.head())  # before the rows: see ResourceReader.list
+            head, tail = envelope(kind, api_version, list_metadata(resource_version=head_rv))
             items = self.reader.stream(query)
             if wrap is not None:
                 items = _mapped(items, wrap)
@@ -232,7 +273,11 @@ class ResourcesServer:
         head, tail = envelope(
             kind,
             api_version,
-            list_metadata(continue_token=page.continue_token, remaining=page.remaining_count),
+            list_metadata(
+                continue_token=page.continue_token,
+                remaining=page.remaining_count,
+                resource_version=str(page.resource_version),
+            ),
         )
         datas = [item.data for item in page.items]
         if wrap is not None:

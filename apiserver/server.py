@@ -14,13 +14,17 @@ from clusterpedia.apiserver.app import build_app, build_layers
 from clusterpedia.apiserver.authn import Authenticator, load_config
 from clusterpedia.apiserver.authz import Authorizer
 from clusterpedia.apiserver.tls import ServingCertificate, ServingTLS, self_signed
+from clusterpedia.apiserver.watch import WatchServer, WatchSettings
 
 from clusterpedia.kube.client import KubeClient, KubeError
 from clusterpedia.kube.host import host_access
 from clusterpedia.storage.catalog import TypeCatalog
+from clusterpedia.storage.changelog import ChangeLog
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.migrate import ensure_schema
 from clusterpedia.storage.reader import ResourceReader
+from clusterpedia.watch.feed import ChangeFeed
+from clusterpedia.watch.retention import Retention, prune_periodically
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +50,11 @@ class ServerConfig:
     check_clusters: bool = False
     allow_where_sql: bool = False
     auth_reload_seconds: float = 30.0
+    watch: WatchSettings = field(default_factory=WatchSettings)
+    # How often the change feed reads the log when no NOTIFY wakes it (PostgreSQL has NOTIFY
+    # and polls only as a fallback, at 10x this interval).
+    watch_poll_interval: float = 0.2
+    retention: Retention = field(default_factory=Retention)
 
 
 class APIServer:
@@ -61,7 +70,15 @@ class APIServer:
         self.reader: ResourceReader | None = None
         self._runner: web.AppRunner | None = None
         self._reloader: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
         self.port = config.port
+        log = ChangeLog(self.engine)
+        postgres = self.engine.dialect.name == "postgresql"
+        self.feed = ChangeFeed(
+            log,
+            poll_interval=config.watch_poll_interval * (10 if postgres else 1),
+            notify_url=self.engine.url if postgres else None,
+        )
 
     async def _ready(self) -> None:
         async with self.engine.connect() as connection:
@@ -90,6 +107,10 @@ class APIServer:
         self.authenticator = Authenticator(host=self.host, config=auth_config)
         catalog = TypeCatalog(self.engine)
         self.reader = ResourceReader(self.engine, allow_where_sql=self.config.allow_where_sql)
+        await self.feed.start()
+        self._pruner = asyncio.create_task(
+            prune_periodically(self.feed.log, self.config.retention), name="change log pruner"
+        )
         layers = build_layers(
             reader=self.reader,
             catalog=catalog,
@@ -97,6 +118,7 @@ class APIServer:
             authorizer=Authorizer(host=self.host),
             check_clusters=self.config.check_clusters,
             ready=self._ready,
+            watch=WatchServer(self.feed, self.config.watch),
         )
         self._runner = web.AppRunner(build_app(layers), access_log=None, shutdown_timeout=5)
         await self._runner.setup()
@@ -128,9 +150,11 @@ class APIServer:
             self.authenticator.update(config)
 
     async def stop(self) -> None:
-        if self._reloader is not None:
-            self._reloader.cancel()
-            await asyncio.gather(self._reloader, return_exceptions=True)
+        for task in (self._reloader, self._pruner):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        await self.feed.stop()  # watch streams end now, not at the runner's shutdown timeout
         if self._runner is not None:
             await self._runner.cleanup()
         await self.host.close()

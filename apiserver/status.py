@@ -20,6 +20,7 @@ _REASONS = {
     429: "TooManyRequests",
     500: "InternalError",
     503: "ServiceUnavailable",
+    504: "Timeout",
 }
 _CODES = {reason: code for code, reason in _REASONS.items()} | {"Gone": 410}
 

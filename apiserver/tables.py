@@ -87,7 +87,9 @@ class TableBuilder:
         return [c.definition() for c in self.columns]
 
     def row(self, data: bytes, *, cluster: str) -> dict[str, Any]:
-        obj = orjson.loads(data)
+        return self.row_of(orjson.loads(data), cluster=cluster)
+
+    def row_of(self, obj: Obj, *, cluster: str) -> dict[str, Any]:
         cells = [cluster, *self._row(obj)]
         row: dict[str, Any] = {"cells": cells}
         if self.include == "Object":

@@ -12,6 +12,7 @@ import random
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,41 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("CLUSTERPEDIA_NO_OPERATOR") == "true",
         help="serve only: do not run the operator in this process "
         "(env CLUSTERPEDIA_NO_OPERATOR=true)",
+    )
+    run.add_argument(
+        "--change-log-max-age",
+        type=float,
+        default=float(os.environ.get("CLUSTERPEDIA_CHANGE_LOG_MAX_AGE", "900")),
+        help="seconds of changes kept for watches to resume from; older ones get 410 and "
+        "relist (env CLUSTERPEDIA_CHANGE_LOG_MAX_AGE; default 900, 0: no age limit)",
+    )
+    run.add_argument(
+        "--change-log-max-events",
+        type=int,
+        default=int(os.environ.get("CLUSTERPEDIA_CHANGE_LOG_MAX_EVENTS", "200000")),
+        help="changes kept at most, whatever their age (env CLUSTERPEDIA_CHANGE_LOG_MAX_EVENTS; "
+        "default 200000, 0: no count limit)",
+    )
+    run.add_argument(
+        "--watch-queue-size",
+        type=int,
+        default=int(os.environ.get("CLUSTERPEDIA_WATCH_QUEUE_SIZE", "1000")),
+        help="events a watcher may fall behind before it is cut with 410 "
+        "(env CLUSTERPEDIA_WATCH_QUEUE_SIZE; default 1000)",
+    )
+    run.add_argument(
+        "--watch-bookmark-interval",
+        type=float,
+        default=float(os.environ.get("CLUSTERPEDIA_WATCH_BOOKMARK_INTERVAL", "30")),
+        help="seconds between BOOKMARK events for watches that allow them "
+        "(env CLUSTERPEDIA_WATCH_BOOKMARK_INTERVAL; default 30)",
+    )
+    run.add_argument(
+        "--watch-poll-interval",
+        type=float,
+        default=float(os.environ.get("CLUSTERPEDIA_WATCH_POLL_INTERVAL", "0.2")),
+        help="seconds between reads of the change log on SQLite and MySQL; PostgreSQL is "
+        "woken by NOTIFY (env CLUSTERPEDIA_WATCH_POLL_INTERVAL; default 0.2)",
     )
     run.add_argument(
         "--log-level",
@@ -268,8 +304,10 @@ async def _print_clusters(server: Any) -> None:
 
 async def _serve(args: argparse.Namespace, url: str) -> int:
     from clusterpedia.apiserver.server import APIServer, ServerConfig
+    from clusterpedia.apiserver.watch import WatchSettings
     from clusterpedia.operator.handlers import OperatorConfig
     from clusterpedia.operator.runner import OperatorThread
+    from clusterpedia.watch.retention import Retention
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -286,6 +324,16 @@ async def _serve(args: argparse.Namespace, url: str) -> int:
             cert_dir=args.cert_dir,
             check_clusters=args.authorize_clusters,
             allow_where_sql=args.allow_where_sql,
+            watch=WatchSettings(
+                capacity=args.watch_queue_size, bookmark_interval=args.watch_bookmark_interval
+            ),
+            watch_poll_interval=args.watch_poll_interval,
+            retention=Retention(
+                max_age=timedelta(seconds=args.change_log_max_age)
+                if args.change_log_max_age > 0
+                else None,
+                max_events=args.change_log_max_events or None,
+            ),
         )
     )
     try:

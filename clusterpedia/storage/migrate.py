@@ -8,7 +8,16 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from clusterpedia.storage.schema import SCHEMA_VERSION, metadata, schema_info
+from clusterpedia.storage.schema import (
+    HEAD,
+    PRUNED,
+    SCHEMA_VERSION,
+    change_log_marks,
+    metadata,
+    resource_labels,
+    resources,
+    schema_info,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +48,14 @@ async def _prefer_lz4(connection: AsyncConnection) -> None:
         logger.info("lz4 compression unavailable (%s); PostgreSQL's default is used", error.orig)
 
 
+async def _add_marks(connection: AsyncConnection) -> None:
+    """The change log's ``head`` and ``pruned`` rows, unless present."""
+    present = set((await connection.execute(sa.select(change_log_marks.c.name))).scalars())
+    missing = [{"name": name, "rv": 0} for name in (HEAD, PRUNED) if name not in present]
+    if missing:
+        await connection.execute(change_log_marks.insert(), missing)
+
+
 async def ensure_schema(engine: AsyncEngine) -> int:
     """Bring the database to :data:`SCHEMA_VERSION`; return the version found before.
 
@@ -60,7 +77,18 @@ async def ensure_schema(engine: AsyncEngine) -> int:
                 if found is None and connection.dialect.name == "postgresql":
                     await _prefer_lz4(connection)
                 # Versions 2 and 3 only added tables (resource_types, cluster_health), which
-                # create_all made above.
+                # create_all made above. Version 4 added the change log and stores objects with
+                # the global resourceVersion stamped in: older rows lack it, so they are dropped
+                # and the sync workers, finding nothing stored, write every object again.
+                if found is not None and found < 4:
+                    await connection.execute(sa.delete(resource_labels))
+                    dropped = (await connection.execute(sa.delete(resources))).rowcount
+                    logger.warning(
+                        "schema %s -> 4: dropped %d stored objects; they are synced again",
+                        found, dropped,
+                    )  # fmt: skip
+                if found is None or found < 4:
+                    await _add_marks(connection)
                 if found is None:
                     await connection.execute(
                         schema_info.insert(), {"id": 1, "version": SCHEMA_VERSION}

@@ -111,3 +111,4 @@ class Page:
     items: list[Item]
     continue_token: str | None
     remaining_count: int | None
+    resource_version: int = 0  # the global head when the list's first page was read

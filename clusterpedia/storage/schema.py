@@ -16,8 +16,10 @@ Column types chosen on measured evidence (``shared/reference/performance.md``, r
   byte-wise (``ascii_bin``; ``COLLATE "C"`` on PostgreSQL), as Kubernetes compares names, so
   every database orders and pages identically.
 
-The ordered change log of the watch issue will be a second table written in the same
-transaction as each batch (see ``writer.py``).
+``change_log`` is the ordered record of every change, written in the same transaction as the
+batch that made it (``writer.py``); its ``rv`` is the project's own resourceVersion, global
+across clusters. ``change_log_marks`` holds the last rv handed out (``head``) and the newest rv
+pruned away (``pruned``), one row each so that pruning never waits on the writers' row.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
-SCHEMA_VERSION = 3  # 2: resource_types; 3: cluster_health
+SCHEMA_VERSION = 4  # 2: resource_types; 3: cluster_health; 4: change_log
 
 metadata = sa.MetaData()
 
@@ -136,6 +138,45 @@ cluster_health = sa.Table(
     sa.Column("cluster", _ascii(253), primary_key=True),
     sa.Column("healthy", sa.Boolean, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+)
+
+# The change log behind watch. ``rv`` is assigned by the writer from the ``head`` mark while it
+# holds that row's lock, so rvs are dense and commit in order: a reader that has seen rv N has
+# seen every rv below it. ``object`` is the object as served at that rv (for DELETED: its last
+# state), ``labels`` a copy of its labels so that label selectors need no parse.
+change_log = sa.Table(
+    "change_log",
+    metadata,
+    sa.Column(
+        "rv",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    sa.Column("type", _ascii(8), nullable=False),  # ADDED, MODIFIED, DELETED
+    sa.Column("group", _ascii(253), nullable=False),
+    sa.Column("version", _ascii(63), nullable=False),
+    sa.Column("resource", _ascii(253), nullable=False),
+    sa.Column("cluster", _ascii(253), nullable=False),
+    sa.Column("namespace", _ascii(253), nullable=False),
+    sa.Column("name", _ascii(253), nullable=False),
+    sa.Column(
+        "labels",
+        sa.Text().with_variant(
+            mysql.TEXT(charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+        ),
+        nullable=True,
+    ),
+    sa.Column("object", ObjectBytes, nullable=False),
+    sa.Column("logged_at", Timestamp, nullable=False),  # for pruning by age
+)
+
+HEAD, PRUNED = "head", "pruned"
+change_log_marks = sa.Table(
+    "change_log_marks",
+    metadata,
+    sa.Column("name", _ascii(16), primary_key=True),
+    sa.Column("rv", sa.BigInteger, nullable=False),
 )
 
 schema_info = sa.Table(

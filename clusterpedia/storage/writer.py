@@ -1,10 +1,17 @@
 """The batched write path used by the sync workers.
 
 A batch holds the changes of one cluster and one resource type and is applied in one
-transaction: one multi-row upsert statement and one delete statement, never a statement per
-object. Rows whose stored resourceVersion equals the incoming one are left untouched, so a
-relist after a restart writes only what changed. Transient database errors retry the whole
-transaction with backoff; a batch is applied entirely or not at all.
+transaction: one multi-row upsert statement, one delete statement and one insert into the
+change log, never a statement per object. Objects whose stored member resourceVersion equals
+the incoming one are skipped, so a relist after a restart writes (and logs) only what changed.
+Transient database errors retry the whole transaction with backoff; a batch is applied
+entirely or not at all.
+
+Global resourceVersions: each transaction takes the next ``n`` numbers from the ``head`` row of
+``change_log_marks`` and holds that row's lock until it commits. Writers therefore commit in rv
+order, and a reader that sees rv N has every rv below it (``storage/changelog.py`` relies on
+this). Every writer takes this lock before touching any other row, so writers cannot deadlock.
+The lock is held for one batch; ``bench/sync.py`` measures what that costs.
 
 Per dialect:
 
@@ -22,6 +29,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -32,8 +40,16 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from clusterpedia.storage.errors import StorageFailed, StorageUnavailable, is_transient
-from clusterpedia.storage.records import Change, Delete, ResourceType, Upsert
+from clusterpedia.storage.records import (
+    Change,
+    Delete,
+    ResourceType,
+    Upsert,
+    as_bytes,
+    stamp_resource_version,
+)
 from clusterpedia.storage.schema import (
+    HEAD,
     LABEL_KEY_MAX,
     LABEL_VALUE_MAX,
     cluster_health,
@@ -49,6 +65,7 @@ T = TypeVar("T")
 RETRY_ATTEMPTS = 6
 RETRY_BASE_DELAY = 0.05
 ANALYZE_FIRST_AT = 1000
+DELETE_BATCH = 1000
 
 _UPDATED_COLUMNS = (
     "kind",
@@ -95,6 +112,23 @@ WHERE resources.resource_version IS DISTINCT FROM excluded.resource_version
 )
 
 
+_LOG_COLUMNS = (
+    "rv", "type", "group", "version", "resource", "cluster", "namespace", "name", "labels",
+    "object", "logged_at",
+)  # fmt: skip
+_POSTGRES_LOG_COPY = (
+    f"COPY change_log ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in _LOG_COLUMNS)})"
+    " FROM STDIN (FORMAT BINARY)"
+)
+_POSTGRES_LOG_TYPES = [
+    "int8", "text", "text", "text", "text", "text", "text", "text", "text", "bytea", "timestamp",
+]  # fmt: skip
+NOTIFY_CHANNEL = "clusterpedia_change_log"
+_ALLOCATE = sa.text("UPDATE change_log_marks SET rv = rv + :n WHERE name = :head RETURNING rv")
+# MariaDB has no UPDATE ... RETURNING: LAST_INSERT_ID(expr) remembers the value per session.
+_MYSQL_ALLOCATE = sa.text(
+    "UPDATE change_log_marks SET rv = LAST_INSERT_ID(rv + :n) WHERE name = :head"
+)
 _LABEL_COLUMNS = ("group", "version", "resource", "cluster", "namespace", "name", "key", "value")
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 _SQLITE_UPSERT = """
@@ -153,25 +187,154 @@ class ResourceWriter:
         self._rows_written = 0
         self._analyze_at = ANALYZE_FIRST_AT
 
-    async def apply(self, *, cluster: str, rtype: ResourceType, changes: Sequence[Change]) -> None:
-        """Apply ``changes`` of one cluster and resource type atomically."""
+    async def apply(self, *, cluster: str, rtype: ResourceType, changes: Sequence[Change]) -> int:
+        """Apply ``changes`` of one cluster and resource type atomically, logging each real
+        change; return how many were logged (no-ops and deletes of unknown objects are not)."""
         upserts, deletes = _dedupe(changes)
         if not upserts and not deletes:
-            return
+            return 0
 
-        async def transaction() -> None:
+        async def transaction() -> int:
             async with self.engine.begin() as connection:
-                if deletes:
-                    await self._delete(connection, cluster=cluster, rtype=rtype, deletes=deletes)
-                if upserts:
-                    await self._upsert(connection, cluster=cluster, rtype=rtype, upserts=upserts)
+                # One worker writes a (cluster, type), so these reads stay true until commit.
+                known = [u.key for u in upserts if not u.is_new]
+                stored = await self._stored_versions(connection, cluster, rtype, known)
+                last = await self._last_states(connection, cluster, rtype, [d.key for d in deletes])
+                changed = [u for u in upserts if stored.get(u.key) != u.resource_version]
+                gone = [d for d in deletes if d.key in last]
+                if not changed and not gone:
+                    return 0
+                rv = await self._allocate(connection, len(changed) + len(gone))
+                log: list[tuple[Any, ...]] = []
+                now = _now()
+                stamped: list[Upsert] = []
+                for u in changed:
+                    data = stamp_resource_version(u.object, rv)
+                    stamped.append(replace(u, object=data))
+                    kind = "MODIFIED" if u.key in stored else "ADDED"
+                    labels = u.labels.decode() if u.labels else None
+                    log.append((rv, kind, u.namespace, u.name, labels, data, now))
+                    rv += 1
+                for d in gone:
+                    labels, data = last[d.key]
+                    data = stamp_resource_version(data, rv)
+                    log.append((rv, "DELETED", d.namespace, d.name, labels, data, now))
+                    rv += 1
+                if gone:
+                    await self._delete(connection, cluster=cluster, rtype=rtype, deletes=gone)
+                if stamped:
+                    await self._upsert(connection, cluster=cluster, rtype=rtype, upserts=stamped)
                 if self.dialect == "mysql":
                     await self._index_labels(
-                        connection, cluster=cluster, rtype=rtype, upserts=upserts, deletes=deletes
+                        connection, cluster=cluster, rtype=rtype, upserts=stamped, deletes=gone
                     )
+                await self._log(connection, cluster=cluster, rtype=rtype, rows=log)
+                return len(log)
 
-        await self._retrying(transaction, what=f"apply {len(changes)} changes to {cluster}/{rtype}")
-        await self._maybe_analyze(len(upserts) + len(deletes))
+        logged = await self._retrying(
+            transaction, what=f"apply {len(changes)} changes to {cluster}/{rtype}"
+        )
+        await self._maybe_analyze(logged)
+        return logged
+
+    async def _allocate(self, connection: AsyncConnection, count: int) -> int:
+        """Take ``count`` global resourceVersions; return the first. Locks the head row until
+        the transaction ends."""
+        if self.dialect == "mysql":
+            await connection.execute(_MYSQL_ALLOCATE, {"n": count, "head": HEAD})
+            head = (await connection.exec_driver_sql("SELECT LAST_INSERT_ID()")).scalar_one()
+        else:
+            head = (await connection.execute(_ALLOCATE, {"n": count, "head": HEAD})).scalar_one()
+        return int(head) - count + 1
+
+    async def _stored_versions(
+        self,
+        connection: AsyncConnection,
+        cluster: str,
+        rtype: ResourceType,
+        keys: list[tuple[str, str]],
+    ) -> dict[tuple[str, str], str]:
+        """(namespace, name) -> stored member resourceVersion, for those of ``keys`` stored."""
+        if not keys:
+            return {}
+        rows = await connection.execute(
+            sa.select(resources.c.namespace, resources.c.name, resources.c.resource_version).where(
+                *_scope(resources, cluster, rtype), self._keys_condition(keys)
+            )
+        )
+        wanted = set(keys)
+        return {(ns, name): rv for ns, name, rv in rows if (ns, name) in wanted}
+
+    async def _last_states(
+        self,
+        connection: AsyncConnection,
+        cluster: str,
+        rtype: ResourceType,
+        keys: list[tuple[str, str]],
+    ) -> dict[tuple[str, str], tuple[str | None, bytes]]:
+        """(namespace, name) -> (labels JSON, stored object) for those of ``keys`` stored: the
+        DELETED event carries the object's last state."""
+        if not keys:
+            return {}
+        rows = await connection.execute(
+            sa.select(
+                resources.c.namespace,
+                resources.c.name,
+                sa.cast(resources.c.labels, sa.Text),
+                resources.c.object,
+            ).where(*_scope(resources, cluster, rtype), self._keys_condition(keys))
+        )
+        wanted = set(keys)
+        return {
+            (ns, name): (labels, as_bytes(data))
+            for ns, name, labels, data in rows
+            if (ns, name) in wanted
+        }
+
+    def _keys_condition(self, keys: list[tuple[str, str]]) -> Any:
+        """Rows among ``keys``, or a superset the caller filters: SQLite seeks the name index
+        with ``name IN`` but only the (type, cluster) prefix with a row-value IN."""
+        if self.dialect == "sqlite":
+            return resources.c.name.in_(sorted({name for _, name in keys}))
+        return sa.tuple_(resources.c.namespace, resources.c.name).in_(keys)
+
+    async def _log(
+        self,
+        connection: AsyncConnection,
+        *,
+        cluster: str,
+        rtype: ResourceType,
+        rows: list[tuple[Any, ...]],
+    ) -> None:
+        """Append ``rows`` (rv, type, namespace, name, labels, object, logged_at) to the change
+        log, and on PostgreSQL wake the watch readers when the transaction commits."""
+        scope = (rtype.group, rtype.version, rtype.resource, cluster)
+        full = [
+            (rv, kind, *scope, ns, name, labels, data, at)
+            for rv, kind, ns, name, labels, data, at in rows
+        ]
+        if self.dialect == "postgresql":
+            raw = await connection.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            async with driver.cursor() as cursor:
+                async with cursor.copy(_POSTGRES_LOG_COPY) as copy:
+                    copy.set_types(_POSTGRES_LOG_TYPES)
+                    for row in full:
+                        await copy.write_row(row)
+                await cursor.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(rows[-1][0])))
+            return
+        if self.dialect == "sqlite":
+            full = [(*row[:9], row[9].decode(), row[10].strftime(_SQLITE_TIME)) for row in full]
+            placeholders = ", ".join("?" * len(_LOG_COLUMNS))
+            columns = ", ".join(f'"{c}"' for c in _LOG_COLUMNS)
+        else:
+            full = [(*row[:9], row[9].decode(), row[10]) for row in full]
+            placeholders = ", ".join(["%s"] * len(_LOG_COLUMNS))
+            columns = ", ".join(f"`{c}`" for c in _LOG_COLUMNS)
+        await connection.exec_driver_sql(
+            f"INSERT INTO change_log ({columns}) VALUES ({placeholders})", full
+        )
 
     async def _maybe_analyze(self, rows: int) -> None:
         """Refresh the planner statistics as the table grows (at 1k, 2k, 4k, ... rows written
@@ -215,22 +378,57 @@ class ResourceWriter:
         return await self._retrying(read, what=f"read resource versions of {cluster}/{rtype}")
 
     async def delete_cluster(self, cluster: str, *, rtype: ResourceType | None = None) -> int:
-        """Remove every row of ``cluster`` (or only of one of its resource types)."""
-        statement = sa.delete(resources).where(*_scope(resources, cluster, rtype))
-        labels = sa.delete(resource_labels).where(*_scope(resource_labels, cluster, rtype))
+        """Remove every row of ``cluster`` (or only of one of its resource types).
+
+        Objects go in batches through :meth:`apply`, so watchers get a DELETED event for each
+        and no transaction holds the head lock for a whole cluster."""
+        removed = 0
+        for target in [rtype] if rtype is not None else await self._stored_types(cluster):
+            while keys := await self._some_keys(cluster, target, DELETE_BATCH):
+                removed += await self.apply(
+                    cluster=cluster, rtype=target, changes=[Delete(ns, name) for ns, name in keys]
+                )
         catalog = sa.delete(resource_types).where(*_scope(resource_types, cluster, rtype))
         health = sa.delete(cluster_health).where(cluster_health.c.cluster == cluster)
 
-        async def delete() -> int:
+        async def forget() -> None:
             async with self.engine.begin() as connection:
-                if self.dialect == "mysql":
-                    await connection.execute(labels)
                 await connection.execute(catalog)
                 if rtype is None:
                     await connection.execute(health)
-                return (await connection.execute(statement)).rowcount
 
-        return await self._retrying(delete, what=f"delete rows of cluster {cluster}")
+        await self._retrying(forget, what=f"forget cluster {cluster}")
+        return removed
+
+    async def _stored_types(self, cluster: str) -> list[ResourceType]:
+        query = (
+            sa.select(
+                resources.c.group, resources.c.version, resources.c.resource, resources.c.kind
+            )
+            .where(resources.c.cluster == cluster)
+            .distinct()
+        )
+
+        async def read() -> list[ResourceType]:
+            async with self.engine.connect() as connection:
+                return [ResourceType(*row) for row in await connection.execute(query)]
+
+        return await self._retrying(read, what=f"read resource types of {cluster}")
+
+    async def _some_keys(
+        self, cluster: str, rtype: ResourceType, limit: int
+    ) -> list[tuple[str, str]]:
+        query = (
+            sa.select(resources.c.namespace, resources.c.name)
+            .where(*_scope(resources, cluster, rtype))
+            .limit(limit)
+        )
+
+        async def read() -> list[tuple[str, str]]:
+            async with self.engine.connect() as connection:
+                return [(ns, name) for ns, name in await connection.execute(query)]
+
+        return await self._retrying(read, what=f"read keys of {cluster}/{rtype}")
 
     async def _index_labels(
         self,

@@ -7,6 +7,8 @@ from typing import Any
 from clusterpedia.storage.records import ResourceType, Upsert, upsert_from_object
 
 CLUSTER_ANNOTATION = "shadow.clusterpedia.io/cluster-name"
+# Served objects carry the global resourceVersion; the member's own is kept here.
+MEMBER_RV_ANNOTATION = "shadow.clusterpedia.io/member-resource-version"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
@@ -19,7 +21,8 @@ def prepare(
     obj: dict[str, Any], *, cluster: str, rtype: ResourceType, is_new: bool = False
 ) -> Upsert:
     """Strip what nobody searches (managedFields, the last-applied copy of the object), mark
-    the cluster, restore apiVersion/kind (list items omit them), and derive the row."""
+    the cluster and the member's resourceVersion, restore apiVersion/kind (list items omit
+    them), and derive the row."""
     obj["apiVersion"] = rtype.api_version
     obj["kind"] = rtype.kind
     metadata = obj.setdefault("metadata", {})
@@ -27,5 +30,6 @@ def prepare(
     annotations = metadata.get("annotations") or {}
     annotations.pop(LAST_APPLIED, None)
     annotations[CLUSTER_ANNOTATION] = cluster
+    annotations[MEMBER_RV_ANNOTATION] = metadata.get("resourceVersion") or ""
     metadata["annotations"] = annotations
     return upsert_from_object(obj, is_new=is_new)

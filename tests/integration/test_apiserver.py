@@ -228,7 +228,7 @@ def test_kubectl_get_raw_discovery_keeps_the_prefix(registered: APIServer) -> No
     assert {g["name"] for g in groups["groups"]} == {"apps", "example.io"}
     core = json.loads(kubectl(registered, "get", "--raw", "/api/v1", cluster="c2").stdout)
     assert {r["name"] for r in core["resources"]} == {"pods", "namespaces"}
-    assert all(r["verbs"] == ["get", "list"] for r in core["resources"])
+    assert all(r["verbs"] == ["get", "list", "watch"] for r in core["resources"])
 
 
 def _rows(output: str) -> list[list[str]]:
@@ -308,7 +308,7 @@ metadata: {name: clusterpedia-reader}
 rules:
 - apiGroups: [clusterpedia.io]
   resources: ["*"]  # resources/<inner path> is a subresource; RBAC has no "resources/*"
-  verbs: [get, list]
+  verbs: [get, list, watch]
 """
 
 
@@ -448,7 +448,18 @@ TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
         (f"{PREFIX}/api/v1/pods?limit=5&continue=bm90LWEtdG9rZW4", 400, "BadRequest"),
         (f"{PREFIX}/api/v1/pods?orderby=object;drop", 400, "BadRequest"),
         (f"{PREFIX}/api/v1/pods?whereSQLStatement=1%3D1", 422, "Invalid"),
-        (f"{PREFIX}/api/v1/pods?watch=true", 405, "MethodNotAllowed"),
+        (f"{PREFIX}/api/v1/pods?watch=true&sendInitialEvents=true", 422, "Invalid"),
+        (f"{PREFIX}/api/v1/pods?watch=true&resourceVersionMatch=NotOlderThan", 422, "Invalid"),
+        (f"{PREFIX}/api/v1/pods?watch=true&resourceVersion=abc", 400, "BadRequest"),
+        (f"{PREFIX}/api/v1/pods?watch=true&resourceVersion=99999999999", 504, "Timeout"),
+        (f"{PREFIX}/api/v1/pods?watch=true&timeoutSeconds=soon", 400, "BadRequest"),
+        (f"{PREFIX}/api/v1/pods?watch=true&allowWatchBookmarks=maybe", 400, "BadRequest"),
+        (f"{PREFIX}/clusters/c1/api/v1/pods?watch=true&ownerUID=x", 400, "BadRequest"),
+        (
+            "/apis/clusterpedia.io/v1beta1/collectionresources/any?watch=true",
+            405,
+            "MethodNotAllowed",
+        ),
         (f"{PREFIX}/api/v1/namespaces/team-a/pods/web-0", 400, "BadRequest"),
         (f"{PREFIX}/clusters/nope/api/v1/pods", 400, "BadRequest"),
         (f"{PREFIX}/clusters/c1/api/v1/namespaces/team-a/pods/missing", 404, "NotFound"),
@@ -553,7 +564,7 @@ def test_aggregated_discovery_form(server: ServerThread, reader_token: str) -> N
     groups = {item["metadata"]["name"]: item for item in document["items"]}
     widgets = groups["example.io"]["versions"][0]["resources"][0]
     assert widgets["responseKind"] == {"group": "example.io", "version": "v1", "kind": "Widget"}
-    assert widgets["scope"] == "Namespaced" and widgets["verbs"] == ["get", "list"]
+    assert widgets["scope"] == "Namespaced" and widgets["verbs"] == ["get", "list", "watch"]
     _, headers, body = server.request("/apis", token=reader_token, headers={"Accept": accept})
     own = parse(body)["items"][0]
     assert own["metadata"]["name"] == "clusterpedia.io"

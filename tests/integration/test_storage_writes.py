@@ -12,7 +12,7 @@ from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.errors import StorageFailed
 from clusterpedia.storage.migrate import SchemaTooNew, ensure_schema
 from clusterpedia.storage.query import Query, TypeFilter
-from clusterpedia.storage.records import Delete
+from clusterpedia.storage.records import Delete, stamp_resource_version
 from clusterpedia.storage.schema import SCHEMA_VERSION, resources, schema_info
 from clusterpedia.testing.objects import DEPLOYMENTS, PODS, make_object, names, storage, upsert
 
@@ -75,8 +75,15 @@ async def test_stored_bytes_are_served_unchanged(database_url: str) -> None:
         stored = await reader.get(
             cluster="c1", group="", version="v1", resource="pods", namespace="default", name="exact"
         )
-        assert stored == change.object
-        assert orjson.loads(stored) == obj
+        # Stored once, as served: the member's JSON with the global resourceVersion stamped in.
+        assert stored is not None
+        served_rv = orjson.loads(stored)["metadata"]["resourceVersion"]
+        assert int(served_rv) > 0
+        assert stored == stamp_resource_version(change.object, int(served_rv))
+        assert orjson.loads(stored) == {
+            **obj,
+            "metadata": {**obj["metadata"], "resourceVersion": served_rv},
+        }
 
 
 async def test_same_resource_version_is_skipped_new_one_is_written(database_url: str) -> None:

@@ -1,0 +1,274 @@
+"""One reader per process follows the change log and hands each event to every watcher.
+
+The feed polls the log (``after position``, in rv order) and offers each event to each
+subscription; a subscription keeps what its filter accepts. Nothing is queried per watcher
+per tick: watchers only read the log themselves to catch up from an older resourceVersion.
+On PostgreSQL the writer's NOTIFY wakes the feed at once; elsewhere it polls every
+``poll_interval``.
+
+A subscription that falls ``capacity`` events behind is expired (the client gets 410 and
+relists) rather than buffered without bound. Events are shared, not copied, between
+subscriptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+import psycopg
+from sqlalchemy.engine import URL
+
+from clusterpedia.storage.changelog import ChangeEvent, ChangeLog
+from clusterpedia.storage.writer import NOTIFY_CHANNEL
+from clusterpedia.watch.matcher import EventMatcher
+
+logger = logging.getLogger(__name__)
+FEED_BATCH = 500
+BACKLOG_PAGE = 500
+
+
+class Expired(Exception):
+    """The watch cannot continue from where it is; the client must relist (410)."""
+
+
+class Ended(Exception):
+    """The server is stopping: the stream just ends, and the client resumes elsewhere."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a catch-up read can filter in SQL (the matcher decides the rest)."""
+
+    group: str | None = None
+    version: str | None = None
+    resource: str | None = None
+    cluster: str | None = None
+
+
+class Subscription:
+    """The events after ``after`` that ``matcher`` accepts, in rv order, each once."""
+
+    def __init__(
+        self,
+        feed: ChangeFeed,
+        matcher: EventMatcher,
+        *,
+        after: int,
+        scope: Scope,
+        capacity: int,
+    ):
+        self._feed = feed
+        self._matcher = matcher
+        self._scope = scope
+        self._capacity = capacity
+        self._live: deque[ChangeEvent] = deque()
+        self._ready = asyncio.Event()
+        self._expired: str | None = None
+        self._ended = False
+        # Events in (after, backlog_end] predate the feed's position: read from the log.
+        self._backlog: deque[ChangeEvent] = deque()
+        self._backlog_cursor = after
+        self._backlog_end = max(after, feed.position)
+        self._floor = self._backlog_end  # live events at or below this come from the backlog
+        self.last_rv = after
+
+    def offer(self, event: ChangeEvent) -> None:
+        """Called by the feed for every event, in rv order."""
+        if self._expired is not None or event.rv <= self._floor or not self._matcher(event):
+            return
+        if len(self._live) >= self._capacity:
+            self.expire(f"the watcher fell more than {self._capacity} events behind")
+            return
+        self._live.append(event)
+        self._ready.set()
+
+    def expire(self, reason: str) -> None:
+        self._expired = reason
+        self._live.clear()
+        self._ready.set()
+
+    def end(self) -> None:
+        self._ended = True
+        self._ready.set()
+
+    def _check(self) -> None:
+        if self._ended:
+            raise Ended()
+        if self._expired is not None:
+            raise Expired(self._expired)
+
+    @property
+    def caught_up(self) -> bool:
+        return self._backlog_cursor >= self._backlog_end and not self._backlog
+
+    def progress(self) -> int:
+        """The rv up to which this watcher has been given every event it should see: what a
+        BOOKMARK may announce."""
+        if not self.caught_up or self._live:
+            return self.last_rv
+        return max(self.last_rv, self._feed.position)
+
+    async def next(self, timeout: float | None) -> ChangeEvent | None:
+        """The next event, or None after ``timeout`` seconds without one; raises
+        :class:`Expired` or :class:`Ended`."""
+        self._check()
+        if not self.caught_up:
+            if not self._backlog:
+                await self._read_backlog()
+            if self._backlog:
+                return self._hand_out(self._backlog.popleft())
+        if not self._live:
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except TimeoutError:
+                return None
+        self._check()
+        return self._hand_out(self._live.popleft()) if self._live else None
+
+    def _hand_out(self, event: ChangeEvent) -> ChangeEvent:
+        self.last_rv = event.rv
+        return event
+
+    async def _read_backlog(self) -> None:
+        log = self._feed.log
+        while not self._backlog and self._backlog_cursor < self._backlog_end:
+            start = self._backlog_cursor
+            events = await log.read(
+                after=start,
+                upto=self._backlog_end,
+                limit=BACKLOG_PAGE,
+                group=self._scope.group,
+                version=self._scope.version,
+                resource=self._scope.resource,
+                cluster=self._scope.cluster,
+            )
+            # Pruning moves the mark before it deletes: a mark still at or below ``start``
+            # after the read means nothing this read needed was gone.
+            if (await log.marks()).pruned > start:
+                self.expire(f"too old resource version: {start}")
+                raise Expired(f"too old resource version: {start}")
+            self._backlog_cursor = (
+                events[-1].rv if len(events) == BACKLOG_PAGE else self._backlog_end
+            )
+            self._backlog.extend(e for e in events if self._matcher(e))
+
+    def close(self) -> None:
+        self._feed.unsubscribe(self)
+
+
+class ChangeFeed:
+    """Follows the change log from the head at start; see the module docstring."""
+
+    def __init__(
+        self,
+        log: ChangeLog,
+        *,
+        poll_interval: float,
+        notify_url: URL | None = None,
+    ):
+        self.log = log
+        self.poll_interval = poll_interval
+        self.notify_url = notify_url
+        self.position = 0
+        self._subscriptions: set[Subscription] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def watchers(self) -> int:
+        return len(self._subscriptions)
+
+    async def start(self) -> None:
+        self.position = (await self.log.marks()).head
+        self._tasks.append(asyncio.create_task(self._follow(), name="change feed"))
+        if self.notify_url is not None:
+            self._tasks.append(asyncio.create_task(self._listen(), name="change feed listener"))
+        logger.info("change feed following the log from resourceVersion %d", self.position)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        for subscription in list(self._subscriptions):
+            subscription.end()
+
+    def subscribe(
+        self, matcher: EventMatcher, *, after: int, scope: Scope, capacity: int
+    ) -> Subscription:
+        subscription = Subscription(self, matcher, after=after, scope=scope, capacity=capacity)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    def poke(self) -> None:
+        """Read the log now instead of at the next poll."""
+        self._wake.set()
+
+    async def _follow(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._read_new()
+                failures = 0
+            except Exception as error:  # the database is down: keep watchers, retry
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    logger.warning("change feed cannot read the log (%s); retrying", error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval * (1 + failures))
+            self._wake.clear()
+
+    async def _read_new(self) -> None:
+        while True:
+            events = await self.log.read(after=self.position, limit=FEED_BATCH)
+            if not events:
+                return
+            if events[0].rv != self.position + 1:  # rvs are dense: the gap was pruned
+                self._lost(events[0].rv - 1)
+            # No await from here to the position update: a subscription created meanwhile
+            # sees either all of this batch live or all of it in its backlog.
+            subscriptions = list(self._subscriptions)
+            for event in events:
+                for subscription in subscriptions:
+                    subscription.offer(event)
+            self.position = events[-1].rv
+            if len(events) < FEED_BATCH:
+                return
+
+    def _lost(self, upto: int) -> None:
+        logger.warning(
+            "change log pruned past this server's position (%d -> %d); %d watchers must relist",
+            self.position, upto, len(self._subscriptions),
+        )  # fmt: skip
+        for subscription in list(self._subscriptions):
+            subscription.expire(f"too old resource version: {self.position}")
+        self.position = upto
+
+    async def _listen(self) -> None:
+        """PostgreSQL: wake the feed on the writers' NOTIFY; reconnect when it drops."""
+        assert self.notify_url is not None
+        conninfo = self.notify_url.set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    conninfo, autocommit=True
+                ) as connection:
+                    await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self.poke()  # anything committed before LISTEN took effect
+                    async for _ in connection.notifies():
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                logger.warning("change feed LISTEN connection lost (%s); reconnecting", error)
+                await asyncio.sleep(2)

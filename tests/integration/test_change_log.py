@@ -1,0 +1,194 @@
+"""The change log on SQLite, PostgreSQL and MariaDB: what the writer logs, global dense
+resourceVersions under concurrent writers, pruning, and the feed that serves watchers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from clusterpedia.storage.changelog import ChangeEvent, ChangeLog
+from clusterpedia.storage.engine import create_engine
+from clusterpedia.storage.migrate import ensure_schema
+from clusterpedia.storage.query import Query, TypeFilter
+from clusterpedia.storage.records import Delete, ResourceType
+from clusterpedia.storage.writer import ResourceWriter
+from clusterpedia.testing.objects import DEPLOYMENTS, PODS, make_object, upsert
+from clusterpedia.watch.feed import ChangeFeed, Expired, Scope
+from clusterpedia.watch.matcher import event_matcher
+
+
+@pytest.fixture
+async def log_and_writer(database_url: str) -> AsyncIterator[tuple[ChangeLog, ResourceWriter]]:
+    engine = create_engine(database_url)
+    try:
+        await ensure_schema(engine)
+        yield ChangeLog(engine), ResourceWriter(engine)
+    finally:
+        await engine.dispose()
+
+
+def served_rv(event: ChangeEvent) -> int:
+    return int(orjson.loads(event.object)["metadata"]["resourceVersion"])
+
+
+async def test_each_real_change_is_logged_once_with_its_served_object(
+    log_and_writer: tuple[ChangeLog, ResourceWriter],
+) -> None:
+    log, writer = log_and_writer
+    start = (await log.marks()).head
+    pods = [make_object(PODS, name=f"log-{i}", cluster="logc", rv="1") for i in range(3)]
+    assert await writer.apply(cluster="logc", rtype=PODS, changes=[upsert(p) for p in pods]) == 3
+    # The same member resourceVersion again: nothing changed, nothing logged.
+    assert await writer.apply(cluster="logc", rtype=PODS, changes=[upsert(pods[0])]) == 0
+    changed = make_object(PODS, name="log-1", cluster="logc", rv="2", labels={"tier": "x"})
+    await writer.apply(cluster="logc", rtype=PODS, changes=[upsert(changed)])
+    # A delete of an object never stored is not a change.
+    await writer.apply(
+        cluster="logc", rtype=PODS, changes=[Delete("default", "log-1"), Delete("default", "nope")]
+    )
+    events = await log.read(after=start)
+    assert [(e.rv - start, e.type, e.name) for e in events] == [
+        (1, "ADDED", "log-0"),
+        (2, "ADDED", "log-1"),
+        (3, "ADDED", "log-2"),
+        (4, "MODIFIED", "log-1"),
+        (5, "DELETED", "log-1"),
+    ]
+    assert (await log.marks()).head == start + 5
+    for event in events:
+        assert served_rv(event) == event.rv  # the object carries the global resourceVersion
+        assert (event.cluster, event.group, event.version, event.resource) == (
+            "logc", "", "v1", "pods",
+        )  # fmt: skip
+    # DELETED carries the last state: the labels of the MODIFIED version.
+    deleted = events[-1]
+    assert deleted.labels == {"tier": "x"}
+    assert deleted.parsed["metadata"]["labels"] == {"tier": "x"}
+    # Removing the cluster logs a DELETED for each remaining object.
+    before = (await log.marks()).head
+    assert await writer.delete_cluster("logc") == 2
+    gone = await log.read(after=before)
+    assert sorted((e.type, e.name) for e in gone) == [("DELETED", "log-0"), ("DELETED", "log-2")]
+
+
+async def test_concurrent_writers_get_dense_ordered_resource_versions(
+    log_and_writer: tuple[ChangeLog, ResourceWriter],
+) -> None:
+    log, writer = log_and_writer
+    start = (await log.marks()).head
+
+    async def write(cluster: str, rtype: ResourceType) -> None:
+        for batch in range(8):
+            objects = [
+                make_object(rtype, name=f"{batch}-{i}", cluster=cluster, rv=str(batch))
+                for i in range(5)
+            ]
+            await writer.apply(cluster=cluster, rtype=rtype, changes=[upsert(o) for o in objects])
+
+    await asyncio.gather(
+        *(write(f"dense-{n}", rtype) for n in range(3) for rtype in (PODS, DEPLOYMENTS))
+    )
+    events = await log.read(after=start, limit=10_000)
+    assert [e.rv for e in events] == list(range(start + 1, start + 1 + 3 * 2 * 8 * 5))
+    assert all(served_rv(e) == e.rv for e in events)
+    for n in range(3):
+        await writer.delete_cluster(f"dense-{n}")
+
+
+async def test_pruning_moves_the_mark_and_keeps_the_newest(
+    log_and_writer: tuple[ChangeLog, ResourceWriter],
+) -> None:
+    log, writer = log_and_writer
+    objects = [make_object(PODS, name=f"prune-{i}", cluster="prunec") for i in range(20)]
+    await writer.apply(cluster="prunec", rtype=PODS, changes=[upsert(o) for o in objects])
+    head = (await log.marks()).head
+    await log.prune(max_age=None, max_events=5)
+    marks = await log.marks()
+    assert marks.pruned == head - 5
+    remaining = await log.read(after=0, limit=10_000)
+    assert [e.rv for e in remaining] == list(range(head - 4, head + 1))
+    await writer.delete_cluster("prunec")
+
+
+async def _next_events(subscription: object, count: int) -> list[ChangeEvent]:
+    events = []
+    while len(events) < count:
+        event = await subscription.next(10)  # type: ignore[attr-defined]
+        assert event is not None, f"only {len(events)} of {count} events arrived"
+        events.append(event)
+    return events
+
+
+async def test_feed_serves_live_events_backlog_and_expiry(
+    log_and_writer: tuple[ChangeLog, ResourceWriter],
+) -> None:
+    log, writer = log_and_writer
+    feed = ChangeFeed(log, poll_interval=0.05)
+    await feed.start()
+    try:
+        start = feed.position
+        pods_of_feedc = event_matcher(
+            Query(types=(TypeFilter("", "v1", "pods"),), clusters=("feedc",))
+        )
+        scope = Scope("", "v1", "pods", "feedc")
+        live = feed.subscribe(pods_of_feedc, after=start, scope=scope, capacity=100)
+        await writer.apply(
+            cluster="feedc",
+            rtype=PODS,
+            changes=[upsert(make_object(PODS, name=f"f{i}", cluster="feedc")) for i in range(3)],
+        )
+        # Other clusters and types are filtered out.
+        await writer.apply(
+            cluster="other", rtype=PODS, changes=[upsert(make_object(PODS, name="x"))]
+        )
+        await writer.apply(
+            cluster="feedc", rtype=DEPLOYMENTS, changes=[upsert(make_object(DEPLOYMENTS, name="d"))]
+        )
+        await writer.apply(cluster="feedc", rtype=PODS, changes=[Delete("default", "f0")])
+        got = await _next_events(live, 4)
+        assert [(e.type, e.name) for e in got] == [
+            ("ADDED", "f0"), ("ADDED", "f1"), ("ADDED", "f2"), ("DELETED", "f0"),
+        ]  # fmt: skip
+        assert await live.next(0.3) is None
+        live.close()
+
+        # From an older resourceVersion: the backlog first, then live events, each once.
+        for _ in range(50):
+            if feed.position >= got[-1].rv:
+                break
+            await asyncio.sleep(0.05)
+        late = feed.subscribe(pods_of_feedc, after=got[0].rv, scope=scope, capacity=100)
+        await writer.apply(
+            cluster="feedc", rtype=PODS, changes=[upsert(make_object(PODS, name="f9"))]
+        )
+        resumed = await _next_events(late, 4)
+        assert [e.name for e in resumed] == ["f1", "f2", "f0", "f9"]
+        assert late.progress() >= resumed[-1].rv
+        late.close()
+
+        # A watcher that falls behind its capacity is cut, not buffered.
+        slow = feed.subscribe(pods_of_feedc, after=feed.position, scope=scope, capacity=2)
+        await writer.apply(
+            cluster="feedc",
+            rtype=PODS,
+            changes=[upsert(make_object(PODS, name=f"s{i}", cluster="feedc")) for i in range(5)],
+        )
+        with pytest.raises(Expired, match="behind"):
+            for _ in range(50):
+                await slow.next(0.1)
+        slow.close()
+
+        # From a pruned resourceVersion: 410.
+        await log.prune(max_age=None, max_events=1)
+        old = feed.subscribe(pods_of_feedc, after=start, scope=scope, capacity=100)
+        with pytest.raises(Expired, match="too old"):
+            await old.next(1)
+        old.close()
+        assert feed.watchers == 0
+    finally:
+        await feed.stop()
+        for cluster in ("feedc", "other"):
+            await writer.delete_cluster(cluster)

@@ -1,0 +1,358 @@
+"""Watch through the real aggregation layer on every database: kubectl -w, the official Python
+client as an informer (list, watch from the list's resourceVersion, resume from the last one
+seen), cuts by the host's request timeout, and 410 after pruning.
+
+Changes are written with the storage writer (as a sync worker would), so each test knows
+exactly which changes the log holds; tests/e2e/test_watch.py runs the same against members.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes
+import pytest
+import urllib3
+from clusterpedia.apiserver.server import ServerConfig
+from clusterpedia.apiserver.testing import PREFIX, ServerThread, register_apiservice
+from clusterpedia.apiserver.watch import WatchSettings
+
+from clusterpedia.storage.catalog import SyncedType, TypeCatalog
+from clusterpedia.storage.changelog import ChangeLog
+from clusterpedia.storage.engine import create_engine
+from clusterpedia.storage.migrate import ensure_schema
+from clusterpedia.storage.records import Delete
+from clusterpedia.storage.writer import ResourceWriter
+from clusterpedia.sync.objects import prepare
+from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.objects import PODS, make_object
+from clusterpedia.testing.waiting import eventually
+
+HOST = "aggregator-short-timeout"
+REQUEST_TIMEOUT = 10  # the host cuts proxied requests after this many seconds
+CLUSTERS = ("w1", "w2")
+
+
+@pytest.fixture(scope="module")
+def host(control_plane: ControlPlane) -> APIServer:
+    """A host whose aggregation layer cuts long requests quickly, as every host does after its
+    --request-timeout (60 s by default): our watch URLs are not long-running to it."""
+    return control_plane.apiservers.get(HOST) or control_plane.add_apiserver(
+        HOST, front_proxy=True, extra_args=(f"--request-timeout={REQUEST_TIMEOUT}s",)
+    )
+
+
+class Store:
+    """The storage side of the test: a writer on its own event loop in a thread."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.engine = self.run(self._engine())
+        self.writer = ResourceWriter(self.engine)
+        self.log = ChangeLog(self.engine)
+
+    async def _engine(self) -> Any:
+        engine = create_engine(self.url)
+        await ensure_schema(engine)
+        catalog = TypeCatalog(engine)
+        for cluster in CLUSTERS:
+            await catalog.replace(
+                cluster, [SyncedType(cluster, "", "v1", "pods", "Pod", True, "pod", ("po",))]
+            )
+            await catalog.set_health(cluster, healthy=True, reason="")
+        return engine
+
+    def run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
+
+    def put(self, cluster: str, name: str, *, rv: int, namespace: str = "watch", **labels: str):
+        pod = make_object(PODS, name=name, namespace=namespace, cluster=cluster, rv=str(rv))
+        pod["metadata"]["labels"] = {"app": "w", **labels}
+        change = prepare(pod, cluster=cluster, rtype=PODS)  # as a sync worker stores it
+        self.run(self.writer.apply(cluster=cluster, rtype=PODS, changes=[change]))
+
+    def delete(self, cluster: str, name: str, namespace: str = "watch") -> None:
+        self.run(self.writer.apply(cluster=cluster, rtype=PODS, changes=[Delete(namespace, name)]))
+
+    def logged_pod_rvs(self, *, after: int, upto: int, namespace: str) -> list[int]:
+        events = self.run(self.log.read(after=after, upto=upto, limit=10**6, resource="pods"))
+        return [e.rv for e in events if e.namespace == namespace]
+
+    def close(self) -> None:
+        self.run(self.engine.dispose())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def store(database_url: str) -> Iterator[Store]:
+    store = Store(database_url)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def server(
+    host: APIServer, store: Store, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    thread = ServerThread(
+        ServerConfig(
+            storage_url=store.url,
+            kubeconfig=str(host.kubeconfig),
+            bind_address="127.0.0.1",
+            port=0,
+            cert_dir=str(tmp_path_factory.mktemp("certs")),
+            watch=WatchSettings(bookmark_interval=1.0, capacity=10_000),
+            watch_poll_interval=0.05,
+        )
+    ).start()
+    register_apiservice(host, port=thread.port, ca_pem=thread.ca_pem)
+    yield thread
+    thread.stop()
+
+
+def core_api(host: APIServer) -> kubernetes.client.CoreV1Api:
+    """The official client, configured from the host's kubeconfig, through the aggregator."""
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=str(host.kubeconfig), client_configuration=configuration
+    )
+    configuration.host += PREFIX
+    return kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))
+
+
+def test_kubectl_watch_shows_table_events_from_both_clusters(
+    host: APIServer, server: ServerThread, store: Store
+) -> None:
+    store.put("w1", "before", rv=1)
+    command = [
+        str(host.assets.kubectl), f"--kubeconfig={host.kubeconfig}",
+        f"--server={host.url}{PREFIX}", "get", "pods", "-A", "-l", "app=w", "-w",
+        "--output-watch-events",
+    ]  # fmt: skip
+    lines: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as kc:
+        assert kc.stdout is not None
+        reader = threading.Thread(target=lambda: lines.extend(iter(kc.stdout.readline, "")))
+        reader.start()
+        eventually(lambda: any("before" in line for line in lines), timeout=20, what="the list")
+        store.put("w1", "kw-a", rv=1)
+        store.put("w2", "kw-b", rv=1)
+        store.put("w2", "kw-b", rv=2, tier="x")
+        store.delete("w1", "kw-a")
+        store.put("w2", "other-app", rv=1, app="not-w")  # filtered out by -l app=w
+
+        def seen() -> set[tuple[str, ...]]:
+            return {tuple(line.split()[:4]) for line in lines}
+
+        expected = {
+            ("ADDED", "watch", "w1", "kw-a"),
+            ("ADDED", "watch", "w2", "kw-b"),
+            ("MODIFIED", "watch", "w2", "kw-b"),
+            ("DELETED", "watch", "w1", "kw-a"),
+        }
+        eventually(lambda: expected <= seen(), timeout=8, what=f"{expected} in {lines}")
+        kc.terminate()
+        reader.join(10)
+    assert lines[0].split()[:4] == ["EVENT", "NAMESPACE", "CLUSTER", "NAME"], lines
+    assert not any("other-app" in line for line in lines)
+    store.delete("w1", "before")
+
+
+def test_watch_events_filters_and_bookmarks_with_the_python_client(
+    host: APIServer, server: ServerThread, store: Store
+) -> None:
+    api = core_api(host)
+    listed = api.list_namespaced_pod("watch", label_selector="app=w")
+    start = int(listed.metadata.resource_version)
+    store.put("w1", "py-1", rv=1)
+    store.put("w2", "py-2", rv=1, app="elsewhere")
+    store.put("w1", "py-1", rv=2, tier="y")
+    store.delete("w1", "py-1")
+    events = []
+    for event in kubernetes.watch.Watch().stream(
+        api.list_namespaced_pod,
+        "watch",
+        label_selector="app=w",
+        resource_version=str(start),
+        allow_watch_bookmarks=True,
+        timeout_seconds=3,
+    ):
+        events.append(event)
+    changes = [e for e in events if e["type"] != "BOOKMARK"]
+    assert [(e["type"], e["object"].metadata.name) for e in changes] == [
+        ("ADDED", "py-1"), ("MODIFIED", "py-1"), ("DELETED", "py-1"),
+    ]  # fmt: skip
+    rvs = [int(e["raw_object"]["metadata"]["resourceVersion"]) for e in changes]
+    assert start < rvs[0] < rvs[1] < rvs[2]
+    annotations = [e["object"].metadata.annotations for e in changes]
+    assert [a[_CLUSTER] for a in annotations] == ["w1", "w1", "w1"]
+    assert [a[_MEMBER_RV] for a in annotations] == ["1", "2", "2"]  # DELETED: the last state
+    bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
+    assert bookmarks, "allowWatchBookmarks with a 1 s interval over 3 s sends bookmarks"
+    assert int(bookmarks[-1]["raw_object"]["metadata"]["resourceVersion"]) >= rvs[-1]
+    # The list's objects carry the global resourceVersion, and the list is not newer than them.
+    store.put("w2", "py-3", rv=1)
+    relisted = api.list_namespaced_pod("watch", label_selector="app=w")
+    item = next(p for p in relisted.items if p.metadata.name == "py-3")
+    assert int(item.metadata.resource_version) <= int(relisted.metadata.resource_version)
+    store.delete("w2", "py-3")
+    store.delete("w2", "py-2")
+
+
+class Churn:
+    """Random creates, updates and deletes of pods in both clusters until stopped; the final
+    state is what an informer must converge to."""
+
+    def __init__(self, store: Store, *, namespace: str, rate: float):
+        self.store = store
+        self.namespace = namespace
+        self.rate = rate
+        self.state: dict[tuple[str, str], int] = {}
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        generator = random.Random(7)
+        while not self.stopped.is_set():
+            cluster, name = generator.choice(CLUSTERS), f"c{generator.randrange(20)}"
+            key = (cluster, name)
+            if key in self.state and generator.random() < 0.3:
+                self.store.delete(cluster, name, self.namespace)
+                del self.state[key]
+            else:
+                self.state[key] = self.state.get(key, 0) + 1
+                self.store.put(cluster, name, rv=self.state[key], namespace=self.namespace)
+            time.sleep(1 / self.rate)
+
+    def __enter__(self) -> Churn:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        self.thread.join(30)
+
+
+class Informer:
+    """List, then watch from the list's resourceVersion, resuming from the last one seen
+    whenever the stream ends or breaks, until it has seen ``target`` (set once the writers
+    stop). Records the state (key -> member rv) and every event rv, in order."""
+
+    def __init__(self, api: kubernetes.client.CoreV1Api, namespace: str):
+        self.api = api
+        self.namespace = namespace
+        listed = api.list_namespaced_pod(namespace)
+        self.start = int(listed.metadata.resource_version)
+        self.state = {_key(p.metadata): _member_rv(p.metadata) for p in listed.items}
+        self.seen: list[int] = []
+        self.last = self.start
+        self.breaks = 0
+        self.target: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _done(self) -> bool:
+        return self.target is not None and self.last >= self.target
+
+    def _run(self) -> None:
+        while not self._done():
+            watch = kubernetes.watch.Watch()
+            try:
+                for event in watch.stream(
+                    self.api.list_namespaced_pod,
+                    self.namespace,
+                    resource_version=str(self.last),
+                    allow_watch_bookmarks=True,
+                    _request_timeout=60,
+                ):
+                    self._handle(event)
+                    if self._done():
+                        watch.stop()
+            except (urllib3.exceptions.ProtocolError, kubernetes.client.ApiException):
+                self.breaks += 1  # cut by the host's request timeout: resume from self.last
+
+    def _handle(self, event: dict[str, Any]) -> None:
+        metadata = event["raw_object"]["metadata"]
+        rv = int(metadata["resourceVersion"])
+        self.last = max(self.last, rv)
+        if event["type"] == "BOOKMARK":
+            return
+        self.seen.append(rv)
+        key = (metadata["annotations"][_CLUSTER], metadata["name"])
+        if event["type"] == "DELETED":
+            self.state.pop(key, None)
+        else:
+            self.state[key] = int(metadata["annotations"][_MEMBER_RV])
+
+    def finish(self, target: int, timeout: float = 60) -> None:
+        self.target = target
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), f"the informer never reached {target}: {self.last}"
+
+
+_CLUSTER = "shadow.clusterpedia.io/cluster-name"
+_MEMBER_RV = "shadow.clusterpedia.io/member-resource-version"
+
+
+def _key(metadata: Any) -> tuple[str, str]:
+    return (metadata.annotations[_CLUSTER], metadata.name)
+
+
+def _member_rv(metadata: Any) -> int:
+    return int(metadata.annotations[_MEMBER_RV])
+
+
+def test_informer_resumes_after_the_host_cuts_the_stream_and_loses_nothing(
+    host: APIServer, server: ServerThread, store: Store
+) -> None:
+    api = core_api(host)
+    with Churn(store, namespace="churn", rate=40) as churn:
+        watcher = Informer(api, "churn")
+        time.sleep(REQUEST_TIMEOUT * 2.5)
+    head = store.run(store.log.marks()).head
+    watcher.finish(head)
+    assert watcher.breaks >= 1, "the host's request timeout should have cut the watch"
+    assert watcher.state == churn.state
+    # Exactly the logged changes of this namespace after the list, in order, each once.
+    assert watcher.seen == store.logged_pod_rvs(after=watcher.start, upto=head, namespace="churn")
+
+
+def test_a_pruned_resource_version_gets_410_and_a_relist_converges(
+    host: APIServer, server: ServerThread, store: Store
+) -> None:
+    api = core_api(host)
+    start = int(api.list_namespaced_pod("watch").metadata.resource_version)
+    for i in range(5):
+        store.put("w1", f"old-{i}", rv=1)
+    store.run(store.log.prune(max_age=None, max_events=2))
+    with pytest.raises(kubernetes.client.ApiException) as expired:
+        for _ in kubernetes.watch.Watch().stream(
+            api.list_namespaced_pod, "watch", resource_version=str(start), timeout_seconds=2
+        ):
+            pass
+    assert expired.value.status == 410
+    relisted = api.list_namespaced_pod("watch")
+    assert {f"old-{i}" for i in range(5)} <= {p.metadata.name for p in relisted.items}
+    store.put("w1", "old-0", rv=2)
+    events = list(
+        kubernetes.watch.Watch().stream(
+            api.list_namespaced_pod,
+            "watch",
+            resource_version=relisted.metadata.resource_version,
+            timeout_seconds=2,
+        )
+    )
+    assert [(e["type"], e["object"].metadata.name) for e in events] == [("MODIFIED", "old-0")]
+    raw = json.dumps(events[0]["raw_object"])
+    assert '"resourceVersion"' in raw

@@ -36,6 +36,7 @@ from clusterpedia.kube.access import access_from_kubeconfig
 from clusterpedia.kube.client import KubeClient
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.schema import resources
+from clusterpedia.testing.benchmarks import percentile, wait_operator_ready
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.databases import fresh_database
 from clusterpedia.testing.objects import realistic_pod
@@ -139,32 +140,6 @@ async def wait_rows(engine: Any, cluster: str, expected: int, timeout: float = 9
     return time.perf_counter() - started
 
 
-def wait_operator_ready(host: APIServer, timeout: float = 60) -> None:
-    """Wait until the operator reconciles PediaClusters (a probe with an unusable spec gets
-    its conditions), as it long has when a user applies one; then remove the probe."""
-    probe = {
-        "apiVersion": "cluster.clusterpedia.io/v1alpha2",
-        "kind": "PediaCluster",
-        "metadata": {"name": "readiness-probe"},
-        "spec": {
-            "kubeconfig": base64.b64encode(b"not a kubeconfig").decode(),
-            "syncResources": [],
-        },
-    }
-    host.kubectl("apply", "-f", "-", input=json.dumps(probe))
-    deadline = time.monotonic() + timeout
-    while (
-        "Validated"
-        not in host.kubectl(
-            "get", "pediacluster", "readiness-probe", "-o", "jsonpath={.status.conditions[*].type}"
-        ).stdout
-    ):
-        if time.monotonic() > deadline:
-            raise TimeoutError("the operator did not reconcile a PediaCluster")
-        time.sleep(0.2)
-    host.kubectl("delete", "pediacluster", "readiness-probe", "--timeout=60s")
-
-
 def peak_rss_mb(pid: int) -> float:
     """The process's high-water mark of resident memory (``VmHWM``)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -215,11 +190,6 @@ async def measure_lag(
 
     await asyncio.gather(update(), observe())
     return lags
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -228,3 +230,50 @@ def test_custom_resource_printer_columns_come_from_the_member_crd(
     header, row = eventually(listed, what="the Gadget is synced and discoverable")
     assert header.split() == ["NAMESPACE", "CLUSTER", "NAME", "COLOR", "SIZE"]
     assert row.split() == [f"e2e-{dialect}", f"{dialect}-two", "g1", "teal", "3"]
+
+
+def test_kubectl_watch_follows_both_members_through_the_aggregator(
+    host: APIServer, product: ProductProcess, members: list[APIServer], dialect: str
+) -> None:
+    """``kubectl get pods -A -w`` through the host shows changes in two members as they
+    happen."""
+    namespace = f"e2e-{dialect}"
+    command = [
+        str(host.assets.kubectl), f"--kubeconfig={host.kubeconfig}", f"--server={host.url}{PREFIX}",
+        "get", "pods", "-A", "-l", "app=watched", "-w", "--output-watch-events",
+    ]  # fmt: skip
+    lines: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as kc:
+        assert kc.stdout is not None
+        stdout = kc.stdout
+        reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")))
+        reader.start()
+        try:
+            time.sleep(3)  # kubectl lists (nothing matches), then watches
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "watched", "namespace": namespace,
+                             "labels": {"app": "watched"}},
+                "spec": {"containers": [{"name": "app", "image": "nginx"}]},
+            }  # fmt: skip
+            for member in members:
+                member.kubectl("apply", "-f", "-", input=yaml.safe_dump(pod))
+            for member in members:
+                member.kubectl("label", "pod", "watched", "-n", namespace, "step=two")
+            for member in members:
+                member.kubectl("delete", "pod", "watched", "-n", namespace, "--wait=false")
+            expected = {
+                (event, namespace, f"{dialect}-{n}", "watched")
+                for event in ("ADDED", "MODIFIED", "DELETED")
+                for n in ("one", "two")
+            }
+            eventually(
+                lambda: expected <= {tuple(line.split()[:4]) for line in lines},
+                timeout=30,
+                what=f"ADDED, MODIFIED and DELETED from both members in {lines}",
+            )
+        finally:
+            kc.terminate()
+            reader.join(10)
+    print("".join(lines))  # shown in the closing note

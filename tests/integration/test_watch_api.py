@@ -19,7 +19,6 @@ from typing import Any
 
 import kubernetes
 import pytest
-import urllib3
 from clusterpedia.apiserver.server import ServerConfig
 from clusterpedia.apiserver.testing import PREFIX, ServerThread, register_apiservice
 from clusterpedia.apiserver.watch import WatchSettings
@@ -32,6 +31,7 @@ from clusterpedia.storage.records import Delete
 from clusterpedia.storage.writer import ResourceWriter
 from clusterpedia.sync.objects import prepare
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.informer import CLUSTER_ANNOTATION, MEMBER_RV_ANNOTATION, Informer
 from clusterpedia.testing.objects import PODS, make_object
 from clusterpedia.testing.waiting import eventually
 
@@ -196,8 +196,12 @@ def test_watch_events_filters_and_bookmarks_with_the_python_client(
     rvs = [int(e["raw_object"]["metadata"]["resourceVersion"]) for e in changes]
     assert start < rvs[0] < rvs[1] < rvs[2]
     annotations = [e["object"].metadata.annotations for e in changes]
-    assert [a[_CLUSTER] for a in annotations] == ["w1", "w1", "w1"]
-    assert [a[_MEMBER_RV] for a in annotations] == ["1", "2", "2"]  # DELETED: the last state
+    assert [a[CLUSTER_ANNOTATION] for a in annotations] == ["w1", "w1", "w1"]
+    assert [a[MEMBER_RV_ANNOTATION] for a in annotations] == [
+        "1",
+        "2",
+        "2",
+    ]  # DELETED: the last state
     bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
     assert bookmarks, "allowWatchBookmarks with a 1 s interval over 3 s sends bookmarks"
     assert int(bookmarks[-1]["raw_object"]["metadata"]["resourceVersion"]) >= rvs[-1]
@@ -244,81 +248,12 @@ class Churn:
         self.thread.join(30)
 
 
-class Informer:
-    """List, then watch from the list's resourceVersion, resuming from the last one seen
-    whenever the stream ends or breaks, until it has seen ``target`` (set once the writers
-    stop). Records the state (key -> member rv) and every event rv, in order."""
-
-    def __init__(self, api: kubernetes.client.CoreV1Api, namespace: str):
-        self.api = api
-        self.namespace = namespace
-        listed = api.list_namespaced_pod(namespace)
-        self.start = int(listed.metadata.resource_version)
-        self.state = {_key(p.metadata): _member_rv(p.metadata) for p in listed.items}
-        self.seen: list[int] = []
-        self.last = self.start
-        self.breaks = 0
-        self.target: int | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _done(self) -> bool:
-        return self.target is not None and self.last >= self.target
-
-    def _run(self) -> None:
-        while not self._done():
-            watch = kubernetes.watch.Watch()
-            try:
-                for event in watch.stream(
-                    self.api.list_namespaced_pod,
-                    self.namespace,
-                    resource_version=str(self.last),
-                    allow_watch_bookmarks=True,
-                    _request_timeout=60,
-                ):
-                    self._handle(event)
-                    if self._done():
-                        watch.stop()
-            except (urllib3.exceptions.ProtocolError, kubernetes.client.ApiException):
-                self.breaks += 1  # cut by the host's request timeout: resume from self.last
-
-    def _handle(self, event: dict[str, Any]) -> None:
-        metadata = event["raw_object"]["metadata"]
-        rv = int(metadata["resourceVersion"])
-        self.last = max(self.last, rv)
-        if event["type"] == "BOOKMARK":
-            return
-        self.seen.append(rv)
-        key = (metadata["annotations"][_CLUSTER], metadata["name"])
-        if event["type"] == "DELETED":
-            self.state.pop(key, None)
-        else:
-            self.state[key] = int(metadata["annotations"][_MEMBER_RV])
-
-    def finish(self, target: int, timeout: float = 60) -> None:
-        self.target = target
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), f"the informer never reached {target}: {self.last}"
-
-
-_CLUSTER = "shadow.clusterpedia.io/cluster-name"
-_MEMBER_RV = "shadow.clusterpedia.io/member-resource-version"
-
-
-def _key(metadata: Any) -> tuple[str, str]:
-    return (metadata.annotations[_CLUSTER], metadata.name)
-
-
-def _member_rv(metadata: Any) -> int:
-    return int(metadata.annotations[_MEMBER_RV])
-
-
 def test_informer_resumes_after_the_host_cuts_the_stream_and_loses_nothing(
     host: APIServer, server: ServerThread, store: Store
 ) -> None:
     api = core_api(host)
     with Churn(store, namespace="churn", rate=40) as churn:
-        watcher = Informer(api, "churn")
+        watcher = Informer([api], method="list_namespaced_pod", namespace="churn")
         time.sleep(REQUEST_TIMEOUT * 2.5)
     head = store.run(store.log.marks()).head
     watcher.finish(head)

@@ -1,0 +1,254 @@
+"""Watch benchmark: member change -> watch event, and what watchers cost the server.
+
+    python bench/watch.py                        # PostgreSQL, 200 changes/s, 1,000 idle watchers
+    python bench/watch.py --database sqlite --seconds 2 --idle 50 --active 5 --json
+
+It starts etcd, a member and a host kube-apiserver, runs ``clusterpedia run`` (operator and API
+server in one process, as users run it) syncing the member's ConfigMaps, and measures:
+
+- idle: ``--idle`` watchers on a namespace where nothing changes; the server's CPU (% of one
+  core, from /proc utime+stime over ``--seconds``) and RSS (target: under 5% of one core for
+  1,000 watchers);
+- active: ``--active`` watchers on the namespace a client PATCHes ``--rate`` times per second;
+  event latency p50/p99 from the member PATCH returning to the event arriving at a watcher
+  (every watcher's every event is a sample; target p99 < 1 s), with the server's CPU and RSS.
+
+Watchers talk to the server directly with the host's front-proxy identity, as the host's
+aggregation layer would (each watcher its own TLS connection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from clusterpedia.kube.access import access_from_kubeconfig
+from clusterpedia.kube.client import KubeClient
+from clusterpedia.testing.benchmarks import percentile, wait_operator_ready
+from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.databases import fresh_database
+from clusterpedia.testing.product import ProductProcess
+from clusterpedia.testing.waiting import eventually_async
+
+CRDS = Path(__file__).resolve().parents[1] / "manifests" / "crds"
+PREFIX = "/apis/clusterpedia.io/v1beta1/resources/api/v1/namespaces"
+NAMES = [f"cm-{i:03d}" for i in range(100)]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+async def cpu_percent(pid: int, seconds: float) -> float:
+    before = cpu_seconds(pid)
+    await asyncio.sleep(seconds)
+    return (cpu_seconds(pid) - before) / seconds * 100
+
+
+class Watchers:
+    """Many watch streams against one server, each on its own connection."""
+
+    def __init__(self, product: ProductProcess, host: APIServer):
+        self.url = product.url
+        self.context = product.front_proxy_context(host)
+        self.headers = {"X-Remote-User": "bench", "X-Remote-Group": "system:masters"}
+        self.tasks: list[asyncio.Task[None]] = []
+        self.sessions: list[aiohttp.ClientSession] = []
+        self.opened = 0
+
+    async def open(self, count: int, namespace: str, on_event: Any = None) -> None:
+        for _ in range(count):
+            # One connector per watcher: a separate connection, as separate clients have.
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self.context, limit=1),
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+            )
+            self.sessions.append(session)
+            self.tasks.append(asyncio.create_task(self._watch(session, namespace, on_event)))
+        await eventually_async(lambda: self.opened >= count, timeout=120, what="watchers open")
+
+    async def _watch(self, session: aiohttp.ClientSession, namespace: str, on_event: Any) -> None:
+        path = f"{PREFIX}/{namespace}/configmaps?watch=true&timeoutSeconds=3600"
+        async with session.get(self.url + path, headers=self.headers) as response:
+            response.raise_for_status()
+            self.opened += 1
+            async for line in response.content:
+                if on_event is not None:
+                    on_event(time.perf_counter(), line)
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for session in self.sessions:
+            await session.close()
+        self.tasks.clear()
+        self.sessions.clear()
+        self.opened = 0
+
+
+async def seed(member: APIServer, namespace: str) -> None:
+    async with KubeClient(access_from_kubeconfig(member.kubeconfig.read_bytes())) as kube:
+        await kube.post("/api/v1/namespaces", {"metadata": {"name": namespace}})
+        for name in NAMES:
+            await kube.post(
+                f"/api/v1/namespaces/{namespace}/configmaps",
+                {"metadata": {"name": name}, "data": {"seq": "-1"}},
+            )
+
+
+async def churn(member: APIServer, namespace: str, rate: int, seconds: float) -> dict[int, float]:
+    """PATCH ``rate`` ConfigMaps per second; return seq -> time the PATCH returned."""
+    sent: dict[int, float] = {}
+    async with KubeClient(access_from_kubeconfig(member.kubeconfig.read_bytes())) as kube:
+        started = time.perf_counter()
+        for seq in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, started + seq / rate - time.perf_counter()))
+            path = f"/api/v1/namespaces/{namespace}/configmaps/{NAMES[seq % len(NAMES)]}"
+            await kube.patch(path, {"data": {"seq": str(seq)}})
+            sent[seq] = time.perf_counter()
+    return sent
+
+
+async def run(args: argparse.Namespace) -> dict[str, float]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it too
+    figures: dict[str, float] = {"idle_watchers": args.idle, "active_watchers": args.active}
+    with ControlPlane() as plane, fresh_database(args.database, label="watchbench") as url:
+        member, host = (
+            plane.add_apiserver("bench-member"),
+            plane.add_apiserver("bench-host", front_proxy=True),
+        )
+        host.kubectl("apply", "-k", str(CRDS))
+        host.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
+        await seed(member, "bench-w")
+        product = ProductProcess(
+            workdir=Path(tempfile.mkdtemp(prefix="bench-watch-")),
+            kubeconfig=host.kubeconfig,
+            storage_url=url,
+            extra_args=("--log-level=WARNING",),
+        ).start()
+        assert product.process.pid is not None
+        pid = product.process.pid
+        watchers = Watchers(product, host)
+        try:
+            wait_operator_ready(host)
+            spec = {
+                "apiVersion": "cluster.clusterpedia.io/v1alpha2",
+                "kind": "PediaCluster",
+                "metadata": {"name": "bench"},
+                "spec": {
+                    "kubeconfig": base64.b64encode(member.kubeconfig.read_bytes()).decode(),
+                    "syncResources": [{"group": "", "resources": ["configmaps"]}],
+                },
+            }
+            host.kubectl("apply", "-f", "-", input=json.dumps(spec))
+            listing = f"{PREFIX}/bench-w/configmaps"
+
+            async def synced() -> bool:
+                body = await asyncio.to_thread(product.get_as_front_proxy, host, listing)
+                return len(orjson.loads(body)["items"]) == len(NAMES)
+
+            await eventually_async(synced, timeout=120, what="the member's ConfigMaps synced")
+            await asyncio.sleep(2)  # let the sync settle before measuring a quiet server
+
+            figures["baseline_cpu_pct"] = await cpu_percent(pid, args.seconds)
+            figures["baseline_rss_mb"] = rss_mb(pid)
+            print(f"... {args.idle} idle watchers", file=sys.stderr, flush=True)
+            await watchers.open(args.idle, "idle")
+            await asyncio.sleep(1)
+            figures["idle_cpu_pct"] = await cpu_percent(pid, args.seconds)
+            figures["idle_rss_mb"] = rss_mb(pid)
+            await watchers.close()
+
+            print(f"... {args.active} active watchers, {args.rate}/s", file=sys.stderr, flush=True)
+            received: list[tuple[float, bytes]] = []
+            await watchers.open(
+                args.active, "bench-w", on_event=lambda at, line: received.append((at, line))
+            )
+            cpu_before = cpu_seconds(pid)
+            started = time.perf_counter()
+            sent = await churn(member, "bench-w", args.rate, args.seconds)
+            expected = len(sent) * args.active
+            await eventually_async(
+                lambda: len(received) >= expected, timeout=60, what="every watcher got every event"
+            )
+            elapsed = time.perf_counter() - started
+            figures["active_cpu_pct"] = (cpu_seconds(pid) - cpu_before) / elapsed * 100
+            figures["active_rss_mb"] = rss_mb(pid)
+            lags = []
+            for at, line in received:
+                seq = int(orjson.loads(line)["object"]["data"]["seq"])
+                if seq in sent:
+                    lags.append(max(0.0, at - sent[seq]))
+            figures["events"] = len(received)
+            figures["latency_p50_ms"] = statistics.median(lags) * 1000
+            figures["latency_p99_ms"] = percentile(lags, 0.99) * 1000
+            await watchers.close()
+        finally:
+            await watchers.close()
+            host.kubectl("delete", "pediacluster", "bench", "--timeout=60s", check=False)
+            product.stop()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--database", default="postgresql", choices=["sqlite", "postgresql", "mysql"]
+    )
+    parser.add_argument("--rate", type=int, default=200, help="member changes per second")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
+    parser.add_argument("--idle", type=int, default=1000, help="idle watchers")
+    parser.add_argument("--active", type=int, default=100, help="watchers receiving events")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of a table"
+    )
+    args = parser.parse_args(argv)
+    figures = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps({key: round(value, 3) for key, value in figures.items()}))
+        return 0
+    print(f"watch benchmark ({args.database}, {args.rate} changes/s, {args.seconds:.0f} s phases)")
+    rows = [
+        ("baseline_cpu_pct", "server CPU, synced and no watchers (% of one core)", "{:.1f}"),
+        ("idle_cpu_pct", f"server CPU, {args.idle} idle watchers (%, target < 5)", "{:.1f}"),
+        ("idle_rss_mb", f"server RSS, {args.idle} idle watchers (MB)", "{:.0f}"),
+        ("active_cpu_pct", f"server CPU, {args.active} active watchers (%)", "{:.1f}"),
+        ("active_rss_mb", f"server RSS, {args.active} active watchers (MB)", "{:.0f}"),
+        ("events", "events received (all watchers)", "{:,.0f}"),
+        ("latency_p50_ms", "member change -> watch event p50 (ms)", "{:.0f}"),
+        ("latency_p99_ms", "member change -> watch event p99 (ms, target < 1000)", "{:.0f}"),
+    ]
+    width = max(len(label) for _, label, _ in rows)
+    for key, label, fmt in rows:
+        print(f"{label:{width}}  {fmt.format(figures[key]):>10}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

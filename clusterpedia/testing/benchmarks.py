@@ -1,0 +1,40 @@
+"""Helpers the benchmarks in bench/ share."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+from clusterpedia.testing.controlplane import APIServer
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def wait_operator_ready(host: APIServer, timeout: float = 60) -> None:
+    """Wait until the operator reconciles PediaClusters (a probe with an unusable spec gets
+    its conditions), as it long has when a user applies one; then remove the probe."""
+    probe = {
+        "apiVersion": "cluster.clusterpedia.io/v1alpha2",
+        "kind": "PediaCluster",
+        "metadata": {"name": "readiness-probe"},
+        "spec": {
+            "kubeconfig": base64.b64encode(b"not a kubeconfig").decode(),
+            "syncResources": [],
+        },
+    }
+    host.kubectl("apply", "-f", "-", input=json.dumps(probe))
+    deadline = time.monotonic() + timeout
+    while (
+        "Validated"
+        not in host.kubectl(
+            "get", "pediacluster", "readiness-probe", "-o", "jsonpath={.status.conditions[*].type}"
+        ).stdout
+    ):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the operator did not reconcile a PediaCluster")
+        time.sleep(0.2)
+    host.kubectl("delete", "pediacluster", "readiness-probe", "--timeout=60s")

@@ -1,0 +1,210 @@
+"""Watch end to end on PostgreSQL: an informer (the official Python client: list, then watch
+from the list's resourceVersion, resuming from the last one seen) follows two real members
+while they churn, across a restart of the syncing process, a restart of the serving one, and
+resumes that alternate between the two replicas. It must end in the members' state and have
+seen every logged change exactly once, in order.
+
+kubectl -w through the host is in test_product.py (every database); cuts by the host's request
+timeout are in tests/integration/test_watch_api.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import orjson
+import pytest
+import yaml
+from clusterpedia.apiserver.testing import PREFIX
+
+from clusterpedia.storage.changelog import ChangeLog
+from clusterpedia.storage.engine import create_engine
+from clusterpedia.testing.controlplane import APIServer
+from clusterpedia.testing.databases import DatabaseUnavailable, fresh_database, server_version
+from clusterpedia.testing.informer import MEMBER_RV_ANNOTATION, Informer, object_key
+from clusterpedia.testing.product import ProductProcess
+from clusterpedia.testing.waiting import eventually
+
+NAMESPACE = "informer"
+CLUSTERS = ("inf-1", "inf-2")
+
+
+def member_api(member: APIServer) -> Any:
+    return kubernetes.client.CoreV1Api(
+        kubernetes.config.new_client_from_config(config_file=str(member.kubeconfig))  # type: ignore[no-untyped-call]
+    )
+
+
+def served_api(process: ProductProcess, host: APIServer) -> Any:
+    """The official client talking to one replica directly, as the host's aggregation layer
+    does: the front-proxy client certificate and X-Remote-* headers."""
+    proxy = host.pki.front_proxy_client
+    assert proxy is not None
+    configuration = kubernetes.client.Configuration()
+    configuration.host = process.url + PREFIX
+    configuration.ssl_ca_cert = str(process.cert_dir / "ca.crt")
+    configuration.cert_file, configuration.key_file = str(proxy.cert), str(proxy.key)
+    client = kubernetes.client.ApiClient(configuration)
+    client.set_default_header("X-Remote-User", "informer")
+    client.set_default_header("X-Remote-Group", "system:masters")
+    return kubernetes.client.CoreV1Api(client)
+
+
+class MemberChurn:
+    """Creates, updates and deletes ConfigMaps in the members until stopped."""
+
+    def __init__(self, members: list[APIServer], rate: float):
+        self.apis = [member_api(m) for m in members]
+        self.rate = rate
+        self.changes = 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        generator = random.Random(11)
+        while not self.stopped.is_set():
+            api = generator.choice(self.apis)
+            name = f"cm-{generator.randrange(15)}"
+            try:
+                if generator.random() < 0.25:
+                    api.delete_namespaced_config_map(name, NAMESPACE)
+                else:
+                    body = {"metadata": {"name": name}, "data": {"n": str(self.changes)}}
+                    try:
+                        api.replace_namespaced_config_map(name, NAMESPACE, body)
+                    except kubernetes.client.ApiException as error:
+                        if error.status != 404:
+                            raise
+                        api.create_namespaced_config_map(NAMESPACE, body)
+                self.changes += 1
+            except kubernetes.client.ApiException as error:
+                if error.status not in (404, 409):
+                    raise
+            time.sleep(1 / self.rate)
+
+    def __enter__(self) -> MemberChurn:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        self.thread.join(30)
+
+
+def member_state(members: list[APIServer]) -> dict[tuple[str, str], int]:
+    state = {}
+    for cluster, member in zip(CLUSTERS, members, strict=True):
+        for item in member_api(member).list_namespaced_config_map(NAMESPACE).items:
+            state[(cluster, item.metadata.name)] = int(item.metadata.resource_version)
+    return state
+
+
+def served_state(process: ProductProcess, host: APIServer) -> dict[tuple[str, str], int]:
+    body = orjson.loads(
+        process.get_as_front_proxy(host, f"{PREFIX}/api/v1/namespaces/{NAMESPACE}/configmaps")
+    )
+    return {
+        object_key(i["metadata"]): int(i["metadata"]["annotations"][MEMBER_RV_ANNOTATION])
+        for i in body["items"]
+    }
+
+
+async def _logged(url: str, after: int) -> tuple[int, list[int]]:
+    engine = create_engine(url)
+    try:
+        log = ChangeLog(engine)
+        head = (await log.marks()).head
+        events = await log.read(after=after, upto=head, limit=10**6, resource="configmaps")
+        return head, [e.rv for e in events if e.namespace == NAMESPACE]
+    finally:
+        await engine.dispose()
+
+
+def test_an_informer_sees_every_change_once_across_restarts_and_replicas(
+    host: APIServer, member_clusters: list[APIServer], tmp_path: Path
+) -> None:
+    try:
+        server_version("postgresql")
+    except DatabaseUnavailable as error:
+        if os.environ.get("CLUSTERPEDIA_TEST_REQUIRE_ALL") == "1":
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+    members = member_clusters
+    for member in members:
+        member.kubectl("create", "namespace", NAMESPACE, check=False)
+    with fresh_database("postgresql", label="watch-e2e") as url:
+        syncer = ProductProcess(
+            workdir=tmp_path / "syncer", kubeconfig=host.kubeconfig, storage_url=url, name="syncer"
+        ).start()
+        server = ProductProcess(
+            workdir=tmp_path / "server",
+            kubeconfig=host.kubeconfig,
+            storage_url=url,
+            extra_args=("--no-operator",),
+            name="server",
+        ).start()
+        clusters = [
+            {
+                "apiVersion": "cluster.clusterpedia.io/v1alpha2",
+                "kind": "PediaCluster",
+                "metadata": {"name": name},
+                "spec": {
+                    "kubeconfig": base64.b64encode(member.kubeconfig.read_bytes()).decode(),
+                    "syncResources": [
+                        {
+                            "group": "",
+                            "resources": ["configmaps"],
+                            "fieldSelector": f"metadata.namespace={NAMESPACE}",
+                        }
+                    ],
+                },
+            }
+            for name, member in zip(CLUSTERS, members, strict=True)
+        ]
+        try:
+            host.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(clusters))
+            eventually(
+                lambda: served_state(server, host) == member_state(members),
+                timeout=60,
+                what="the members' ConfigMaps are served",
+            )
+            with MemberChurn(members, rate=15) as churn:
+                informer = Informer(
+                    [served_api(server, host), served_api(syncer, host)],
+                    method="list_namespaced_config_map",
+                    namespace=NAMESPACE,
+                    timeout_seconds=2,  # each resume goes to the other replica
+                )
+                time.sleep(5)
+                syncer.stop()  # sync stops; members keep changing
+                time.sleep(3)
+                syncer.start()  # relists: what changed meanwhile becomes events
+                time.sleep(5)
+                server.stop()  # its watch breaks mid-stream
+                time.sleep(2)
+                server.start()
+                time.sleep(5)
+            eventually(
+                lambda: served_state(server, host) == member_state(members),
+                timeout=60,
+                what="the database converges to the members",
+            )
+            head, logged = asyncio.run(_logged(url, informer.start))
+            informer.finish(head)
+            assert churn.changes > 100
+            assert informer.errors == []
+            assert informer.rounds >= 4, "resumed several times, on both replicas"
+            assert informer.state == member_state(members)
+            assert informer.seen == logged, "every logged change, once each, in order"
+        finally:
+            host.kubectl("delete", "pediaclusters", *CLUSTERS, "--timeout=60s", check=False)
+            syncer.stop()
+            server.stop()

@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -232,12 +233,21 @@ def test_custom_resource_printer_columns_come_from_the_member_crd(
     assert row.split() == [f"e2e-{dialect}", f"{dialect}-two", "g1", "teal", "3"]
 
 
+def printed(expected: set[tuple[str, ...]], lines: list[str]) -> bool:
+    """Every row of ``expected`` (event, namespace, cluster, name) is among ``lines``."""
+    return expected <= {tuple(line.split()[:4]) for line in lines}
+
+
 def test_kubectl_watch_follows_both_members_through_the_aggregator(
     host: APIServer, product: ProductProcess, members: list[APIServer], dialect: str
 ) -> None:
     """``kubectl get pods -A -w`` through the host shows changes in two members as they
     happen."""
     namespace = f"e2e-{dialect}"
+    eventually(
+        lambda: kubectl(host, "get", "pods", "-A", check=False).returncode == 0,
+        what="pods are synced",
+    )
     command = [
         str(host.assets.kubectl), f"--kubeconfig={host.kubeconfig}", f"--server={host.url}{PREFIX}",
         "get", "pods", "-A", "-l", "app=watched", "-w", "--output-watch-events",
@@ -257,23 +267,21 @@ def test_kubectl_watch_follows_both_members_through_the_aggregator(
                              "labels": {"app": "watched"}},
                 "spec": {"containers": [{"name": "app", "image": "nginx"}]},
             }  # fmt: skip
-            for member in members:
-                member.kubectl("apply", "-f", "-", input=yaml.safe_dump(pod))
-            for member in members:
-                member.kubectl("label", "pod", "watched", "-n", namespace, "step=two")
-            for member in members:
-                member.kubectl("delete", "pod", "watched", "-n", namespace, "--wait=false")
-            expected = {
-                (event, namespace, f"{dialect}-{n}", "watched")
-                for event in ("ADDED", "MODIFIED", "DELETED")
-                for n in ("one", "two")
-            }
-            eventually(
-                lambda: expected <= {tuple(line.split()[:4]) for line in lines},
-                timeout=30,
-                what=f"ADDED, MODIFIED and DELETED from both members in {lines}",
-            )
+            # One step at a time: changes closer together than a sync batch (100 ms) may
+            # reach the log as one event.
+            steps = [
+                ("ADDED", ("apply", "-f", "-")),
+                ("MODIFIED", ("label", "pod", "watched", "-n", namespace, "step=two")),
+                ("DELETED", ("delete", "pod", "watched", "-n", namespace, "--wait=false")),
+            ]
+            for event, args in steps:
+                for member in members:
+                    member.kubectl(*args, input=yaml.safe_dump(pod) if event == "ADDED" else None)
+                expected = {(event, namespace, f"{dialect}-{n}", "watched") for n in ("one", "two")}
+                eventually(partial(printed, expected, lines), what=f"{event} from both members")
         finally:
             kc.terminate()
             reader.join(10)
+            errors = kc.stderr.read() if kc.stderr else ""
+    assert not errors, errors
     print("".join(lines))  # shown in the closing note

@@ -107,10 +107,14 @@ def member_state(members: list[APIServer]) -> dict[tuple[str, str], int]:
     return state
 
 
-def served_state(process: ProductProcess, host: APIServer) -> dict[tuple[str, str], int]:
-    body = orjson.loads(
-        process.get_as_front_proxy(host, f"{PREFIX}/api/v1/namespaces/{NAMESPACE}/configmaps")
-    )
+def served_state(process: ProductProcess, host: APIServer) -> dict[tuple[str, str], int] | None:
+    """What one replica serves; None while it cannot (not synced yet, restarting)."""
+    try:
+        body = orjson.loads(
+            process.get_as_front_proxy(host, f"{PREFIX}/api/v1/namespaces/{NAMESPACE}/configmaps")
+        )
+    except OSError:  # urllib's HTTPError (404 before the type is synced) is one
+        return None
     return {
         object_key(i["metadata"]): int(i["metadata"]["annotations"][MEMBER_RV_ANNOTATION])
         for i in body["items"]
@@ -204,6 +208,10 @@ def test_an_informer_sees_every_change_once_across_restarts_and_replicas(
             assert informer.rounds >= 4, "resumed several times, on both replicas"
             assert informer.state == member_state(members)
             assert informer.seen == logged, "every logged change, once each, in order"
+            print(
+                f"informer: {churn.changes} member changes, {len(informer.seen)} events, "
+                f"{informer.rounds} watch requests, {informer.breaks} broken streams"
+            )  # shown in the closing note
         finally:
             host.kubectl("delete", "pediaclusters", *CLUSTERS, "--timeout=60s", check=False)
             syncer.stop()

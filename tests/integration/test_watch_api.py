@@ -151,6 +151,15 @@ def test_kubectl_watch_shows_table_events_from_both_clusters(
         store.put("w2", "kw-b", rv=2, tier="x")
         store.delete("w1", "kw-a")
         store.put("w2", "other-app", rv=1, app="not-w")  # filtered out by -l app=w
+        # Two clusters' changes committed together reach the watch in one feed read.
+        both = [
+            threading.Thread(target=store.put, args=(cluster, "kw-c"), kwargs={"rv": 1})
+            for cluster in CLUSTERS
+        ]
+        for thread in both:
+            thread.start()
+        for thread in both:
+            thread.join()
 
         def seen() -> set[tuple[str, ...]]:
             return {tuple(line.split()[:4]) for line in lines}
@@ -160,6 +169,8 @@ def test_kubectl_watch_shows_table_events_from_both_clusters(
             ("ADDED", "watch", "w2", "kw-b"),
             ("MODIFIED", "watch", "w2", "kw-b"),
             ("DELETED", "watch", "w1", "kw-a"),
+            ("ADDED", "watch", "w1", "kw-c"),
+            ("ADDED", "watch", "w2", "kw-c"),
         }
         eventually(lambda: expected <= seen(), timeout=8, what=f"{expected} in {lines}")
         kc.terminate()

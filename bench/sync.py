@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import statistics
 import sys
@@ -36,10 +35,10 @@ from clusterpedia.kube.access import access_from_kubeconfig
 from clusterpedia.kube.client import KubeClient
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.schema import resources
-from clusterpedia.testing.benchmarks import percentile, wait_operator_ready
+from clusterpedia.testing.benchmarks import percentile, print_figures, wait_operator_ready
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.databases import fresh_database
-from clusterpedia.testing.objects import realistic_pod
+from clusterpedia.testing.objects import pediacluster, realistic_pod
 from clusterpedia.testing.product import ProductProcess
 
 CRDS = Path(__file__).resolve().parents[1] / "manifests" / "crds"
@@ -218,15 +217,11 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         try:
             wait_operator_ready(host)
             rss_before = peak_rss_mb(pid)
-            spec = {
-                "apiVersion": "cluster.clusterpedia.io/v1alpha2",
-                "kind": "PediaCluster",
-                "metadata": {"name": "bench"},
-                "spec": {
-                    "kubeconfig": base64.b64encode(member.kubeconfig.read_bytes()).decode(),
-                    "syncResources": [{"group": "", "resources": ["configmaps", "pods"]}],
-                },
-            }
+            spec = pediacluster(
+                "bench",
+                member.kubeconfig.read_bytes(),
+                {"group": "", "resources": ["configmaps", "pods"]},
+            )
             print("... initial sync", file=sys.stderr, flush=True)
             started = time.perf_counter()
             host.kubectl("apply", "-f", "-", input=json.dumps(spec))
@@ -291,9 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         ("lag_p50_ms", f"event lag p50 at {args.rate}/s (ms)", "{:.0f}"),
         ("lag_p99_ms", f"event lag p99 at {args.rate}/s (ms, target < 1000)", "{:.0f}"),
     ]
-    width = max(len(label) for _, label, _ in rows)
-    for key, label, fmt in rows:
-        print(f"{label:{width}}  {fmt.format(figures[key]):>10}")
+    print_figures(rows, figures)
     return 0
 
 

@@ -10,7 +10,6 @@ stops on SIGINT/SIGTERM, leaving no process behind.
 
 from __future__ import annotations
 
-import base64
 import json
 import signal
 import sys
@@ -26,7 +25,7 @@ from clusterpedia.kubeconfig import add_clusterpedia_clusters
 from clusterpedia.testing.aggregation import register_apiservice
 from clusterpedia.testing.assets import ensure_assets
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
-from clusterpedia.testing.objects import gadget_crd
+from clusterpedia.testing.objects import gadget_crd, pediacluster
 from clusterpedia.testing.product import ProductProcess
 from clusterpedia.testing.waiting import eventually
 
@@ -98,20 +97,15 @@ def member_objects(member: str) -> list[dict[str, Any]]:
     return objects
 
 
-def pediacluster(name: str, member: APIServer) -> dict[str, Any]:
-    return {
-        "apiVersion": "cluster.clusterpedia.io/v1alpha2",
-        "kind": "PediaCluster",
-        "metadata": {"name": name},
-        "spec": {
-            "kubeconfig": base64.b64encode(member.kubeconfig.read_bytes()).decode(),
-            "syncResources": [
-                {"group": "", "resources": ["*"]},
-                {"group": "apps", "resources": ["*"]},
-            ],
-            "syncAllCustomResources": True,
-        },
-    }
+def member_cluster(name: str, member: APIServer) -> dict[str, Any]:
+    spec = pediacluster(
+        name,
+        member.kubeconfig.read_bytes(),
+        {"group": "", "resources": ["*"]},
+        {"group": "apps", "resources": ["*"]},
+    )
+    spec["spec"]["syncAllCustomResources"] = True
+    return spec
 
 
 def write_kubeconfig(path: Path, host: APIServer, members: dict[str, APIServer]) -> None:
@@ -190,7 +184,7 @@ def run_playground(*, kubeconfig: Path, workdir: Path | None = None) -> int:
             say("==> PediaClusters " + ", ".join(MEMBERS))
             host.kubectl(
                 "apply", "-f", "-",
-                input=yaml.safe_dump_all([pediacluster(n, s) for n, s in members.items()]),
+                input=yaml.safe_dump_all([member_cluster(n, s) for n, s in members.items()]),
             )  # fmt: skip
             write_kubeconfig(kubeconfig, host, members)
             for name in MEMBERS:

@@ -91,21 +91,29 @@ sa.Index("ix_resources_labels", resources.c.labels, postgresql_using="gin").ddl_
     dialect="postgresql"
 )
 
+
 # Label index for MySQL/MariaDB, which cannot index a JSON document: one row per label of each
 # object, so an equality selector starts from (type, key, value) instead of scanning every
 # object of the type (4.8 s -> 9 ms at 100k pods on MariaDB, bench/storage.py). PostgreSQL has
 # the GIN index on resources.labels. SQLite, the small-install default, does not use it either:
 # its planner still drove the query from the object order (364 -> 168 ms) while writes slowed
 # by half; there a substring prefilter on the labels text spares the JSON parse instead.
+def _object_key() -> list[sa.Column[str]]:
+    """(group, version, resource, cluster, namespace, name): which object a row is about."""
+    return [
+        sa.Column("group", _ascii(253), nullable=False),
+        sa.Column("version", _ascii(63), nullable=False),
+        sa.Column("resource", _ascii(253), nullable=False),
+        sa.Column("cluster", _ascii(253), nullable=False),
+        sa.Column("namespace", _ascii(253), nullable=False),
+        sa.Column("name", _ascii(253), nullable=False),
+    ]
+
+
 resource_labels = sa.Table(
     "resource_labels",
     metadata,
-    sa.Column("group", _ascii(253), nullable=False),
-    sa.Column("version", _ascii(63), nullable=False),
-    sa.Column("resource", _ascii(253), nullable=False),
-    sa.Column("cluster", _ascii(253), nullable=False),
-    sa.Column("namespace", _ascii(253), nullable=False),
-    sa.Column("name", _ascii(253), nullable=False),
+    *_object_key(),
     sa.Column("key", _ascii(317), nullable=False),  # [DNS subdomain prefix/]name
     sa.Column("value", _ascii(63), nullable=False),
     sa.PrimaryKeyConstraint("group", "version", "resource", "cluster", "namespace", "name", "key"),
@@ -154,12 +162,7 @@ change_log = sa.Table(
         autoincrement=False,
     ),
     sa.Column("type", _ascii(8), nullable=False),  # ADDED, MODIFIED, DELETED
-    sa.Column("group", _ascii(253), nullable=False),
-    sa.Column("version", _ascii(63), nullable=False),
-    sa.Column("resource", _ascii(253), nullable=False),
-    sa.Column("cluster", _ascii(253), nullable=False),
-    sa.Column("namespace", _ascii(253), nullable=False),
-    sa.Column("name", _ascii(253), nullable=False),
+    *_object_key(),
     sa.Column(
         "labels",
         sa.Text().with_variant(

@@ -9,6 +9,13 @@ import time
 from clusterpedia.testing.controlplane import APIServer
 
 
+def print_figures(rows: list[tuple[str, str, str]], figures: dict[str, float]) -> None:
+    """One line per (key, label, format) row: the label, then the figure right-aligned."""
+    width = max(len(label) for _, label, _ in rows)
+    for key, label, fmt in rows:
+        print(f"{label:{width}}  {fmt.format(figures[key]):>10}")
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -58,6 +59,19 @@ def make_object(
     if status is not None:
         obj["status"] = status
     return obj
+
+
+def pediacluster(name: str, kubeconfig: bytes, *sync_resources: dict[str, Any]) -> dict[str, Any]:
+    """A PediaCluster syncing ``sync_resources`` from the cluster ``kubeconfig`` reaches."""
+    return {
+        "apiVersion": "cluster.clusterpedia.io/v1alpha2",
+        "kind": "PediaCluster",
+        "metadata": {"name": name},
+        "spec": {
+            "kubeconfig": base64.b64encode(kubeconfig).decode(),
+            "syncResources": list(sync_resources),
+        },
+    }
 
 
 def upsert(obj: dict[str, Any]) -> Upsert:

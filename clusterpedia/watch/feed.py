@@ -130,6 +130,16 @@ class Subscription:
         self._check()
         return self._hand_out(self._live.popleft()) if self._live else None
 
+    def ready(self, limit: int) -> list[ChangeEvent]:
+        """Up to ``limit`` more events available right now, without waiting (live ones only:
+        the backlog is read by :meth:`next`)."""
+        if not self.caught_up or self._expired is not None or self._ended:
+            return []
+        taken: list[ChangeEvent] = []
+        while self._live and len(taken) < limit:
+            taken.append(self._hand_out(self._live.popleft()))
+        return taken
+
     def _hand_out(self, event: ChangeEvent) -> ChangeEvent:
         self.last_rv = event.rv
         return event

@@ -3,7 +3,6 @@ standby takes over when the active one stops."""
 
 from __future__ import annotations
 
-import base64
 import os
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from clusterpedia.apiserver.testing import PREFIX
 
 from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.databases import DatabaseUnavailable, fresh_database, server_version
+from clusterpedia.testing.objects import pediacluster
 from clusterpedia.testing.product import ProductProcess
 from clusterpedia.testing.waiting import eventually
 
@@ -64,21 +64,15 @@ def test_one_replica_syncs_both_serve_and_the_standby_takes_over(
                 timeout=60,
                 what="the lower-priority replica pauses",
             )
-            cluster = {
-                "apiVersion": "cluster.clusterpedia.io/v1alpha2",
-                "kind": "PediaCluster",
-                "metadata": {"name": CLUSTER},
-                "spec": {
-                    "kubeconfig": base64.b64encode(member.kubeconfig.read_bytes()).decode(),
-                    "syncResources": [
-                        {
-                            "group": "",
-                            "resources": ["configmaps"],
-                            "fieldSelector": "metadata.namespace=peering",
-                        }
-                    ],
+            cluster = pediacluster(
+                CLUSTER,
+                member.kubeconfig.read_bytes(),
+                {
+                    "group": "",
+                    "resources": ["configmaps"],
+                    "fieldSelector": "metadata.namespace=peering",
                 },
-            }
+            )
             host.kubectl("apply", "-f", "-", input=yaml.safe_dump(cluster))
             path = f"{PREFIX}/clusters/{CLUSTER}/api/v1/namespaces/peering/configmaps"
 

@@ -18,7 +18,7 @@ import yaml
 from clusterpedia.apiserver.testing import PREFIX, register_apiservice
 
 from clusterpedia.testing.controlplane import APIServer
-from clusterpedia.testing.objects import gadget_crd
+from clusterpedia.testing.objects import gadget_crd, pediacluster
 from clusterpedia.testing.product import ProductProcess, console_script
 from clusterpedia.testing.waiting import eventually
 
@@ -70,27 +70,16 @@ def members(member_clusters: list[APIServer], dialect: str) -> list[APIServer]:
 GADGET_CRD = gadget_crd("e2e.example.com")
 
 
-def pediacluster(
+def member_cluster(
     name: str, member: APIServer, namespace: str, *extra: dict[str, Any]
 ) -> dict[str, Any]:
-    import base64
-
-    return {
-        "apiVersion": "cluster.clusterpedia.io/v1alpha2",
-        "kind": "PediaCluster",
-        "metadata": {"name": name},
-        "spec": {
-            "kubeconfig": base64.b64encode(member.kubeconfig.read_bytes()).decode(),
-            "syncResources": [
-                {
-                    "group": "",
-                    "resources": ["pods", "configmaps"],
-                    "fieldSelector": f"metadata.namespace={namespace}",
-                },
-                *extra,
-            ],
-        },
+    """A PediaCluster syncing the pods and ConfigMaps of ``namespace``, and ``extra``."""
+    pods = {
+        "group": "",
+        "resources": ["pods", "configmaps"],
+        "fieldSelector": f"metadata.namespace={namespace}",
     }
+    return pediacluster(name, member.kubeconfig.read_bytes(), pods, *extra)
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +97,9 @@ def product(
     ).start()
     register_apiservice(host, port=process.port, ca_pem=process.ca_pem)
     clusters = [
-        pediacluster(f"{dialect}-one", members[0], f"e2e-{dialect}"),
+        member_cluster(f"{dialect}-one", members[0], f"e2e-{dialect}"),
         # only the second member serves the Gadget CRD (an unknown group is a spec error)
-        pediacluster(
+        member_cluster(
             f"{dialect}-two",
             members[1],
             f"e2e-{dialect}",

@@ -11,7 +11,6 @@ timeout are in tests/integration/test_watch_api.py.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import random
 import threading
@@ -30,11 +29,17 @@ from clusterpedia.storage.engine import create_engine
 from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.databases import DatabaseUnavailable, fresh_database, server_version
 from clusterpedia.testing.informer import MEMBER_RV_ANNOTATION, Informer, object_key
+from clusterpedia.testing.objects import pediacluster
 from clusterpedia.testing.product import ProductProcess
 from clusterpedia.testing.waiting import eventually
 
 NAMESPACE = "informer"
 CLUSTERS = ("inf-1", "inf-2")
+CONFIGMAPS = {
+    "group": "",
+    "resources": ["configmaps"],
+    "fieldSelector": f"metadata.namespace={NAMESPACE}",
+}
 
 
 def member_api(member: APIServer) -> Any:
@@ -156,21 +161,7 @@ def test_an_informer_sees_every_change_once_across_restarts_and_replicas(
             name="server",
         ).start()
         clusters = [
-            {
-                "apiVersion": "cluster.clusterpedia.io/v1alpha2",
-                "kind": "PediaCluster",
-                "metadata": {"name": name},
-                "spec": {
-                    "kubeconfig": base64.b64encode(member.kubeconfig.read_bytes()).decode(),
-                    "syncResources": [
-                        {
-                            "group": "",
-                            "resources": ["configmaps"],
-                            "fieldSelector": f"metadata.namespace={NAMESPACE}",
-                        }
-                    ],
-                },
-            }
+            pediacluster(name, member.kubeconfig.read_bytes(), CONFIGMAPS)
             for name, member in zip(CLUSTERS, members, strict=True)
         ]
         try:

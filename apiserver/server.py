@@ -120,7 +120,11 @@ class APIServer:
             ready=self._ready,
             watch=WatchServer(self.feed, self.config.watch),
         )
-        self._runner = web.AppRunner(build_app(layers), access_log=None, shutdown_timeout=5)
+        # A client that goes away cancels its handler: a watch with no events to write would
+        # otherwise keep its subscription until its timeout (up to an hour).
+        self._runner = web.AppRunner(
+            build_app(layers), access_log=None, shutdown_timeout=5, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner,

@@ -42,6 +42,8 @@ import orjson
 
 from clusterpedia.kube.access import access_from_kubeconfig
 from clusterpedia.kube.client import KubeClient
+from clusterpedia.storage.changelog import ChangeLog
+from clusterpedia.storage.engine import create_engine
 from clusterpedia.testing.benchmarks import percentile, print_figures, wait_operator_ready
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.databases import fresh_database
@@ -173,6 +175,19 @@ def follow_in_child(
     return asyncio.run(follow())
 
 
+async def logged_changes(url: str, *, after: int | None) -> int:
+    """The change log's head (``after`` None), or how many changes were logged after it."""
+    engine = create_engine(url)
+    try:
+        log = ChangeLog(engine)
+        head = (await log.marks()).head
+        if after is None:
+            return head
+        return len(await log.read(after=after, upto=head, limit=10**7))
+    finally:
+        await engine.dispose()
+
+
 async def seed(member: APIServer, namespace: str) -> None:
     async with KubeClient(access_from_kubeconfig(member.kubeconfig.read_bytes())) as kube:
         await kube.post("/api/v1/namespaces", {"metadata": {"name": namespace}})
@@ -247,6 +262,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
 
             print(f"... {args.active} active watchers, {args.rate}/s", file=sys.stderr, flush=True)
             expected = int(args.rate * args.seconds) * args.active
+            head_before = await logged_changes(url, after=None)
             context = multiprocessing.get_context("spawn")
             with context.Manager() as manager, ProcessPoolExecutor(1, mp_context=context) as pool:
                 opened = manager.Event()
@@ -261,6 +277,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
                 sent = await churn(member, "bench-w", args.rate, args.seconds)
                 events, errors, received = await following
             elapsed = time.perf_counter() - started
+            figures["logged_changes"] = await logged_changes(url, after=head_before)
             figures["active_cpu_pct"] = (cpu_seconds(pid) - cpu_before) / elapsed * 100
             figures["active_rss_mb"] = rss_mb(pid)
             figures["events"] = events
@@ -310,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         ("active_cpu_pct", f"server CPU, {args.active} active watchers (%)", "{:.1f}"),
         ("active_rss_mb", f"server RSS, {args.active} active watchers (MB)", "{:.0f}"),
         ("events", "events received (all watchers)", "{:,.0f}"),
+        (
+            "logged_changes",
+            "changes logged (member changes merged within a batch: fewer)",
+            "{:,.0f}",
+        ),
         ("delivered_ratio", "events received / changes x watchers", "{:.3f}"),
         ("expired_watchers", "watchers cut with 410 (fell behind)", "{:.0f}"),
         ("latency_p50_ms", "member change -> watch event p50 (ms)", "{:.0f}"),

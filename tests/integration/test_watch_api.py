@@ -14,6 +14,7 @@ import random
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -178,6 +179,20 @@ def test_kubectl_watch_shows_table_events_from_both_clusters(
     assert lines[0].split()[:4] == ["EVENT", "NAMESPACE", "CLUSTER", "NAME"], lines
     assert not any("other-app" in line for line in lines)
     store.delete("w1", "before")
+
+
+def test_a_watcher_that_goes_away_is_forgotten(
+    host: APIServer, server: ServerThread, store: Store
+) -> None:
+    """A client closing a quiet watch (no events to write) frees it on the server at once."""
+    assert server.server is not None
+    feed = server.server.feed
+    eventually(lambda: feed.watchers == 0, timeout=10, what="no watchers left by other tests")
+    request = urllib.request.Request(f"{host.url}{PREFIX}/api/v1/namespaces/quiet/pods?watch=true")
+    response = urllib.request.urlopen(request, context=host.ssl_context(), timeout=30)
+    eventually(lambda: feed.watchers == 1, timeout=10, what="the watch is registered")
+    response.close()
+    eventually(lambda: feed.watchers == 0, timeout=10, what="the closed watch is forgotten")
 
 
 def test_watch_events_filters_and_bookmarks_with_the_python_client(

@@ -256,7 +256,7 @@ def test_kubectl_watch_follows_both_members_through_the_aggregator(
                              "labels": {"app": "watched"}},
                 "spec": {"containers": [{"name": "app", "image": "nginx"}]},
             }  # fmt: skip
-            # One step at a time: changes closer together than a sync batch (100 ms) may
+            # One step at a time: changes closer together than a sync batch (250 ms) may
             # reach the log as one event.
             steps = [
                 ("ADDED", ("apply", "-f", "-")),

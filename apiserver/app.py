@@ -4,8 +4,10 @@ Installed as ``clusterpedia.apiserver``. Like ``operator/``, this folder has no 
 ``__init__.py`` (see README, "Layout").
 
 Order, as Kubernetes' ``DefaultBuildHandlerChain``: request info -> panic recovery ->
-authentication -> authorization -> read-only guard -> system paths (health, version, metrics)
--> the clusterpedia.io group (discovery, collectionresources) -> ``resources`` -> 404 Status.
+admission (requests in flight; before authentication, so an overload never reaches the host's
+TokenReview) -> authentication -> authorization -> read-only guard -> system paths (health,
+version, metrics) -> the clusterpedia.io group (discovery, collectionresources) ->
+``resources`` -> 404 Status.
 A later server (a proxy, say) is one more entry in the list; no other layer changes.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
+from clusterpedia.apiserver.admission import Admission
 from clusterpedia.apiserver.authn import Authenticator, authentication
 from clusterpedia.apiserver.authz import Authorizer, authorization
 from clusterpedia.apiserver.chain import (
@@ -46,10 +49,12 @@ def build_layers(
     check_clusters: bool,
     ready: Callable[[], Awaitable[None]],
     watch: WatchServer | None = None,
+    admission: Admission | None = None,
 ) -> list[Layer]:
     return [
         with_request_info,
         with_recovery,
+        admission or Admission(max_inflight=400, max_watches=2000),
         authentication(authenticator),
         authorization(authorizer, catalog=catalog, check_clusters=check_clusters),
         read_only,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from aiohttp import web
+from clusterpedia.apiserver.admission import Admission
 from clusterpedia.apiserver.app import build_app, build_layers
 from clusterpedia.apiserver.authn import Authenticator, load_config
 from clusterpedia.apiserver.authz import Authorizer
@@ -55,6 +56,8 @@ class ServerConfig:
     # and polls only as a fallback, at 10x this interval).
     watch_poll_interval: float = 0.2
     retention: Retention = field(default_factory=Retention)
+    max_requests_inflight: int = 400  # beyond it: 429 with Retry-After (admission.py)
+    max_watches: int = 2000
 
 
 class APIServer:
@@ -119,6 +122,10 @@ class APIServer:
             check_clusters=self.config.check_clusters,
             ready=self._ready,
             watch=WatchServer(self.feed, self.config.watch),
+            admission=Admission(
+                max_inflight=self.config.max_requests_inflight,
+                max_watches=self.config.max_watches,
+            ),
         )
         # A client that goes away cancels its handler: a watch with no events to write would
         # otherwise keep its subscription until its timeout (up to an hour).

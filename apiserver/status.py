@@ -35,12 +35,14 @@ class StatusError(Exception):
         *,
         reason: str | None = None,
         details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.code = code
         self.message = message
         self.reason = reason or _REASONS.get(code, "Unknown")
         self.details = details
+        self.headers = headers
 
     @classmethod
     def from_reason(cls, reason: str, message: str) -> StatusError:
@@ -65,6 +67,7 @@ class StatusError(Exception):
             status=self.code,
             body=orjson.dumps(self.body()),
             content_type="application/json",
+            headers=self.headers,
         )
 
 

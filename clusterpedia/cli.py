@@ -116,6 +116,27 @@ def build_parser() -> argparse.ArgumentParser:
         "(env CLUSTERPEDIA_NO_OPERATOR=true)",
     )
     run.add_argument(
+        "--max-requests-inflight",
+        type=int,
+        default=int(os.environ.get("CLUSTERPEDIA_MAX_REQUESTS_INFLIGHT", "400")),
+        help="requests served at once; more get 429 with Retry-After "
+        "(env CLUSTERPEDIA_MAX_REQUESTS_INFLIGHT; default 400; watches are counted apart)",
+    )
+    run.add_argument(
+        "--max-watches",
+        type=int,
+        default=int(os.environ.get("CLUSTERPEDIA_MAX_WATCHES", "2000")),
+        help="watches open at once; more get 429 with Retry-After "
+        "(env CLUSTERPEDIA_MAX_WATCHES; default 2000)",
+    )
+    run.add_argument(
+        "--store-secret-data",
+        action="store_true",
+        default=os.environ.get("CLUSTERPEDIA_STORE_SECRET_DATA") == "true",
+        help="store the data and stringData of synced Secrets; by default they are dropped "
+        "before storing (env CLUSTERPEDIA_STORE_SECRET_DATA=true)",
+    )
+    run.add_argument(
         "--change-log-max-age",
         type=float,
         default=float(os.environ.get("CLUSTERPEDIA_CHANGE_LOG_MAX_AGE", "900")),
@@ -318,6 +339,7 @@ async def _serve(args: argparse.Namespace, url: str) -> int:
     from clusterpedia.apiserver.watch import WatchSettings
     from clusterpedia.operator.handlers import OperatorConfig
     from clusterpedia.operator.runner import OperatorThread
+    from clusterpedia.sync.worker import SyncSettings
     from clusterpedia.watch.retention import Retention
 
     limit_tls_read_buffers()  # before the listener accepts a connection
@@ -340,6 +362,8 @@ async def _serve(args: argparse.Namespace, url: str) -> int:
                 capacity=args.watch_queue_size, bookmark_interval=args.watch_bookmark_interval
             ),
             watch_poll_interval=args.watch_poll_interval,
+            max_requests_inflight=args.max_requests_inflight,
+            max_watches=args.max_watches,
             retention=Retention(
                 max_age=timedelta(seconds=args.change_log_max_age)
                 if args.change_log_max_age > 0
@@ -359,7 +383,11 @@ async def _serve(args: argparse.Namespace, url: str) -> int:
     operator = None
     if not args.no_operator:
         operator = OperatorThread(
-            OperatorConfig(storage_url=url, kubeconfig=args.kubeconfig),
+            OperatorConfig(
+                storage_url=url,
+                kubeconfig=args.kubeconfig,
+                sync=SyncSettings(store_secret_data=args.store_secret_data),
+            ),
             standalone=not args.peering,
             priority=args.priority,
             peering_name=args.peering_name,

@@ -131,6 +131,10 @@ class KubeClient:
             timeout=REQUEST_TIMEOUT,
         )
 
+    async def delete(self, path: str) -> Any:
+        """DELETE ``path`` and parse the answer."""
+        return await self._json("DELETE", path, timeout=REQUEST_TIMEOUT)
+
     async def get_text(self, path: str, *, timeout: float = 5.0) -> tuple[int, str]:
         """Status and body of ``path`` (health probes); transport errors raise KubeError."""
         session = self._ensure_session()

@@ -9,6 +9,8 @@ from clusterpedia.storage.records import ResourceType, Upsert, upsert_from_objec
 CLUSTER_ANNOTATION = "shadow.clusterpedia.io/cluster-name"
 # Served objects carry the global resourceVersion; the member's own is kept here.
 MEMBER_RV_ANNOTATION = "shadow.clusterpedia.io/member-resource-version"
+# Set on Secrets stored without their values (the default; --store-secret-data keeps them).
+DATA_OMITTED_ANNOTATION = "shadow.clusterpedia.io/data-omitted"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
@@ -18,11 +20,17 @@ def object_key(obj: dict[str, Any]) -> tuple[str, str]:
 
 
 def prepare(
-    obj: dict[str, Any], *, cluster: str, rtype: ResourceType, is_new: bool = False
+    obj: dict[str, Any],
+    *,
+    cluster: str,
+    rtype: ResourceType,
+    is_new: bool = False,
+    keep_secret_data: bool = False,
 ) -> Upsert:
     """Strip what nobody searches (managedFields, the last-applied copy of the object), mark
-    the cluster and the member's resourceVersion, restore apiVersion/kind (list items omit
-    them), and derive the row."""
+    the cluster and the member's resourceVersion, drop the values of Secrets (unless
+    ``keep_secret_data``), restore apiVersion/kind (list items omit them), and derive the
+    row."""
     obj["apiVersion"] = rtype.api_version
     obj["kind"] = rtype.kind
     metadata = obj.setdefault("metadata", {})
@@ -31,5 +39,11 @@ def prepare(
     annotations.pop(LAST_APPLIED, None)
     annotations[CLUSTER_ANNOTATION] = cluster
     annotations[MEMBER_RV_ANNOTATION] = metadata.get("resourceVersion") or ""
+    if rtype.group == "" and rtype.resource == "secrets" and not keep_secret_data:
+        # An inventory of every cluster must not become a copy of every credential: the
+        # values are dropped before anything is stored, logged or served.
+        obj.pop("data", None)
+        obj.pop("stringData", None)
+        annotations[DATA_OMITTED_ANNOTATION] = "true"
     metadata["annotations"] = annotations
     return upsert_from_object(obj, is_new=is_new)

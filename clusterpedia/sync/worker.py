@@ -46,6 +46,7 @@ class SyncSettings:
     watch_timeout: tuple[int, int] = (240, 420)  # randomised, as client-go does
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
+    store_secret_data: bool = False  # keep the values of Secrets (off: see sync/objects.py)
 
 
 @dataclass
@@ -176,7 +177,11 @@ class ResourceSyncer:
                     if stored_rv != rv:
                         changes.append(
                             prepare(
-                                obj, cluster=self.cluster, rtype=rtype, is_new=stored_rv is None
+                                obj,
+                                cluster=self.cluster,
+                                rtype=rtype,
+                                is_new=stored_rv is None,
+                                keep_secret_data=self.settings.store_secret_data,
                             )
                         )
                 del items
@@ -273,7 +278,12 @@ class ResourceSyncer:
     def _change(self, kind: str, obj: dict[str, Any]) -> Change:
         if kind == "DELETED":
             return Delete(*object_key(obj))
-        return prepare(obj, cluster=self.cluster, rtype=self.target.rtype)
+        return prepare(
+            obj,
+            cluster=self.cluster,
+            rtype=self.target.rtype,
+            keep_secret_data=self.settings.store_secret_data,
+        )
 
     def _count(self, kind: str) -> None:
         if kind == "ADDED":

@@ -76,6 +76,12 @@ class ManagedProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def kill(self) -> int | None:
+        """SIGKILL at once (a crash, as far as the child can tell); reaps it; its exit code."""
+        if self._popen is not None and self._popen.poll() is None:
+            self._popen.kill()
+        return self.stop()
+
     def stop(self, *, timeout: float = 15.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout``; always reaps the child; its exit code."""
         popen, self._popen = self._popen, None

@@ -111,3 +111,7 @@ class ProductProcess:
     def stop(self) -> int | None:
         """SIGTERM; the exit code."""
         return self.process.stop(timeout=30)
+
+    def kill(self) -> int | None:
+        """SIGKILL: a crash in the middle of whatever it was doing."""
+        return self.process.kill()

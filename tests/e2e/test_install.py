@@ -117,6 +117,16 @@ def test_the_service_account_rbac_is_enough_to_sync_and_serve(
         eventually(ready, what="the PediaCluster's status written with the ServiceAccount's rights")
         log = product.log()
         assert "Forbidden" not in log and "forbidden" not in log, log[-3000:]
+        # Credentials never leave the Secret/spec they came in: not in our log, the status or
+        # the events we wrote.
+        status = json.dumps(
+            json.loads(host.kubectl("get", "pediacluster", "rbac-check", "-o", "json").stdout)[
+                "status"
+            ]
+        )
+        events = host.kubectl("get", "events", "-A", "-o", "json").stdout
+        for credential in (member_token.strip(), token.strip()):
+            assert credential not in log and credential not in status and credential not in events
     finally:
         # Removed while our operator runs (its finalizer needs it), so no other test finds it.
         host.kubectl("delete", "pediacluster", "rbac-check", "--timeout=60s", check=False)

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from functools import partial
 
 import orjson
@@ -311,3 +312,32 @@ async def test_a_failing_database_pauses_the_worker_and_a_relist_loses_nothing( 
 
 async def _is(value: object, expected: object) -> bool:
     return value == expected
+
+
+async def test_secret_values_are_not_stored_unless_asked(
+    client: KubeClient, stores: tuple[ResourceWriter, ResourceReader], member: APIServer, ns: str
+) -> None:
+    writer, reader = stores
+    member.kubectl(
+        "create", "secret", "generic", "creds", "-n", ns, "--from-literal=password=hunter2"
+    )
+    discovery = await discover(client)
+    (target,), _ = resolve_sync_resources(discovery, [{"group": "", "resources": ["secrets"]}])
+    query = Query(types=(TypeFilter("", "v1", "secrets"),), names=("creds",), namespaces=(ns,))
+    for cluster, settings, kept in (
+        ("secrets-default", FAST, False),
+        ("secrets-kept", replace(FAST, store_secret_data=True), True),
+    ):
+        syncer = ResourceSyncer(
+            cluster=cluster, target=target, client=client, writer=writer, settings=settings
+        )
+        await syncer.relist()
+        (item,) = (await reader.list(replace(query, clusters=(cluster,)))).items
+        assert (b"hunter2" in item.data) is kept
+        assert (base64.b64encode(b"hunter2") in item.data) is kept
+        secret = orjson.loads(item.data)
+        annotations = secret["metadata"]["annotations"]
+        assert ("data" in secret) is kept
+        assert (annotations.get("shadow.clusterpedia.io/data-omitted") == "true") is not kept
+        assert secret["type"] == "Opaque"  # everything else is kept
+        await writer.delete_cluster(cluster)

@@ -1,0 +1,40 @@
+"""Admission control: a bounded number of requests in flight, as kube-apiserver's
+``--max-requests-inflight``. Beyond it the server answers 429 with ``Retry-After`` at once,
+instead of queueing without bound until every client times out.
+
+Watches are long-running, so they have their own bound (``max_watches``) and never take a slot
+from short requests; health paths are never refused, so probes keep telling the truth under load.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from clusterpedia.apiserver.chain import Handler
+from clusterpedia.apiserver.status import StatusError
+from clusterpedia.apiserver.system import HEALTH_PATHS
+
+RETRY_AFTER_SECONDS = 1
+
+
+class Admission:
+    def __init__(self, *, max_inflight: int, max_watches: int):
+        self.limits = {False: max_inflight, True: max_watches}
+        self.inflight = {False: 0, True: 0}
+
+    async def __call__(self, request: web.Request, delegate: Handler) -> web.StreamResponse:
+        if request.path in HEALTH_PATHS:
+            return await delegate(request)
+        watch = request.query.get("watch") in ("true", "1")
+        if self.inflight[watch] >= self.limits[watch]:
+            what = "watches" if watch else "requests"
+            raise StatusError(
+                429,
+                f"Too many {what} in flight ({self.limits[watch]}), please try again later.",
+                details={"retryAfterSeconds": RETRY_AFTER_SECONDS},
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        self.inflight[watch] += 1
+        try:
+            return await delegate(request)
+        finally:
+            self.inflight[watch] -= 1

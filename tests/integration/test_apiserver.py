@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import ssl
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -642,3 +644,25 @@ def test_an_unhealthy_cluster_comes_with_a_warning(
     assert "Warning" not in headers
     shown = kubectl(registered, "get", "pods", "-A", cluster="c2")
     assert "Warning: c2 is not ready" in shown.stderr and "web-0" in shown.stdout
+
+
+def test_tls_below_1_2_is_refused_by_the_server(server: ServerThread) -> None:
+    def handshake(maximum: ssl.TLSVersion) -> str:
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.load_verify_locations(cadata=server.ca_pem.decode())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.1 is, on purpose
+            client.minimum_version = ssl.TLSVersion.TLSv1
+            client.maximum_version = maximum
+        client.set_ciphers("DEFAULT:@SECLEVEL=0")  # let this client offer TLS 1.1 at all
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw,
+            client.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            return str(tls.version())
+
+    # The server ends the handshake (asyncio closes it rather than sending an alert); the
+    # same client with TLS 1.2 allowed gets through, so the refusal is the server's.
+    with pytest.raises(ssl.SSLError, match=r"ALERT_PROTOCOL_VERSION|UNEXPECTED_EOF"):
+        handshake(ssl.TLSVersion.TLSv1_1)
+    assert handshake(ssl.TLSVersion.TLSv1_2) == "TLSv1.2"

@@ -35,7 +35,12 @@ from clusterpedia.kube.access import access_from_kubeconfig
 from clusterpedia.kube.client import KubeClient
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.schema import resources
-from clusterpedia.testing.benchmarks import percentile, print_figures, wait_operator_ready
+from clusterpedia.testing.benchmarks import (
+    benchmark_parser,
+    percentile,
+    print_figures,
+    wait_operator_ready,
+)
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.databases import fresh_database
 from clusterpedia.testing.objects import pediacluster, realistic_pod
@@ -252,22 +257,14 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument(
         "--scale", type=float, default=1.0, help="fraction of 20,000 ConfigMaps + 5,000 Pods"
-    )
-    parser.add_argument(
-        "--database", default="postgresql", choices=["sqlite", "postgresql", "mysql"]
     )
     parser.add_argument(
         "--rate", type=int, default=200, help="updates per second for the lag figure"
     )
     parser.add_argument("--lag-seconds", type=float, default=10.0)
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object instead of a table"
-    )
     args = parser.parse_args(argv)
     figures = asyncio.run(run(args))
     if args.json:

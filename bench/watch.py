@@ -44,7 +44,12 @@ from clusterpedia.kube.access import access_from_kubeconfig
 from clusterpedia.kube.client import KubeClient
 from clusterpedia.storage.changelog import ChangeLog
 from clusterpedia.storage.engine import create_engine
-from clusterpedia.testing.benchmarks import percentile, print_figures, wait_operator_ready
+from clusterpedia.testing.benchmarks import (
+    benchmark_parser,
+    percentile,
+    print_figures,
+    wait_operator_ready,
+)
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.databases import fresh_database
 from clusterpedia.testing.objects import pediacluster
@@ -300,19 +305,11 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--database", default="postgresql", choices=["sqlite", "postgresql", "mysql"]
-    )
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--rate", type=int, default=200, help="member changes per second")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument("--idle", type=int, default=1000, help="idle watchers")
     parser.add_argument("--active", type=int, default=100, help="watchers receiving events")
-    parser.add_argument(
-        "--json", action="store_true", help="print one JSON object instead of a table"
-    )
     args = parser.parse_args(argv)
     figures = asyncio.run(run(args))
     if args.json:

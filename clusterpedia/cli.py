@@ -20,6 +20,23 @@ from typing import Any
 from clusterpedia import __version__
 
 
+def _number(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    kind: type[int] | type[float],
+    default: str,
+    text: str,
+) -> None:
+    """A numeric tuning option: the flag, else ``CLUSTERPEDIA_<FLAG>``, else ``default``."""
+    env = "CLUSTERPEDIA_" + flag.removeprefix("--").replace("-", "_").upper()
+    parser.add_argument(
+        flag,
+        type=kind,
+        default=kind(os.environ.get(env, default)),
+        help=f"{text} (env {env}; default {default})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clusterpedia",
@@ -115,19 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve only: do not run the operator in this process "
         "(env CLUSTERPEDIA_NO_OPERATOR=true)",
     )
-    run.add_argument(
+    _number(
+        run,
         "--max-requests-inflight",
-        type=int,
-        default=int(os.environ.get("CLUSTERPEDIA_MAX_REQUESTS_INFLIGHT", "400")),
-        help="requests served at once; more get 429 with Retry-After "
-        "(env CLUSTERPEDIA_MAX_REQUESTS_INFLIGHT; default 400; watches are counted apart)",
+        int,
+        "400",
+        "requests served at once (watches are counted apart); more get 429 with Retry-After",
     )
-    run.add_argument(
-        "--max-watches",
-        type=int,
-        default=int(os.environ.get("CLUSTERPEDIA_MAX_WATCHES", "2000")),
-        help="watches open at once; more get 429 with Retry-After "
-        "(env CLUSTERPEDIA_MAX_WATCHES; default 2000)",
+    _number(
+        run, "--max-watches", int, "2000", "watches open at once; more get 429 with Retry-After"
     )
     run.add_argument(
         "--store-secret-data",
@@ -136,40 +149,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="store the data and stringData of synced Secrets; by default they are dropped "
         "before storing (env CLUSTERPEDIA_STORE_SECRET_DATA=true)",
     )
-    run.add_argument(
+    _number(
+        run,
         "--change-log-max-age",
-        type=float,
-        default=float(os.environ.get("CLUSTERPEDIA_CHANGE_LOG_MAX_AGE", "900")),
-        help="seconds of changes kept for watches to resume from; older ones get 410 and "
-        "relist (env CLUSTERPEDIA_CHANGE_LOG_MAX_AGE; default 900, 0: no age limit)",
+        float,
+        "900",
+        "seconds of changes kept for watches to resume from; older ones get 410 and relist "
+        "(0: no age limit)",
     )
-    run.add_argument(
+    _number(
+        run,
         "--change-log-max-events",
-        type=int,
-        default=int(os.environ.get("CLUSTERPEDIA_CHANGE_LOG_MAX_EVENTS", "200000")),
-        help="changes kept at most, whatever their age (env CLUSTERPEDIA_CHANGE_LOG_MAX_EVENTS; "
-        "default 200000, 0: no count limit)",
+        int,
+        "200000",
+        "changes kept at most, whatever their age (0: no count limit)",
     )
-    run.add_argument(
+    _number(
+        run,
         "--watch-queue-size",
-        type=int,
-        default=int(os.environ.get("CLUSTERPEDIA_WATCH_QUEUE_SIZE", "1000")),
-        help="events a watcher may fall behind before it is cut with 410 "
-        "(env CLUSTERPEDIA_WATCH_QUEUE_SIZE; default 1000)",
+        int,
+        "1000",
+        "events a watcher may fall behind before it is cut with 410",
     )
-    run.add_argument(
+    _number(
+        run,
         "--watch-bookmark-interval",
-        type=float,
-        default=float(os.environ.get("CLUSTERPEDIA_WATCH_BOOKMARK_INTERVAL", "30")),
-        help="seconds between BOOKMARK events for watches that allow them "
-        "(env CLUSTERPEDIA_WATCH_BOOKMARK_INTERVAL; default 30)",
+        float,
+        "30",
+        "seconds between BOOKMARK events for watches that allow them",
     )
-    run.add_argument(
+    _number(
+        run,
         "--watch-poll-interval",
-        type=float,
-        default=float(os.environ.get("CLUSTERPEDIA_WATCH_POLL_INTERVAL", "0.2")),
-        help="seconds between reads of the change log on SQLite and MySQL; PostgreSQL is "
-        "woken by NOTIFY (env CLUSTERPEDIA_WATCH_POLL_INTERVAL; default 0.2)",
+        float,
+        "0.2",
+        "seconds between reads of the change log on SQLite and MySQL (PostgreSQL is woken "
+        "by NOTIFY)",
     )
     run.add_argument(
         "--log-level",

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import time
 
 from clusterpedia.testing.controlplane import APIServer
+
+
+def benchmark_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options every benchmark has: ``--database`` and ``--json``."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--database", default="postgresql", choices=["sqlite", "postgresql", "mysql"]
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of a table"
+    )
+    return parser
 
 
 def print_figures(rows: list[tuple[str, str, str]], figures: dict[str, float]) -> None:

@@ -41,6 +41,19 @@ class DatabaseUnavailable(RuntimeError):
     """The database server for a dialect cannot be reached."""
 
 
+def require_server(dialect: str) -> None:
+    """In a test: skip without this database server, but fail where every component must be
+    present (``CLUSTERPEDIA_TEST_REQUIRE_ALL=1``, as hack/test sets it)."""
+    import pytest  # only tests call this; the package does not depend on pytest
+
+    try:
+        server_version(dialect)
+    except DatabaseUnavailable as error:
+        if os.environ.get("CLUSTERPEDIA_TEST_REQUIRE_ALL") == "1":
+            pytest.fail(str(error))
+        pytest.skip(str(error))
+
+
 def server_url(dialect: str) -> URL:
     """The administrative URL of the test server for ``dialect`` (postgresql or mysql)."""
     return make_url(os.environ.get(_ENV[dialect]) or DEFAULT_SERVER_URLS[dialect])

@@ -74,6 +74,15 @@ def pediacluster(name: str, kubeconfig: bytes, *sync_resources: dict[str, Any]) 
     }
 
 
+def configmaps_of(namespace: str) -> dict[str, Any]:
+    """A syncResources entry: the ConfigMaps of one namespace."""
+    return {
+        "group": "",
+        "resources": ["configmaps"],
+        "fieldSelector": f"metadata.namespace={namespace}",
+    }
+
+
 def upsert(obj: dict[str, Any]) -> Upsert:
     return upsert_from_object(obj)
 

@@ -21,7 +21,7 @@ from clusterpedia.testing.consistency import (
     stored_state,
 )
 from clusterpedia.testing.controlplane import APIServer
-from clusterpedia.testing.objects import pediacluster
+from clusterpedia.testing.objects import configmaps_of, pediacluster
 from clusterpedia.testing.product import ProductProcess
 from clusterpedia.testing.waiting import eventually
 
@@ -52,11 +52,7 @@ def test_kill_9_during_initial_sync_and_churn_loses_nothing(
     spec = pediacluster(
         cluster,
         member.kubeconfig.read_bytes(),
-        {
-            "group": "",
-            "resources": ["configmaps"],
-            "fieldSelector": f"metadata.namespace={namespace}",
-        },
+        configmaps_of(namespace),
     )
     try:
         host.kubectl("apply", "-f", "-", input=yaml.safe_dump(spec))

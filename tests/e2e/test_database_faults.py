@@ -7,7 +7,6 @@ resumes and converges to the member with nothing lost, and no connection is left
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import urllib.error
 import urllib.request
@@ -27,9 +26,9 @@ from clusterpedia.testing.consistency import (
     stored_state,
 )
 from clusterpedia.testing.controlplane import APIServer
-from clusterpedia.testing.databases import DatabaseUnavailable, fresh_database, server_version
+from clusterpedia.testing.databases import fresh_database, require_server
 from clusterpedia.testing.faults import TcpProxy
-from clusterpedia.testing.objects import pediacluster
+from clusterpedia.testing.objects import configmaps_of, pediacluster
 from clusterpedia.testing.product import ProductProcess
 from clusterpedia.testing.waiting import eventually
 
@@ -55,12 +54,7 @@ def query(product: ProductProcess, host: APIServer, path: str) -> tuple[int, byt
 def test_a_database_outage_fails_fast_and_loses_nothing(
     host: APIServer, member_clusters: list[APIServer], tmp_path: Path, dialect: str
 ) -> None:
-    try:
-        server_version(dialect)
-    except DatabaseUnavailable as error:
-        if os.environ.get("CLUSTERPEDIA_TEST_REQUIRE_ALL") == "1":
-            pytest.fail(str(error))
-        pytest.skip(str(error))
+    require_server(dialect)
     member = member_clusters[1]
     namespace = cluster = f"dbfault-{dialect}"
     asyncio.run(seed_configmaps(member, namespace, 300))
@@ -76,11 +70,7 @@ def test_a_database_outage_fails_fast_and_loses_nothing(
         spec = pediacluster(
             cluster,
             member.kubeconfig.read_bytes(),
-            {
-                "group": "",
-                "resources": ["configmaps"],
-                "fieldSelector": f"metadata.namespace={namespace}",
-            },
+            configmaps_of(namespace),
         )
         try:
             host.kubectl("apply", "-f", "-", input=yaml.safe_dump(spec))

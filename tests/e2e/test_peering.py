@@ -3,18 +3,16 @@ standby takes over when the active one stops."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 import yaml
 from clusterpedia.apiserver.testing import PREFIX
 
 from clusterpedia.testing.controlplane import APIServer
-from clusterpedia.testing.databases import DatabaseUnavailable, fresh_database, server_version
-from clusterpedia.testing.objects import pediacluster
+from clusterpedia.testing.databases import fresh_database, require_server
+from clusterpedia.testing.objects import configmaps_of, pediacluster
 from clusterpedia.testing.product import ProductProcess
 from clusterpedia.testing.waiting import eventually
 
@@ -32,12 +30,7 @@ def test_one_replica_syncs_both_serve_and_the_standby_takes_over(
     member_clusters: list[APIServer],
     tmp_path: Path,
 ) -> None:
-    try:
-        server_version("postgresql")
-    except DatabaseUnavailable as error:
-        if os.environ.get("CLUSTERPEDIA_TEST_REQUIRE_ALL") == "1":
-            pytest.fail(str(error))
-        pytest.skip(str(error))
+    require_server("postgresql")
     member = member_clusters[0]
     member.kubectl("create", "namespace", "peering", check=False)
     member.kubectl(
@@ -67,11 +60,7 @@ def test_one_replica_syncs_both_serve_and_the_standby_takes_over(
             cluster = pediacluster(
                 CLUSTER,
                 member.kubeconfig.read_bytes(),
-                {
-                    "group": "",
-                    "resources": ["configmaps"],
-                    "fieldSelector": "metadata.namespace=peering",
-                },
+                configmaps_of("peering"),
             )
             host.kubectl("apply", "-f", "-", input=yaml.safe_dump(cluster))
             path = f"{PREFIX}/clusters/{CLUSTER}/api/v1/namespaces/peering/configmaps"

@@ -11,7 +11,6 @@ timeout are in tests/integration/test_watch_api.py.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import threading
 import time
@@ -20,26 +19,20 @@ from typing import Any
 
 import kubernetes
 import orjson
-import pytest
 import yaml
 from clusterpedia.apiserver.testing import PREFIX
 
 from clusterpedia.storage.changelog import ChangeLog
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.testing.controlplane import APIServer
-from clusterpedia.testing.databases import DatabaseUnavailable, fresh_database, server_version
+from clusterpedia.testing.databases import fresh_database, require_server
 from clusterpedia.testing.informer import MEMBER_RV_ANNOTATION, Informer, object_key
-from clusterpedia.testing.objects import pediacluster
+from clusterpedia.testing.objects import configmaps_of, pediacluster
 from clusterpedia.testing.product import ProductProcess
 from clusterpedia.testing.waiting import eventually
 
 NAMESPACE = "informer"
 CLUSTERS = ("inf-1", "inf-2")
-CONFIGMAPS = {
-    "group": "",
-    "resources": ["configmaps"],
-    "fieldSelector": f"metadata.namespace={NAMESPACE}",
-}
 
 
 def member_api(member: APIServer) -> Any:
@@ -140,12 +133,7 @@ async def _logged(url: str, after: int) -> tuple[int, list[int]]:
 def test_an_informer_sees_every_change_once_across_restarts_and_replicas(
     host: APIServer, member_clusters: list[APIServer], tmp_path: Path
 ) -> None:
-    try:
-        server_version("postgresql")
-    except DatabaseUnavailable as error:
-        if os.environ.get("CLUSTERPEDIA_TEST_REQUIRE_ALL") == "1":
-            pytest.fail(str(error))
-        pytest.skip(str(error))
+    require_server("postgresql")
     members = member_clusters
     for member in members:
         member.kubectl("create", "namespace", NAMESPACE, check=False)
@@ -161,7 +149,7 @@ def test_an_informer_sees_every_change_once_across_restarts_and_replicas(
             name="server",
         ).start()
         clusters = [
-            pediacluster(name, member.kubeconfig.read_bytes(), CONFIGMAPS)
+            pediacluster(name, member.kubeconfig.read_bytes(), configmaps_of(NAMESPACE))
             for name, member in zip(CLUSTERS, members, strict=True)
         ]
         try:

@@ -32,7 +32,7 @@ from clusterpedia.search.params import parse_bool, parse_int
 from clusterpedia.storage.catalog import SyncedType
 from clusterpedia.storage.changelog import ChangeEvent
 from clusterpedia.storage.query import Query
-from clusterpedia.watch.feed import ChangeFeed, Ended, Expired, Scope
+from clusterpedia.watch.feed import ChangeFeed, Ended, Expired, Scope, Subscription
 from clusterpedia.watch.matcher import event_matcher
 
 logger = logging.getLogger(__name__)
@@ -117,22 +117,18 @@ class EventEncoder:
         }
 
     def bookmark(self, rv: int) -> bytes:
-        metadata = {"resourceVersion": str(rv)}
         if self.table is not None:
-            body: dict[str, Any] = {
+            table = {
                 "kind": "Table",
                 "apiVersion": "meta.k8s.io/v1",
-                "metadata": metadata,
+                "metadata": {"resourceVersion": str(rv)},
                 "columnDefinitions": [],
                 "rows": [],
             }
-        elif self.form is Form.METADATA:
-            body = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1"}
-            body["metadata"] = metadata
-        else:
-            body = {"kind": self.synced.kind, "apiVersion": self.synced.rtype.api_version}
-            body["metadata"] = metadata
-        return _line("BOOKMARK", orjson.dumps(body))
+            return _line("BOOKMARK", orjson.dumps(table))
+        # Only metadata.resourceVersion, in the kind the stream's objects have.
+        wrap = self._wrap or metadata_wrapper(self.synced.rtype.api_version, self.synced.kind)
+        return _line("BOOKMARK", wrap(b'{"resourceVersion":"%d"}' % rv))
 
     @staticmethod
     def error(error: StatusError) -> bytes:
@@ -208,7 +204,11 @@ class WatchServer:
         return response
 
     async def _stream(
-        self, response: web.StreamResponse, subscription: Any, encoder: EventEncoder, watch: Any
+        self,
+        response: web.StreamResponse,
+        subscription: Subscription,
+        encoder: EventEncoder,
+        watch: WatchRequest,
     ) -> None:
         started = time.monotonic()
         deadline = started + watch.timeout

@@ -22,7 +22,6 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,16 +36,16 @@ from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.schema import resources
 from clusterpedia.testing.benchmarks import (
     benchmark_parser,
+    operator_host,
     percentile,
     print_figures,
+    quiet_product,
     wait_operator_ready,
 )
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.databases import fresh_database
 from clusterpedia.testing.objects import pediacluster, realistic_pod
-from clusterpedia.testing.product import ProductProcess
 
-CRDS = Path(__file__).resolve().parents[1] / "manifests" / "crds"
 CONCURRENCY = 32
 
 
@@ -200,9 +199,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     configmaps, pods = int(20_000 * args.scale), int(5_000 * args.scale)
     figures: dict[str, float] = {"objects": configmaps + pods}
     with ControlPlane() as plane, fresh_database(args.database, label="syncbench") as url:
-        member, host = plane.add_apiserver("bench-member"), plane.add_apiserver("bench-host")
-        host.kubectl("apply", "-k", str(CRDS))
-        host.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
+        member, host = plane.add_apiserver("bench-member"), operator_host(plane)
         print(f"... seeding {configmaps} ConfigMaps and {pods} Pods", file=sys.stderr, flush=True)
         await seed(member, "bench-1", configmaps, pods)
         # The decoding floor gets the garbage-collector tuning `clusterpedia run` uses.
@@ -210,12 +207,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
         figures["floor_list_s"] = await floor_seconds(member, parse=False)
         figures["floor_parsed_s"] = await floor_seconds(member, parse=True)
 
-        product = ProductProcess(
-            workdir=Path(tempfile.mkdtemp(prefix="bench-sync-")),
-            kubeconfig=host.kubeconfig,
-            storage_url=url,
-            extra_args=("--log-level=WARNING",),
-        ).start()
+        product = quiet_product(host, url, "sync")
         assert product.process.pid is not None
         pid = product.process.pid
         engine = create_engine(url)

@@ -30,7 +30,6 @@ import resource
 import ssl
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -46,8 +45,10 @@ from clusterpedia.storage.changelog import ChangeLog
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.testing.benchmarks import (
     benchmark_parser,
+    operator_host,
     percentile,
     print_figures,
+    quiet_product,
     wait_operator_ready,
 )
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
@@ -56,7 +57,6 @@ from clusterpedia.testing.objects import pediacluster
 from clusterpedia.testing.product import ProductProcess
 from clusterpedia.testing.waiting import eventually_async
 
-CRDS = Path(__file__).resolve().parents[1] / "manifests" / "crds"
 PREFIX = "/apis/clusterpedia.io/v1beta1/resources/api/v1/namespaces"
 NAMES = [f"cm-{i:03d}" for i in range(100)]
 SAMPLED = 10  # watchers whose events are parsed for latency
@@ -221,19 +221,10 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # children inherit it too
     figures: dict[str, float] = {"idle_watchers": args.idle, "active_watchers": args.active}
     with ControlPlane() as plane, fresh_database(args.database, label="watchbench") as url:
-        member, host = (
-            plane.add_apiserver("bench-member"),
-            plane.add_apiserver("bench-host", front_proxy=True),
-        )
-        host.kubectl("apply", "-k", str(CRDS))
-        host.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
+        member = plane.add_apiserver("bench-member")
+        host = operator_host(plane, front_proxy=True)
         await seed(member, "bench-w")
-        product = ProductProcess(
-            workdir=Path(tempfile.mkdtemp(prefix="bench-watch-")),
-            kubeconfig=host.kubeconfig,
-            storage_url=url,
-            extra_args=("--log-level=WARNING",),
-        ).start()
+        product = quiet_product(host, url, "watch")
         assert product.process.pid is not None
         pid = product.process.pid
         tls = TLSFiles.of(product, host)

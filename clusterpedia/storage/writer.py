@@ -116,10 +116,8 @@ _LOG_COLUMNS = (
     "rv", "type", "group", "version", "resource", "cluster", "namespace", "name", "labels",
     "object", "logged_at",
 )  # fmt: skip
-_POSTGRES_LOG_COPY = (
-    f"COPY change_log ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in _LOG_COLUMNS)})"
-    " FROM STDIN (FORMAT BINARY)"
-)
+_QUOTED_LOG_COLUMNS = ", ".join(f'"{c}"' for c in _LOG_COLUMNS)  # PostgreSQL and SQLite
+_POSTGRES_LOG_COPY = f"COPY change_log ({_QUOTED_LOG_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 _POSTGRES_LOG_TYPES = [
     "int8", "text", "text", "text", "text", "text", "text", "text", "text", "bytea", "timestamp",
 ]  # fmt: skip
@@ -198,9 +196,19 @@ class ResourceWriter:
             async with self.engine.begin() as connection:
                 # One worker writes a (cluster, type), so these reads stay true until commit.
                 known = [u.key for u in upserts if not u.is_new]
-                stored = await self._stored_versions(connection, cluster, rtype, known)
-                last = await self._last_states(connection, cluster, rtype, [d.key for d in deletes])
-                changed = [u for u in upserts if stored.get(u.key) != u.resource_version]
+                stored = await self._stored(
+                    connection, cluster, rtype, known, resources.c.resource_version
+                )
+                # The DELETED event carries the object's last stored state.
+                last = await self._stored(
+                    connection,
+                    cluster,
+                    rtype,
+                    [d.key for d in deletes],
+                    sa.cast(resources.c.labels, sa.Text),
+                    resources.c.object,
+                )
+                changed = [u for u in upserts if stored.get(u.key) != (u.resource_version,)]
                 gone = [d for d in deletes if d.key in last]
                 if not changed and not gone:
                     return 0
@@ -217,7 +225,7 @@ class ResourceWriter:
                     rv += 1
                 for d in gone:
                     labels, data = last[d.key]
-                    data = stamp_resource_version(data, rv)
+                    data = stamp_resource_version(as_bytes(data), rv)
                     log.append((rv, "DELETED", d.namespace, d.name, labels, data, now))
                     rv += 1
                 if gone:
@@ -247,49 +255,24 @@ class ResourceWriter:
             head = (await connection.execute(_ALLOCATE, {"n": count, "head": HEAD})).scalar_one()
         return int(head) - count + 1
 
-    async def _stored_versions(
+    async def _stored(
         self,
         connection: AsyncConnection,
         cluster: str,
         rtype: ResourceType,
         keys: list[tuple[str, str]],
-    ) -> dict[tuple[str, str], str]:
-        """(namespace, name) -> stored member resourceVersion, for those of ``keys`` stored."""
+        *columns: Any,
+    ) -> dict[tuple[str, str], tuple[Any, ...]]:
+        """(namespace, name) -> ``columns`` of the stored row, for those of ``keys`` stored."""
         if not keys:
             return {}
         rows = await connection.execute(
-            sa.select(resources.c.namespace, resources.c.name, resources.c.resource_version).where(
+            sa.select(resources.c.namespace, resources.c.name, *columns).where(
                 *_scope(resources, cluster, rtype), self._keys_condition(keys)
             )
         )
         wanted = set(keys)
-        return {(ns, name): rv for ns, name, rv in rows if (ns, name) in wanted}
-
-    async def _last_states(
-        self,
-        connection: AsyncConnection,
-        cluster: str,
-        rtype: ResourceType,
-        keys: list[tuple[str, str]],
-    ) -> dict[tuple[str, str], tuple[str | None, bytes]]:
-        """(namespace, name) -> (labels JSON, stored object) for those of ``keys`` stored: the
-        DELETED event carries the object's last state."""
-        if not keys:
-            return {}
-        rows = await connection.execute(
-            sa.select(
-                resources.c.namespace,
-                resources.c.name,
-                sa.cast(resources.c.labels, sa.Text),
-                resources.c.object,
-            ).where(*_scope(resources, cluster, rtype), self._keys_condition(keys))
-        )
-        wanted = set(keys)
-        return {
-            (ns, name): (labels, as_bytes(data))
-            for ns, name, labels, data in rows
-            if (ns, name) in wanted
-        }
+        return {(ns, name): tuple(rest) for ns, name, *rest in rows if (ns, name) in wanted}
 
     def _keys_condition(self, keys: list[tuple[str, str]]) -> Any:
         """Rows among ``keys``, or a superset the caller filters: SQLite seeks the name index
@@ -327,7 +310,7 @@ class ResourceWriter:
         if self.dialect == "sqlite":
             full = [(*row[:9], row[9].decode(), row[10].strftime(_SQLITE_TIME)) for row in full]
             placeholders = ", ".join("?" * len(_LOG_COLUMNS))
-            columns = ", ".join(f'"{c}"' for c in _LOG_COLUMNS)
+            columns = _QUOTED_LOG_COLUMNS
         else:
             full = [(*row[:9], row[9].decode(), row[10]) for row in full]
             placeholders = ", ".join(["%s"] * len(_LOG_COLUMNS))
@@ -361,21 +344,22 @@ class ResourceWriter:
                 await connection.exec_driver_sql("ANALYZE resources")
         logger.debug("refreshed planner statistics after %d rows", self._rows_written)
 
+    async def _read(self, query: sa.Select[Any], *, what: str) -> list[Any]:
+        """Every row of ``query``, retried like writes."""
+
+        async def read() -> list[Any]:
+            async with self.engine.connect() as connection:
+                return list((await connection.execute(query)).all())
+
+        return await self._retrying(read, what=what)
+
     async def resource_versions(self, *, cluster: str, rtype: ResourceType) -> dict[str, str]:
         """``namespace/name`` (or ``name``) -> stored member resourceVersion."""
         query = sa.select(
             resources.c.namespace, resources.c.name, resources.c.resource_version
         ).where(*_scope(resources, cluster, rtype))
-
-        async def read() -> dict[str, str]:
-            async with self.engine.connect() as connection:
-                rows = await connection.execute(query)
-                return {
-                    (f"{namespace}/{name}" if namespace else name): rv
-                    for namespace, name, rv in rows
-                }
-
-        return await self._retrying(read, what=f"read resource versions of {cluster}/{rtype}")
+        rows = await self._read(query, what=f"read resource versions of {cluster}/{rtype}")
+        return {(f"{namespace}/{name}" if namespace else name): rv for namespace, name, rv in rows}
 
     async def delete_cluster(self, cluster: str, *, rtype: ResourceType | None = None) -> int:
         """Remove every row of ``cluster`` (or only of one of its resource types).
@@ -408,12 +392,8 @@ class ResourceWriter:
             .where(resources.c.cluster == cluster)
             .distinct()
         )
-
-        async def read() -> list[ResourceType]:
-            async with self.engine.connect() as connection:
-                return [ResourceType(*row) for row in await connection.execute(query)]
-
-        return await self._retrying(read, what=f"read resource types of {cluster}")
+        rows = await self._read(query, what=f"read resource types of {cluster}")
+        return [ResourceType(*row) for row in rows]
 
     async def _some_keys(
         self, cluster: str, rtype: ResourceType, limit: int
@@ -423,12 +403,8 @@ class ResourceWriter:
             .where(*_scope(resources, cluster, rtype))
             .limit(limit)
         )
-
-        async def read() -> list[tuple[str, str]]:
-            async with self.engine.connect() as connection:
-                return [(ns, name) for ns, name in await connection.execute(query)]
-
-        return await self._retrying(read, what=f"read keys of {cluster}/{rtype}")
+        rows = await self._read(query, what=f"read keys of {cluster}/{rtype}")
+        return [(ns, name) for ns, name in rows]
 
     async def _index_labels(
         self,

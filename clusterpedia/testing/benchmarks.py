@@ -5,9 +5,32 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import tempfile
 import time
+from pathlib import Path
 
-from clusterpedia.testing.controlplane import APIServer
+from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.product import ProductProcess
+
+CRDS = Path(__file__).resolve().parents[1] / "crds"  # packaged copies of manifests/crds
+
+
+def operator_host(plane: ControlPlane, *, front_proxy: bool = False) -> APIServer:
+    """A host kube-apiserver with the CRDs of manifests/crds established."""
+    host = plane.add_apiserver("bench-host", front_proxy=front_proxy)
+    host.kubectl("apply", "-f", str(CRDS))
+    host.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
+    return host
+
+
+def quiet_product(host: APIServer, storage_url: str, label: str) -> ProductProcess:
+    """``clusterpedia run`` for a benchmark: its own process, a fresh workdir, warnings only."""
+    return ProductProcess(
+        workdir=Path(tempfile.mkdtemp(prefix=f"bench-{label}-")),
+        kubeconfig=host.kubeconfig,
+        storage_url=storage_url,
+        extra_args=("--log-level=WARNING",),
+    ).start()
 
 
 def benchmark_parser(description: str | None) -> argparse.ArgumentParser:

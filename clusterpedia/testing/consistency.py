@@ -91,10 +91,14 @@ def converged(url: str, cluster: str, member: APIServer, namespace: str) -> bool
 
 
 class ConfigMapChurn:
-    """Updates, deletes and re-creates the member's ConfigMaps until stopped."""
+    """Updates, deletes and re-creates ConfigMaps ``cm-00000`` .. of ``namespace`` in the
+    members, ``rate`` changes a second in all, until stopped."""
 
-    def __init__(self, member: APIServer, namespace: str):
-        self.member, self.namespace = member, namespace
+    def __init__(
+        self, members: list[APIServer], namespace: str, *, names: int = 200, rate: float = 50
+    ):
+        self.members, self.namespace = members, namespace
+        self.names, self.rate = names, rate
         self.changes = 0
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -102,9 +106,14 @@ class ConfigMapChurn:
     async def _run(self) -> None:
         generator = random.Random(3)
         base = f"/api/v1/namespaces/{self.namespace}/configmaps"
-        async with KubeClient(access_from_kubeconfig(self.member.kubeconfig.read_bytes())) as kube:
+        clients = [
+            KubeClient(access_from_kubeconfig(member.kubeconfig.read_bytes()))
+            for member in self.members
+        ]
+        try:
             while not self.stopped.is_set():
-                name = f"cm-{generator.randrange(200):05d}"
+                kube = generator.choice(clients)
+                name = f"cm-{generator.randrange(self.names):05d}"
                 try:
                     if generator.random() < 0.3:
                         await kube.delete(f"{base}/{name}")
@@ -116,7 +125,10 @@ class ConfigMapChurn:
                     self.changes += 1
                 except KubeError:
                     pass  # deleted twice, or re-created meanwhile: the next change goes on
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(1 / self.rate)
+        finally:
+            for kube in clients:
+                await kube.close()
 
     def __enter__(self) -> ConfigMapChurn:
         self.thread.start()

@@ -69,16 +69,16 @@ class Subscription:
         self._ready = asyncio.Event()
         self._expired: str | None = None
         self._ended = False
-        # Events in (after, backlog_end] predate the feed's position: read from the log.
+        # Events in (after, backlog_end] predate the feed's position: they are read from the
+        # log, and live events up to backlog_end are ignored.
         self._backlog: deque[ChangeEvent] = deque()
         self._backlog_cursor = after
         self._backlog_end = max(after, feed.position)
-        self._floor = self._backlog_end  # live events at or below this come from the backlog
         self.last_rv = after
 
     def offer(self, event: ChangeEvent) -> None:
         """Called by the feed for every event, in rv order."""
-        if self._expired is not None or event.rv <= self._floor or not self._matcher(event):
+        if self._expired is not None or event.rv <= self._backlog_end or not self._matcher(event):
             return
         if len(self._live) >= self._capacity:
             self.expire(f"the watcher fell more than {self._capacity} events behind")

@@ -71,7 +71,7 @@ def test_kill_9_during_initial_sync_and_churn_loses_nothing(
             what="the initial sync converges after kill -9",
         )
 
-        with ConfigMapChurn(member, namespace) as churn:
+        with ConfigMapChurn([member], namespace) as churn:
             time.sleep(3)
             product.kill()  # mid-churn: batches in flight are lost with the process
             product.start()

@@ -78,7 +78,7 @@ def test_a_database_outage_fails_fast_and_loses_nothing(
                 lambda: converged(url, cluster, member, namespace), timeout=60, what="synced"
             )
             outage: list[tuple[int, bytes, float]] = []
-            with ConfigMapChurn(member, namespace) as churn:
+            with ConfigMapChurn([member], namespace) as churn:
                 time.sleep(2)
                 proxy.cut()
                 deadline = time.monotonic() + OUTAGE_SECONDS

@@ -11,8 +11,6 @@ timeout are in tests/integration/test_watch_api.py.
 from __future__ import annotations
 
 import asyncio
-import random
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from clusterpedia.apiserver.testing import PREFIX
 
 from clusterpedia.storage.changelog import ChangeLog
 from clusterpedia.storage.engine import create_engine
+from clusterpedia.testing.consistency import ConfigMapChurn, member_state
 from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.databases import fresh_database, require_server
 from clusterpedia.testing.informer import MEMBER_RV_ANNOTATION, Informer, object_key
@@ -33,12 +32,6 @@ from clusterpedia.testing.waiting import eventually
 
 NAMESPACE = "informer"
 CLUSTERS = ("inf-1", "inf-2")
-
-
-def member_api(member: APIServer) -> Any:
-    return kubernetes.client.CoreV1Api(
-        kubernetes.config.new_client_from_config(config_file=str(member.kubeconfig))  # type: ignore[no-untyped-call]
-    )
 
 
 def served_api(process: ProductProcess, host: APIServer) -> Any:
@@ -56,53 +49,13 @@ def served_api(process: ProductProcess, host: APIServer) -> Any:
     return kubernetes.client.CoreV1Api(client)
 
 
-class MemberChurn:
-    """Creates, updates and deletes ConfigMaps in the members until stopped."""
-
-    def __init__(self, members: list[APIServer], rate: float):
-        self.apis = [member_api(m) for m in members]
-        self.rate = rate
-        self.changes = 0
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        generator = random.Random(11)
-        while not self.stopped.is_set():
-            api = generator.choice(self.apis)
-            name = f"cm-{generator.randrange(15)}"
-            try:
-                if generator.random() < 0.25:
-                    api.delete_namespaced_config_map(name, NAMESPACE)
-                else:
-                    body = {"metadata": {"name": name}, "data": {"n": str(self.changes)}}
-                    try:
-                        api.replace_namespaced_config_map(name, NAMESPACE, body)
-                    except kubernetes.client.ApiException as error:
-                        if error.status != 404:
-                            raise
-                        api.create_namespaced_config_map(NAMESPACE, body)
-                self.changes += 1
-            except kubernetes.client.ApiException as error:
-                if error.status not in (404, 409):
-                    raise
-            time.sleep(1 / self.rate)
-
-    def __enter__(self) -> MemberChurn:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stopped.set()
-        self.thread.join(30)
-
-
-def member_state(members: list[APIServer]) -> dict[tuple[str, str], int]:
-    state = {}
-    for cluster, member in zip(CLUSTERS, members, strict=True):
-        for item in member_api(member).list_namespaced_config_map(NAMESPACE).items:
-            state[(cluster, item.metadata.name)] = int(item.metadata.resource_version)
-    return state
+def members_state(members: list[APIServer]) -> dict[tuple[str, str], int]:
+    """(cluster, name) -> member resourceVersion of every ConfigMap in the members."""
+    return {
+        (cluster, name): rv
+        for cluster, member in zip(CLUSTERS, members, strict=True)
+        for name, rv in member_state(member, NAMESPACE).items()
+    }
 
 
 def served_state(process: ProductProcess, host: APIServer) -> dict[tuple[str, str], int] | None:
@@ -155,11 +108,11 @@ def test_an_informer_sees_every_change_once_across_restarts_and_replicas(
         try:
             host.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(clusters))
             eventually(
-                lambda: served_state(server, host) == member_state(members),
+                lambda: served_state(server, host) == members_state(members),
                 timeout=60,
                 what="the members' ConfigMaps are served",
             )
-            with MemberChurn(members, rate=15) as churn:
+            with ConfigMapChurn(members, NAMESPACE, names=15, rate=15) as churn:
                 informer = Informer(
                     [served_api(server, host), served_api(syncer, host)],
                     method="list_namespaced_config_map",
@@ -176,7 +129,7 @@ def test_an_informer_sees_every_change_once_across_restarts_and_replicas(
                 server.start()
                 time.sleep(5)
             eventually(
-                lambda: served_state(server, host) == member_state(members),
+                lambda: served_state(server, host) == members_state(members),
                 timeout=60,
                 what="the database converges to the members",
             )
@@ -185,7 +138,7 @@ def test_an_informer_sees_every_change_once_across_restarts_and_replicas(
             assert churn.changes > 100
             assert informer.errors == []
             assert informer.rounds >= 4, "resumed several times, on both replicas"
-            assert informer.state == member_state(members)
+            assert informer.state == members_state(members)
             assert informer.seen == logged, "every logged change, once each, in order"
             print(
                 f"informer: {churn.changes} member changes, {len(informer.seen)} events, "

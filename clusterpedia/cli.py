@@ -20,6 +20,17 @@ from typing import Any
 from clusterpedia import __version__
 
 
+def _switch(parser: argparse.ArgumentParser, flag: str, text: str) -> None:
+    """An on/off option: the flag, or ``CLUSTERPEDIA_<FLAG>=true``."""
+    env = "CLUSTERPEDIA_" + flag.removeprefix("--").replace("-", "_").upper()
+    parser.add_argument(
+        flag,
+        action="store_true",
+        default=os.environ.get(env) == "true",
+        help=f"{text} (env {env}=true)",
+    )
+
+
 def _number(
     parser: argparse.ArgumentParser,
     flag: str,
@@ -64,12 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("KUBECONFIG"),
         help="the host cluster's kubeconfig (env KUBECONFIG; default: in-cluster)",
     )
-    run.add_argument(
-        "--peering",
-        action="store_true",
-        default=os.environ.get("CLUSTERPEDIA_PEERING") == "true",
-        help="coordinate replicas with Kopf peering so one syncs (env CLUSTERPEDIA_PEERING=true)",
-    )
+    _switch(run, "--peering", "coordinate replicas with Kopf peering so one syncs")
     run.add_argument(
         "--peering-name",
         default=os.environ.get("CLUSTERPEDIA_PEERING_NAME", "clusterpedia"),
@@ -111,27 +117,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where a generated self-signed certificate and its CA are written "
         "(env CLUSTERPEDIA_CERT_DIR)",
     )
-    run.add_argument(
-        "--authorize-clusters",
-        action="store_true",
-        default=os.environ.get("CLUSTERPEDIA_AUTHORIZE_CLUSTERS") == "true",
-        help="users see only clusters whose PediaCluster they may get "
-        "(env CLUSTERPEDIA_AUTHORIZE_CLUSTERS=true)",
-    )
-    run.add_argument(
+    _switch(run, "--authorize-clusters", "users see only clusters whose PediaCluster they may get")
+    _switch(
+        run,
         "--allow-where-sql",
-        action="store_true",
-        default=os.environ.get("CLUSTERPEDIA_ALLOW_WHERE_SQL") == "true",
-        help="accept the whereSQLStatement search parameter (parameterised, read-only; "
-        "env CLUSTERPEDIA_ALLOW_WHERE_SQL=true)",
+        "accept the whereSQLStatement search parameter (parameterised, read-only)",
     )
-    run.add_argument(
-        "--no-operator",
-        action="store_true",
-        default=os.environ.get("CLUSTERPEDIA_NO_OPERATOR") == "true",
-        help="serve only: do not run the operator in this process "
-        "(env CLUSTERPEDIA_NO_OPERATOR=true)",
-    )
+    _switch(run, "--no-operator", "serve only: do not run the operator in this process")
     _number(
         run,
         "--max-requests-inflight",
@@ -142,12 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     _number(
         run, "--max-watches", int, "2000", "watches open at once; more get 429 with Retry-After"
     )
-    run.add_argument(
+    _switch(
+        run,
         "--store-secret-data",
-        action="store_true",
-        default=os.environ.get("CLUSTERPEDIA_STORE_SECRET_DATA") == "true",
-        help="store the data and stringData of synced Secrets; by default they are dropped "
-        "before storing (env CLUSTERPEDIA_STORE_SECRET_DATA=true)",
+        "store the data and stringData of synced Secrets; by default they are dropped "
+        "before storing",
     )
     _number(
         run,

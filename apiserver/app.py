@@ -5,7 +5,8 @@ Installed as ``clusterpedia.apiserver``. Like ``operator/``, this folder has no 
 
 Order, as Kubernetes' ``DefaultBuildHandlerChain``: request info -> panic recovery ->
 admission (requests in flight; before authentication, so an overload never reaches the host's
-TokenReview) -> authentication -> authorization -> read-only guard -> system paths (health,
+TokenReview) -> request deadline (inside admission, so a slot is held until the answer is
+sent) -> authentication -> authorization -> read-only guard -> system paths (health,
 version, metrics) -> the clusterpedia.io group (discovery, collectionresources) ->
 ``resources`` -> 404 Status.
 A later server (a proxy, say) is one more entry in the list; no other layer changes.
@@ -26,6 +27,7 @@ from clusterpedia.apiserver.chain import (
     with_recovery,
     with_request_info,
 )
+from clusterpedia.apiserver.deadline import RequestDeadline
 from clusterpedia.apiserver.group import GroupServer
 from clusterpedia.apiserver.resources import ResourcesServer
 from clusterpedia.apiserver.system import SystemServer, version_info
@@ -50,11 +52,13 @@ def build_layers(
     ready: Callable[[], Awaitable[None]],
     watch: WatchServer | None = None,
     admission: Admission | None = None,
+    deadline: RequestDeadline | None = None,
 ) -> list[Layer]:
     return [
         with_request_info,
         with_recovery,
         admission or Admission(max_inflight=400, max_watches=2000),
+        deadline or RequestDeadline(timeout=60),
         authentication(authenticator),
         authorization(authorizer, catalog=catalog, check_clusters=check_clusters),
         read_only,

@@ -14,6 +14,7 @@ from clusterpedia.apiserver.admission import Admission
 from clusterpedia.apiserver.app import build_app, build_layers
 from clusterpedia.apiserver.authn import Authenticator, load_config
 from clusterpedia.apiserver.authz import Authorizer
+from clusterpedia.apiserver.deadline import RequestDeadline
 from clusterpedia.apiserver.tls import ServingCertificate, ServingTLS, self_signed
 from clusterpedia.apiserver.watch import WatchServer, WatchSettings
 
@@ -58,6 +59,10 @@ class ServerConfig:
     retention: Retention = field(default_factory=Retention)
     max_requests_inflight: int = 400  # beyond it: 429 with Retry-After (admission.py)
     max_watches: int = 2000
+    request_timeout: float = 60.0  # non-watch requests, answer sent included (deadline.py)
+    # A connection must send a complete request within this long of opening or of its last
+    # answer, or it is closed (slow headers included, which aiohttp checks with this timer).
+    idle_connection_timeout: float = 90.0
 
 
 class APIServer:
@@ -126,11 +131,16 @@ class APIServer:
                 max_inflight=self.config.max_requests_inflight,
                 max_watches=self.config.max_watches,
             ),
+            deadline=RequestDeadline(self.config.request_timeout),
         )
         # A client that goes away cancels its handler: a watch with no events to write would
         # otherwise keep its subscription until its timeout (up to an hour).
         self._runner = web.AppRunner(
-            build_app(layers), access_log=None, shutdown_timeout=5, handler_cancellation=True
+            build_app(layers),
+            access_log=None,
+            shutdown_timeout=5,
+            handler_cancellation=True,
+            keepalive_timeout=self.config.idle_connection_timeout,
         )
         await self._runner.setup()
         site = web.TCPSite(

@@ -134,6 +134,30 @@ def build_parser() -> argparse.ArgumentParser:
     _number(
         run, "--max-watches", int, "2000", "watches open at once; more get 429 with Retry-After"
     )
+    _number(
+        run,
+        "--request-timeout",
+        float,
+        "60",
+        "seconds a request other than a watch may take, sending its answer included; "
+        "then 504, or the connection is closed",
+    )
+    _number(
+        run,
+        "--idle-connection-timeout",
+        float,
+        "90",
+        "seconds a connection may take to send a complete request (after opening, or after "
+        "its last answer) before it is closed",
+    )
+    _number(
+        run,
+        "--max-object-bytes",
+        int,
+        "8388608",
+        "member objects larger than this many bytes (8 MiB; as stored) are not stored; the "
+        "PediaCluster's status names them",
+    )
     _switch(
         run,
         "--store-secret-data",
@@ -370,6 +394,8 @@ async def _serve(args: argparse.Namespace, url: str) -> int:
             watch_poll_interval=args.watch_poll_interval,
             max_requests_inflight=args.max_requests_inflight,
             max_watches=args.max_watches,
+            request_timeout=args.request_timeout,
+            idle_connection_timeout=args.idle_connection_timeout,
             retention=Retention(
                 max_age=timedelta(seconds=args.change_log_max_age)
                 if args.change_log_max_age > 0
@@ -392,7 +418,10 @@ async def _serve(args: argparse.Namespace, url: str) -> int:
             OperatorConfig(
                 storage_url=url,
                 kubeconfig=args.kubeconfig,
-                sync=SyncSettings(store_secret_data=args.store_secret_data),
+                sync=SyncSettings(
+                    store_secret_data=args.store_secret_data,
+                    max_object_bytes=args.max_object_bytes,
+                ),
             ),
             standalone=not args.peering,
             priority=args.priority,

@@ -4,13 +4,15 @@ The official client builds a model object per item (28 s of 32 s for 3,661 Repli
 reference C4); this one hands out plain dicts parsed once with orjson. Watch streams are split
 into lines by hand because aiohttp's ``readline`` refuses lines over its buffer limit and one
 watch event carries a whole object. Every request has a timeout, and a watch has an inactivity
-timeout, so a member that hangs is noticed.
+timeout, so a member that hangs is noticed. What a member sends is checked before it goes
+further: an answer that is not JSON, or an object without a name, is a :class:`KubeError` like
+any other member failure, never an exception that could end a worker.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,10 @@ from clusterpedia.kube.access import MemberAccess
 logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 30.0
+# A member's watch cache sends a bookmark at least every two minutes even when nothing changes
+# (measured on kube-apiserver v1.35: the first came after 120 s), so a watch silent for longer
+# than this is hung. Watches without bookmarks (some aggregated APIs) are merely resumed.
+WATCH_IDLE_TIMEOUT = 180.0
 MAX_EVENT_BYTES = 64 * 1024 * 1024  # no sane object is this large; refuse rather than buffer
 
 
@@ -38,6 +44,11 @@ class Expired(KubeError):
     """410 Gone: the resourceVersion or continue token is too old; relist."""
 
 
+class Malformed(KubeError):
+    """The member's answer is not what the API promises (truncated JSON, an item that is not an
+    object, an object without a name)."""
+
+
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
     type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
@@ -47,8 +58,16 @@ class WatchEvent:
 class KubeClient:
     """One session per member cluster (connection pooling, TLS context, credentials)."""
 
-    def __init__(self, access: MemberAccess):
+    def __init__(
+        self,
+        access: MemberAccess,
+        *,
+        request_timeout: float = REQUEST_TIMEOUT,
+        watch_idle_timeout: float = WATCH_IDLE_TIMEOUT,
+    ):
         self.access = access
+        self.request_timeout = request_timeout
+        self.watch_idle_timeout = watch_idle_timeout
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> KubeClient:
@@ -95,7 +114,10 @@ class KubeClient:
             ) as response:
                 if response.status >= 300:
                     raise await self._error(response, path)
-                return orjson.loads(await response.read())
+                body = await response.read()
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            raise Malformed(f"{method} {path}: the answer is not JSON ({error})") from None
         except (aiohttp.ClientError, TimeoutError) as error:
             raise KubeError(f"{method} {path}: {type(error).__name__}: {error}") from error
 
@@ -104,10 +126,10 @@ class KubeClient:
         path: str,
         *,
         params: Mapping[str, str] | None = None,
-        timeout: float = REQUEST_TIMEOUT,
+        timeout: float | None = None,
     ) -> Any:
         """GET ``path`` and parse the JSON answer; :class:`KubeError` on failure."""
-        return await self._json("GET", path, params=params, timeout=timeout)
+        return await self._json("GET", path, params=params, timeout=timeout or self.request_timeout)
 
     async def post(self, path: str, body: Any) -> Any:
         """POST a JSON object to ``path`` (create) and parse the answer."""
@@ -116,7 +138,7 @@ class KubeClient:
             path,
             data=orjson.dumps(body),
             headers={"Content-Type": "application/json"},
-            timeout=REQUEST_TIMEOUT,
+            timeout=self.request_timeout,
         )
 
     async def patch(
@@ -128,12 +150,12 @@ class KubeClient:
             path,
             data=orjson.dumps(body),
             headers={"Content-Type": content_type},
-            timeout=REQUEST_TIMEOUT,
+            timeout=self.request_timeout,
         )
 
     async def delete(self, path: str) -> Any:
         """DELETE ``path`` and parse the answer."""
-        return await self._json("DELETE", path, timeout=REQUEST_TIMEOUT)
+        return await self._json("DELETE", path, timeout=self.request_timeout)
 
     async def get_text(self, path: str, *, timeout: float = 5.0) -> tuple[int, str]:
         """Status and body of ``path`` (health probes); transport errors raise KubeError."""
@@ -154,8 +176,13 @@ class KubeClient:
             if token:
                 query["continue"] = token
             page = await self.get(path, params=query)
-            metadata = page.get("metadata") or {}
-            yield page.get("items") or [], str(metadata.get("resourceVersion", ""))
+            items = page.get("items") if isinstance(page, dict) else None
+            if not isinstance(items, list) or not isinstance(page.get("metadata"), dict):
+                raise Malformed(f"GET {path}: the answer is not a list")
+            for item in items:
+                _check_object(item, f"GET {path}")
+            metadata = page["metadata"]
+            yield items, str(metadata.get("resourceVersion", ""))
             token = metadata.get("continue") or ""
             if not token:
                 return
@@ -167,10 +194,13 @@ class KubeClient:
         resource_version: str,
         params: Mapping[str, str] | None = None,
         timeout_seconds: int = 300,
+        opened: Callable[[], None] | None = None,
     ) -> AsyncIterator[WatchEvent]:
-        """Events after ``resource_version`` until the server ends the watch.
+        """Events after ``resource_version`` until the server ends the watch; ``opened`` is
+        called once the member has accepted it.
 
-        Raises :class:`Expired` when the member answers 410 (in-band or as HTTP status).
+        Raises :class:`Expired` when the member answers 410 (in-band or as HTTP status), and
+        :class:`KubeError` when the stream stays silent for ``watch_idle_timeout``.
         """
         query = {
             **(params or {}),
@@ -181,13 +211,16 @@ class KubeClient:
         }
         session = self._ensure_session()
         # No total timeout (the watch is long); a read timeout notices a hung member.
+        idle = min(self.watch_idle_timeout, timeout_seconds + 30)
         timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=REQUEST_TIMEOUT, sock_read=timeout_seconds + 30
+            total=None, sock_connect=self.request_timeout, sock_read=idle
         )
         try:
             async with session.get(path, params=query, timeout=timeout) as response:
                 if response.status >= 300:
                     raise await self._error(response, path)
+                if opened is not None:
+                    opened()
                 buffer = b""
                 async for chunk in response.content.iter_any():
                     buffer += chunk
@@ -199,6 +232,8 @@ class KubeClient:
                             yield _event(line, path)
                 if buffer.strip():
                     yield _event(buffer, path)
+        except aiohttp.ServerTimeoutError:
+            raise KubeError(f"watch {path}: stalled, nothing received for {idle:.0f}s") from None
         except (aiohttp.ClientError, TimeoutError) as error:
             raise KubeError(f"watch {path}: {type(error).__name__}: {error}") from error
 
@@ -208,11 +243,24 @@ def _event(line: bytes, path: str) -> WatchEvent:
         event = orjson.loads(line)
         kind, obj = event["type"], event["object"]
     except (orjson.JSONDecodeError, KeyError, TypeError) as error:
-        raise KubeError(f"watch {path}: malformed event ({error})") from None
+        raise Malformed(f"watch {path}: malformed event ({error})") from None
     if kind == "ERROR":
         code = obj.get("code", 0) if isinstance(obj, dict) else 0
         message = obj.get("message", "") if isinstance(obj, dict) else str(obj)
         if code == 410:
             raise Expired(f"watch {path}: {message}", status=410, reason="Expired")
         raise KubeError(f"watch {path}: {code} {message}", status=code)
+    if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
+        raise Malformed(f"watch {path}: unknown event type {str(kind)[:40]!r}")
+    _check_object(obj, f"watch {path}", named=kind != "BOOKMARK")
     return WatchEvent(type=kind, object=obj)
+
+
+def _check_object(obj: Any, where: str, *, named: bool = True) -> None:
+    """Every object a worker sees has ``metadata``, and a name unless it is a bookmark."""
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    if not isinstance(metadata, dict):
+        raise Malformed(f"{where}: an object without metadata")
+    name = metadata.get("name")
+    if named and not (isinstance(name, str) and name):
+        raise Malformed(f"{where}: an object without a name")

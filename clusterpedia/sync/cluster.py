@@ -82,7 +82,11 @@ class ClusterSynchro:
         self.report = report
         self.settings = settings or SyncSettings()
         self.cluster_settings = cluster_settings or ClusterSettings()
-        self.client = KubeClient(access)
+        self.client = KubeClient(
+            access,
+            request_timeout=self.settings.request_timeout,
+            watch_idle_timeout=self.settings.watch_idle_timeout,
+        )
         self.workers: dict[tuple[str, str, str], tuple[ResourceSyncer, asyncio.Task[None]]] = {}
         self.healthy: bool | None = None
         self.health_message = ""
@@ -345,6 +349,7 @@ class ClusterSynchro:
         groups: dict[str, dict[str, dict[str, Any]]] = {}
         for syncer, _ in self.workers.values():
             rtype, status = syncer.target.rtype, syncer.status
+            phase, reason, message = status.condition()
             resource = groups.setdefault(rtype.group, {}).setdefault(
                 rtype.resource,
                 {
@@ -358,9 +363,9 @@ class ClusterSynchro:
                 {
                     "version": rtype.version,
                     "storageVersion": rtype.version,
-                    "status": status.phase,
-                    "reason": status.reason,
-                    "message": status.message[:500],
+                    "status": phase,
+                    "reason": reason,
+                    "message": message[:500],
                     "initialListPhase": status.initial_list_phase,
                     "objects": status.count,
                     "lastEventTime": (

@@ -10,9 +10,11 @@ The algorithm of client-go's Reflector (reference C1), storing instead of cachin
    the storage in batches bounded by size and time;
 4. a watch that ends is resumed from the last resourceVersion seen; 410 Gone means relist.
 
-Failures never end the task: member errors back off and retry; when the database keeps
-failing the watch stops and resumes with a relist, so nothing is lost. Only keys and
-resourceVersions are held in memory, never objects.
+Failures never end the task: member errors (including answers that are not valid JSON, and
+watches that go silent) back off and retry; when the database keeps failing the watch stops and
+resumes with a relist, so nothing is lost. Objects larger than ``max_object_bytes`` are not
+stored, and the status names them. Only keys and resourceVersions are held in memory, never
+objects.
 """
 
 from __future__ import annotations
@@ -22,13 +24,19 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from clusterpedia.kube.client import Expired, KubeClient, KubeError
+from clusterpedia.kube.client import (
+    REQUEST_TIMEOUT,
+    WATCH_IDLE_TIMEOUT,
+    Expired,
+    KubeClient,
+    KubeError,
+)
 from clusterpedia.kube.discovery import SyncTarget
 from clusterpedia.storage.errors import StorageError
-from clusterpedia.storage.records import Change, Delete
+from clusterpedia.storage.records import Change, Delete, Upsert
 from clusterpedia.storage.writer import ResourceWriter
 from clusterpedia.sync import metrics
 from clusterpedia.sync.objects import object_key, prepare
@@ -47,6 +55,11 @@ class SyncSettings:
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
     store_secret_data: bool = False  # keep the values of Secrets (off: see sync/objects.py)
+    request_timeout: float = REQUEST_TIMEOUT  # one member request (a list page, a probe)
+    watch_idle_timeout: float = WATCH_IDLE_TIMEOUT  # a watch this silent is hung
+    # Larger objects are not stored (kube-apiserver itself refuses bodies over 3 MiB; a bigger
+    # one is a broken member, and one row must not fail every batch it is in).
+    max_object_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass
@@ -60,6 +73,20 @@ class ResourceStatus:
     count: int = 0
     last_event_time: float | None = None
     watch_restarts: int = 0
+    too_large: dict[str, int] = field(default_factory=dict)  # key -> bytes, not stored
+
+    def condition(self) -> tuple[str, str, str]:
+        """(status, reason, message) for PediaCluster.status."""
+        if self.phase == "Syncing" and self.too_large:
+            names = ", ".join(
+                f"{key} ({size} bytes)" for key, size in list(self.too_large.items())[:5]
+            )
+            return (
+                "Syncing",
+                "ObjectsTooLarge",
+                f"{len(self.too_large)} object(s) over the size limit are not stored: {names}",
+            )
+        return self.phase, self.reason, self.message
 
 
 _STOP = object()
@@ -148,6 +175,16 @@ class ResourceSyncer:
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, self.settings.backoff_max)
                 resource_version = None
+            except Exception as error:
+                # A bug must not end the worker silently: say so, then start over with a relist.
+                self._mark("Error", "InternalError", f"{type(error).__name__}: {error}")
+                metrics.ERRORS.labels(*self._labels, "internal").inc()
+                logger.exception(
+                    "%s/%s: unexpected failure; relisting", self.cluster, self.target.rtype
+                )
+                await asyncio.sleep(backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, self.settings.backoff_max)
+                resource_version = None
 
     async def relist(self) -> str:
         """Make the stored rows equal to a fresh list; return the list's resourceVersion."""
@@ -175,15 +212,7 @@ class ResourceSyncer:
                     rv = (obj.get("metadata") or {}).get("resourceVersion", "")
                     stored_rv = known.get(key)
                     if stored_rv != rv:
-                        changes.append(
-                            prepare(
-                                obj,
-                                cluster=self.cluster,
-                                rtype=rtype,
-                                is_new=stored_rv is None,
-                                keep_secret_data=self.settings.store_secret_data,
-                            )
-                        )
+                        changes.append(self._prepare(obj, is_new=stored_rv is None))
                 del items
                 if changes:
                     if storing is not None:
@@ -204,6 +233,8 @@ class ResourceSyncer:
                 gone[start : start + self.settings.batch_size], origin="RELIST_DELETE"
             )
         self.status.count = len(seen)
+        for key in self.status.too_large.keys() - seen:
+            del self.status.too_large[key]  # gone from the member meanwhile
         self.status.initial_list_phase = False
         self.status.last_event_time = time.time()
         self._mark("Syncing")
@@ -218,6 +249,10 @@ class ResourceSyncer:
         low, high = self.settings.watch_timeout
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.settings.batch_size * 4)
 
+        def opened() -> None:
+            if self.status.phase == "Error":  # the member answers again
+                self._mark("Syncing")
+
         async def produce() -> None:
             try:
                 async for event in self.client.watch(
@@ -225,6 +260,7 @@ class ResourceSyncer:
                     resource_version=resource_version,
                     params=self._params,
                     timeout_seconds=random.randint(low, high),
+                    opened=opened,
                 ):
                     await queue.put(event)
                 await queue.put(_STOP)
@@ -277,13 +313,33 @@ class ResourceSyncer:
 
     def _change(self, kind: str, obj: dict[str, Any]) -> Change:
         if kind == "DELETED":
-            return Delete(*object_key(obj))
-        return prepare(
+            namespace, name = object_key(obj)
+            self.status.too_large.pop(f"{namespace}/{name}" if namespace else name, None)
+            return Delete(namespace, name)
+        return self._prepare(obj)
+
+    def _prepare(self, obj: dict[str, Any], *, is_new: bool = False) -> Change:
+        """The row to store for ``obj``; an object over the size limit is removed instead (a
+        stale copy would claim a state the member no longer has) and named in the status."""
+        upsert: Upsert = prepare(
             obj,
             cluster=self.cluster,
             rtype=self.target.rtype,
+            is_new=is_new,
             keep_secret_data=self.settings.store_secret_data,
         )
+        key = f"{upsert.namespace}/{upsert.name}" if upsert.namespace else upsert.name
+        if len(upsert.object) <= self.settings.max_object_bytes:
+            self.status.too_large.pop(key, None)
+            return upsert
+        if key not in self.status.too_large:
+            logger.warning(
+                "%s/%s: %s is %d bytes, over the limit of %d; not stored",
+                self.cluster, self.target.rtype, key, len(upsert.object),
+                self.settings.max_object_bytes,
+            )  # fmt: skip
+        self.status.too_large[key] = len(upsert.object)
+        return Delete(upsert.namespace, upsert.name)
 
     def _count(self, kind: str) -> None:
         if kind == "ADDED":

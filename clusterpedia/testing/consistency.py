@@ -43,18 +43,20 @@ def member_state(member: APIServer, namespace: str) -> dict[str, int]:
     return {i["metadata"]["name"]: int(i["metadata"]["resourceVersion"]) for i in listed["items"]}
 
 
-async def stored_state(url: str, cluster: str) -> tuple[dict[str, int], int]:
-    """name -> member resourceVersion as stored, and the number of rows."""
+async def stored_state(
+    url: str, cluster: str, namespace: str | None = None
+) -> tuple[dict[str, int], int]:
+    """name -> member resourceVersion as stored (of one namespace, if given), and the number
+    of rows."""
     engine = create_engine(url)
+    query = sa.select(resources.c.name, resources.c.resource_version).where(
+        resources.c.cluster == cluster, resources.c.resource == "configmaps"
+    )
+    if namespace is not None:
+        query = query.where(resources.c.namespace == namespace)
     try:
         async with engine.connect() as connection:
-            rows = (
-                await connection.execute(
-                    sa.select(resources.c.name, resources.c.resource_version).where(
-                        resources.c.cluster == cluster, resources.c.resource == "configmaps"
-                    )
-                )
-            ).all()
+            rows = (await connection.execute(query)).all()
         return {name: int(rv) for name, rv in rows}, len(rows)
     finally:
         await engine.dispose()

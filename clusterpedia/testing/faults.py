@@ -1,15 +1,23 @@
-"""Fault injection for tests: a TCP proxy a test can cut and restore.
+"""Fault injection for tests: proxies a test puts between the product and a real server.
 
-Put between the product and its database, ``cut()`` is a database restart as the product sees
-one: every open connection is reset and new ones are refused, until ``restore()``. The real
-server, shared by the whole test session, is never touched.
+- :class:`TcpProxy`, between the product and its database: ``cut()`` is a database restart as
+  the product sees one: every open connection is reset and new ones are refused, until
+  ``restore()``. The real server, shared by the whole test session, is never touched.
+- :class:`MemberProxy`, between the product and a member kube-apiserver: it forwards every
+  request (as the member's admin) and, while ``fault`` is set, misbehaves as a broken member
+  would: slow answers, 5xx, watches that hang, truncated JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
 
 from clusterpedia.testing.processes import free_port
 
@@ -85,3 +93,151 @@ class TcpProxy:
             pass
         finally:
             writer.transport.abort()
+
+
+# What MemberProxy.fault can be set to.
+SLOW = "slow"  # every answer trickles out, 64 bytes every 0.5 s (health probes included)
+ERROR = "error"  # resource requests get 503, open ones are cut (health and discovery answer)
+HANG = "hang"  # watches, new and already open, stop sending; the connection stays open
+TRUNCATE = "truncate"  # resource answers and watch events are cut in half mid-JSON
+
+
+class MemberProxy:
+    """A plain-HTTP front for a member, on its own thread and event loop (so the tasks a test
+    counts in its own loop are the product's alone)."""
+
+    def __init__(self, member_url: str, ssl_context: ssl.SSLContext):
+        self.member_url = member_url
+        self.ssl_context = ssl_context
+        self.port = free_port()
+        self.fault: str | None = None
+        self.requests = 0
+        self.open_requests = 0  # requests being answered now (open watches included)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kubeconfig(self) -> bytes:
+        """A kubeconfig for the product: this proxy, with a token it does not check."""
+        return yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "proxy", "cluster": {"server": self.url}}],
+                "users": [{"name": "proxy", "user": {"token": "unchecked"}}],
+                "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "proxy"}}],
+                "current-context": "proxy",
+            }
+        ).encode()
+
+    def start(self) -> MemberProxy:
+        self._thread.start()
+
+        async def start() -> None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self.ssl_context)
+            )
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", self._forward)
+            # A client that goes away cancels its request, hung watches included.
+            self._runner = web.AppRunner(
+                app, access_log=None, shutdown_timeout=1, handler_cancellation=True
+            )
+            await self._runner.setup()
+            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+        asyncio.run_coroutine_threadsafe(start(), self._loop).result(30)
+        return self
+
+    def close(self) -> None:
+        async def stop() -> None:
+            if self._runner is not None:
+                await self._runner.cleanup()
+            if self._session is not None:
+                await self._session.close()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> MemberProxy:
+        return self.start()
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        self.open_requests += 1
+        try:
+            return await self._answer(request)
+        except ConnectionError:  # the product went away (it timed out, or was stopped)
+            return web.Response(status=499)
+        finally:
+            self.open_requests -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
+        if self.fault == ERROR and _is_resource_path(request.path):
+            return web.json_response(
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "message": "injected fault: etcdserver: leader changed",
+                    "reason": "ServiceUnavailable",
+                    "code": 503,
+                },
+                status=503,
+            )
+        watch = request.query.get("watch") in ("true", "1")
+        async with self._session.request(
+            request.method,
+            self.member_url + request.path_qs,
+            data=await request.read() or None,
+            headers={k: v for k, v in request.headers.items() if k.lower() in _FORWARDED},
+            timeout=aiohttp.ClientTimeout(total=None),
+        ) as upstream:
+            headers = {"Content-Type": upstream.headers.get("Content-Type", "application/json")}
+            if not watch and self.fault == TRUNCATE and _is_resource_path(request.path):
+                body = await upstream.read()
+                return web.Response(
+                    status=upstream.status, body=body[: len(body) // 2], headers=headers
+                )
+            response = web.StreamResponse(status=upstream.status, headers=headers)
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                fault = self.fault
+                if fault == ERROR and _is_resource_path(request.path):
+                    assert request.transport is not None
+                    request.transport.close()
+                    return response
+                if fault == HANG and watch:
+                    await asyncio.Event().wait()  # until the client goes away
+                if fault == TRUNCATE and watch:
+                    await response.write(chunk[: len(chunk) // 2] + b"\n")
+                    await response.write_eof()
+                    return response
+                if fault == SLOW:
+                    for start in range(0, len(chunk), 64):
+                        await response.write(chunk[start : start + 64])
+                        await asyncio.sleep(0.5)
+                else:
+                    await response.write(chunk)
+            await response.write_eof()
+            return response
+
+
+_FORWARDED = {"accept", "content-type"}
+
+
+def _is_resource_path(path: str) -> bool:
+    """/api/v1/<resource>... and /apis/<group>/<version>/<resource>...: not discovery."""
+    parts = path.strip("/").split("/")
+    return (parts[0] == "api" and len(parts) >= 3) or (parts[0] == "apis" and len(parts) >= 4)

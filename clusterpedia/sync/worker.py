@@ -132,8 +132,8 @@ class ResourceSyncer:
         params = {}
         if self.target.label_selector:
             params["labelSelector"] = self.target.label_selector
-        if self.target.field_selector:
-            params["fieldSelector"] = self.target.field_selector
+        if self.target.member_field_selector:
+            params["fieldSelector"] = self.target.member_field_selector
         return params
 
     def _mark(self, phase: str, reason: str = "", message: str = "") -> None:

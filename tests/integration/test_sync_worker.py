@@ -22,8 +22,9 @@ from clusterpedia.storage.query import Query, TypeFilter
 from clusterpedia.storage.reader import ResourceReader
 from clusterpedia.storage.writer import ResourceWriter
 from clusterpedia.sync.worker import ResourceSyncer, SyncSettings
+from clusterpedia.testing.consistency import seed_configmaps
 from clusterpedia.testing.controlplane import APIServer
-from clusterpedia.testing.objects import storage
+from clusterpedia.testing.objects import configmaps_of, storage
 from clusterpedia.testing.waiting import eventually_async
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -169,6 +170,31 @@ async def test_selectors_limit_what_is_synced(stores, client, member, ns) -> Non
         Query(types=(TypeFilter("", "v1", "configmaps"),), clusters=("filtered",))
     )
     assert [orjson.loads(i.data)["metadata"]["name"] for i in page.items] == ["keep"]
+
+
+async def test_a_namespace_field_selector_pages_through_every_object(  # type: ignore[no-untyped-def]
+    stores, client, member, ns
+) -> None:
+    """More objects than a page, in a namespace that sorts before their names: a cluster-wide
+    list with ``fieldSelector=metadata.namespace=X`` stops after its first page on
+    kube-apiserver v1.35, so the worker lists the namespace's own path instead."""
+    writer, reader = stores
+    namespace = f"a-{ns}"  # "a-..." sorts before "cm-..."
+    await seed_configmaps(member, namespace, 620)
+    discovery = await discover(client)
+    (target,), _ = resolve_sync_resources(discovery, [configmaps_of(namespace)])
+    assert target.path == f"/api/v1/namespaces/{namespace}/configmaps"
+    assert target.member_field_selector == ""
+    syncer = ResourceSyncer(
+        cluster="paged", target=target, client=client, writer=writer,
+        settings=replace(FAST, page_size=100),
+    )  # fmt: skip
+    await syncer.relist()
+    assert syncer.status.count == 620
+    page = await reader.list(
+        Query(types=(TypeFilter("", "v1", "configmaps"),), clusters=("paged",))
+    )
+    assert len(page.items) == 620
 
 
 async def test_a_too_old_resource_version_is_expired(client: KubeClient) -> None:

@@ -3,7 +3,14 @@ resolve against a real member)."""
 
 from __future__ import annotations
 
-from clusterpedia.kube.discovery import APIGroup, APIResource, Discovery, resolve_sync_resources
+from clusterpedia.kube.discovery import (
+    APIGroup,
+    APIResource,
+    Discovery,
+    SyncTarget,
+    resolve_sync_resources,
+)
+from clusterpedia.storage.records import ResourceType
 
 LIST_WATCH = frozenset({"get", "list", "watch"})
 
@@ -48,3 +55,22 @@ def test_sync_all_custom_resources_adds_every_custom_group_and_no_builtin_one() 
 def test_without_the_flag_only_the_listed_entries_sync() -> None:
     targets, _ = resolve_sync_resources(_discovery(), [{"group": "", "resources": ["pods"]}])
     assert [str(t.rtype) for t in targets] == ["pods.v1"]
+
+
+def test_a_field_selector_that_pins_a_namespace_becomes_the_namespaced_path() -> None:
+    pods = ResourceType("", "v1", "pods", "Pod")
+
+    def target(selector: str, *, namespaced: bool = True) -> tuple[str, str]:
+        found = SyncTarget(pods, namespaced, field_selector=selector)
+        return found.path, found.member_field_selector
+
+    assert target("metadata.namespace=team-a") == ("/api/v1/namespaces/team-a/pods", "")
+    assert target("status.phase=Running, metadata.namespace==team-a") == (
+        "/api/v1/namespaces/team-a/pods",
+        "status.phase=Running",
+    )
+    assert target("metadata.namespace!=team-a") == ("/api/v1/pods", "metadata.namespace!=team-a")
+    assert target("status.phase=Running") == ("/api/v1/pods", "status.phase=Running")
+    assert target("") == ("/api/v1/pods", "")
+    nodes = SyncTarget(ResourceType("", "v1", "nodes", "Node"), False, field_selector="a=b")
+    assert (nodes.path, nodes.member_field_selector) == ("/api/v1/nodes", "a=b")

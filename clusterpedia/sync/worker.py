@@ -162,8 +162,7 @@ class ResourceSyncer:
                 logger.warning(
                     "%s/%s: %s; retrying in %.0fs", self.cluster, self.target.rtype, error, backoff
                 )
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, self.settings.backoff_max)
+                backoff = await self._back_off(backoff)
                 self.status.watch_restarts += 1
             except StorageError as error:
                 # The writer already retried; pause, then relist so nothing is lost.
@@ -172,8 +171,7 @@ class ResourceSyncer:
                 logger.warning(
                     "%s/%s: storage failing (%s); pausing", self.cluster, self.target.rtype, error
                 )
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, self.settings.backoff_max)
+                backoff = await self._back_off(backoff)
                 resource_version = None
             except Exception as error:
                 # A bug must not end the worker silently: say so, then start over with a relist.
@@ -182,9 +180,13 @@ class ResourceSyncer:
                 logger.exception(
                     "%s/%s: unexpected failure; relisting", self.cluster, self.target.rtype
                 )
-                await asyncio.sleep(backoff * (0.5 + random.random()))
-                backoff = min(backoff * 2, self.settings.backoff_max)
+                backoff = await self._back_off(backoff)
                 resource_version = None
+
+    async def _back_off(self, backoff: float) -> float:
+        """Sleep about ``backoff`` seconds (jittered); return the next, doubled, backoff."""
+        await asyncio.sleep(backoff * (0.5 + random.random()))
+        return min(backoff * 2, self.settings.backoff_max)
 
     async def relist(self) -> str:
         """Make the stored rows equal to a fresh list; return the list's resourceVersion."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from typing import Any
 
 import orjson
@@ -94,7 +95,8 @@ def converged(url: str, cluster: str, member: APIServer, namespace: str) -> bool
 
 class ConfigMapChurn:
     """Updates, deletes and re-creates ConfigMaps ``cm-00000`` .. of ``namespace`` in the
-    members, ``rate`` changes a second in all, until stopped."""
+    members, ``rate`` changes a second in all, until stopped. Changes start on a fixed schedule
+    (up to 64 in flight), so the rate holds whatever one request takes."""
 
     def __init__(
         self, members: list[APIServer], namespace: str, *, names: int = 200, rate: float = 50
@@ -107,30 +109,47 @@ class ConfigMapChurn:
 
     async def _run(self) -> None:
         generator = random.Random(3)
-        base = f"/api/v1/namespaces/{self.namespace}/configmaps"
         clients = [
             KubeClient(access_from_kubeconfig(member.kubeconfig.read_bytes()))
             for member in self.members
         ]
+        in_flight = asyncio.Semaphore(64)
+        pending: set[asyncio.Task[None]] = set()
+        started, scheduled = time.monotonic(), 0
         try:
             while not self.stopped.is_set():
-                kube = generator.choice(clients)
+                await asyncio.sleep(max(0.0, started + scheduled / self.rate - time.monotonic()))
+                await in_flight.acquire()
                 name = f"cm-{generator.randrange(self.names):05d}"
-                try:
-                    if generator.random() < 0.3:
-                        await kube.delete(f"{base}/{name}")
-                    else:
-                        try:
-                            await kube.patch(f"{base}/{name}", {"data": {"n": str(self.changes)}})
-                        except KubeError:
-                            await kube.post(base, {"metadata": {"name": name}, "data": {"n": "0"}})
-                    self.changes += 1
-                except KubeError:
-                    pass  # deleted twice, or re-created meanwhile: the next change goes on
-                await asyncio.sleep(1 / self.rate)
+                change = self._change(
+                    generator.choice(clients), name, generator.random() < 0.3, in_flight
+                )
+                task = asyncio.create_task(change)
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                scheduled += 1
+            await asyncio.gather(*pending)
         finally:
             for kube in clients:
                 await kube.close()
+
+    async def _change(
+        self, kube: KubeClient, name: str, delete: bool, in_flight: asyncio.Semaphore
+    ) -> None:
+        base = f"/api/v1/namespaces/{self.namespace}/configmaps"
+        try:
+            if delete:
+                await kube.delete(f"{base}/{name}")
+            else:
+                try:
+                    await kube.patch(f"{base}/{name}", {"data": {"n": str(self.changes)}})
+                except KubeError:
+                    await kube.post(base, {"metadata": {"name": name}, "data": {"n": "0"}})
+            self.changes += 1
+        except KubeError:
+            pass  # deleted twice, or re-created meanwhile: the next change goes on
+        finally:
+            in_flight.release()
 
     def __enter__(self) -> ConfigMapChurn:
         self.thread.start()

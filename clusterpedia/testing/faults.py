@@ -224,12 +224,11 @@ class MemberProxy:
                     await response.write(chunk[: len(chunk) // 2] + b"\n")
                     await response.write_eof()
                     return response
-                if fault == SLOW:
-                    for start in range(0, len(chunk), 64):
-                        await response.write(chunk[start : start + 64])
-                        await asyncio.sleep(0.5)
-                else:
-                    await response.write(chunk)
+                while chunk and self.fault == SLOW:
+                    await response.write(chunk[:64])
+                    chunk = chunk[64:]
+                    await asyncio.sleep(0.5)
+                await response.write(chunk)
             await response.write_eof()
             return response
 

@@ -40,10 +40,22 @@ def free_port(host: str = "127.0.0.1") -> int:
 class ManagedProcess:
     """One child process with its output in a log file."""
 
-    def __init__(self, *, name: str, argv: Sequence[str | os.PathLike[str]], log_path: Path):
+    def __init__(
+        self,
+        *,
+        name: str,
+        argv: Sequence[str | os.PathLike[str]],
+        log_path: Path,
+        user: str | None = None,
+        stop_signal: signal.Signals = signal.SIGTERM,
+    ):
         self.name = name
         self.argv = [str(part) for part in argv]
         self.log_path = log_path
+        # A system user to run as (database servers refuse root); set before the death signal,
+        # which a change of user would clear.
+        self.user = user if user and os.geteuid() == 0 else None
+        self.stop_signal = stop_signal
         self._popen: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -60,6 +72,9 @@ class ManagedProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_die_with_parent,
+            user=self.user,
+            group=self.user,
+            extra_groups=[] if self.user else None,
         )
         logger.debug("started %s (pid %s): %s", self.name, self._popen.pid, " ".join(self.argv))
 
@@ -76,6 +91,13 @@ class ManagedProcess:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def wait(self, timeout: float) -> int:
+        """Wait for a child that ends by itself (a setup command); its exit code."""
+        assert self._popen is not None
+        code = self._popen.wait(timeout)
+        self.stop()
+        return code
+
     def kill(self) -> int | None:
         """SIGKILL at once (a crash, as far as the child can tell); reaps it; its exit code."""
         if self._popen is not None and self._popen.poll() is None:
@@ -83,11 +105,12 @@ class ManagedProcess:
         return self.stop()
 
     def stop(self, *, timeout: float = 15.0) -> int | None:
-        """SIGTERM, then SIGKILL after ``timeout``; always reaps the child; its exit code."""
+        """The stop signal (SIGTERM unless told), then SIGKILL after ``timeout``; always reaps
+        the child; its exit code."""
         popen, self._popen = self._popen, None
         if popen is not None:
             if popen.poll() is None:
-                popen.send_signal(signal.SIGTERM)
+                popen.send_signal(self.stop_signal)
                 try:
                     popen.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:

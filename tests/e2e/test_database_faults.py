@@ -1,15 +1,21 @@
 """Database faults, on PostgreSQL and MariaDB: the database goes away under a running
-``clusterpedia run`` (through a TCP proxy the test cuts: every connection reset, new ones
-refused) while a member churns and clients query. While it is down, queries fail fast with a 503
-``Status`` and ``/readyz`` says not ready; once it is back, both recover by themselves, sync
-resumes and converges to the member with nothing lost, and no connection is left stuck."""
+``clusterpedia run`` while a member churns and clients query. Two ways: a TCP proxy the test
+cuts (every connection reset, new ones refused), and a real restart of a private server
+(PostgreSQL's fast shutdown, MariaDB's normal one: the server ends every session itself).
+
+While it is down, queries fail fast with a 503 ``Status`` and ``/readyz`` says not ready; once
+it is back, both recover by themselves, sync resumes and converges to the member with nothing
+lost, and no connection is left stuck."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -27,6 +33,7 @@ from clusterpedia.testing.consistency import (
 )
 from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.databases import fresh_database, require_server
+from clusterpedia.testing.dbservers import PrivateMariaDB, PrivatePostgres, PrivateServer
 from clusterpedia.testing.faults import TcpProxy
 from clusterpedia.testing.objects import configmaps_of, pediacluster
 from clusterpedia.testing.product import ProductProcess
@@ -50,21 +57,51 @@ def query(product: ProductProcess, host: APIServer, path: str) -> tuple[int, byt
         return error.code, error.read(), time.monotonic() - started
 
 
-@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
-def test_a_database_outage_fails_fast_and_loses_nothing(
-    host: APIServer, member_clusters: list[APIServer], tmp_path: Path, dialect: str
-) -> None:
-    require_server(dialect)
-    member = member_clusters[1]
-    namespace = cluster = f"dbfault-{dialect}"
-    asyncio.run(seed_configmaps(member, namespace, 300))
+@dataclass
+class Outage:
+    """How the test takes the database away and brings it back."""
+
+    url: str  # the database as the test reads it
+    product_url: str  # the database as the product reaches it
+    down: Callable[[], None]
+    up: Callable[[], None]
+    connections: Callable[[], int]  # the product's connections to it
+
+
+@contextlib.contextmanager
+def proxy_cut(dialect: str) -> Iterator[Outage]:
     with fresh_database(dialect, label="dbfault") as url:
         real = make_url(url)
         assert real.host is not None and real.port is not None
         proxy = TcpProxy(real.host, real.port).start()
-        proxied = real.set(port=proxy.port).render_as_string(hide_password=False)
+        try:
+            proxied = real.set(port=proxy.port).render_as_string(hide_password=False)
+            yield Outage(url, proxied, proxy.cut, proxy.restore, lambda: proxy.connections)
+        finally:
+            proxy.close()
+
+
+@contextlib.contextmanager
+def server_restart(dialect: str) -> Iterator[Outage]:
+    server: PrivateServer = PrivatePostgres() if dialect == "postgresql" else PrivateMariaDB()
+    with server:
+        yield Outage(server.url, server.url, server.stop, server.start, server.client_connections)
+
+
+@pytest.mark.parametrize("kind", ["proxy-cut", "server-restart"])
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+def test_a_database_outage_fails_fast_and_loses_nothing(
+    host: APIServer, member_clusters: list[APIServer], tmp_path: Path, dialect: str, kind: str
+) -> None:
+    require_server(dialect)
+    member = member_clusters[1]
+    namespace = cluster = f"dbfault-{dialect}-{kind}"
+    asyncio.run(seed_configmaps(member, namespace, 300))
+    outages = proxy_cut if kind == "proxy-cut" else server_restart
+    with outages(dialect) as outage:
+        url = outage.url
         product = ProductProcess(
-            workdir=tmp_path, kubeconfig=host.kubeconfig, storage_url=proxied
+            workdir=tmp_path, kubeconfig=host.kubeconfig, storage_url=outage.product_url
         ).start()
         listing = f"{PREFIX}/clusters/{cluster}/api/v1/namespaces/{namespace}/configmaps?limit=50"
         spec = pediacluster(
@@ -77,16 +114,16 @@ def test_a_database_outage_fails_fast_and_loses_nothing(
             eventually(
                 lambda: converged(url, cluster, member, namespace), timeout=60, what="synced"
             )
-            outage: list[tuple[int, bytes, float]] = []
+            outage_answers: list[tuple[int, bytes, float]] = []
             with ConfigMapChurn([member], namespace) as churn:
                 time.sleep(2)
-                proxy.cut()
+                outage.down()
                 deadline = time.monotonic() + OUTAGE_SECONDS
                 while time.monotonic() < deadline:
-                    outage.append(query(product, host, listing))
+                    outage_answers.append(query(product, host, listing))
                     time.sleep(0.5)
                 ready_while_down = query(product, host, "/readyz")[0]
-                proxy.restore()
+                outage.up()
                 eventually(
                     lambda: query(product, host, listing)[0] == 200,
                     timeout=30,
@@ -100,9 +137,11 @@ def test_a_database_outage_fails_fast_and_loses_nothing(
                 what="sync resumes and converges after the outage",
             )
             # While down: every query a 503 Status, fast; not ready.
-            assert outage and {code for code, _, _ in outage} == {503}, outage
-            assert max(seconds for _, _, seconds in outage) < 5, outage
-            status = orjson.loads(outage[-1][1])
+            codes = {code for code, _, _ in outage_answers}
+            assert outage_answers and codes == {503}, outage_answers
+            slowest = max(seconds for _, _, seconds in outage_answers)
+            assert slowest < 5, outage_answers
+            status = orjson.loads(outage_answers[-1][1])
             assert (status["kind"], status["reason"]) == ("Status", "ServiceUnavailable")
             assert ready_while_down != 200
             assert query(product, host, "/readyz")[0] == 200
@@ -112,15 +151,15 @@ def test_a_database_outage_fails_fast_and_loses_nothing(
             rvs, head, pruned, replayed = asyncio.run(change_log_report(url, cluster))
             assert rvs == list(range(pruned + 1, head + 1))
             assert replayed == stored
-            assert proxy.connections <= 40, f"{proxy.connections} database connections open"
+            connections = outage.connections()
+            assert connections <= 40, f"{connections} database connections open"
             print(
-                f"{dialect}: {len(outage)} queries during a {OUTAGE_SECONDS} s outage, all 503, "
-                f"slowest {max(s for _, _, s in outage) * 1000:.0f} ms; {churn.changes} member "
+                f"{dialect} {kind}: {len(outage_answers)} queries during a {OUTAGE_SECONDS} s "
+                f"outage, all 503, slowest {slowest * 1000:.0f} ms; {churn.changes} member "
                 f"changes; {len(stored)} objects equal; log 1..{head} without gaps; "
-                f"{proxy.connections} connections after"
+                f"{connections} connections after"
             )  # shown in the closing note
         finally:
             host.kubectl("delete", "pediacluster", cluster, "--timeout=60s", check=False)
             product.stop()
-            proxy.close()
             member.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -1,0 +1,206 @@
+"""Private database servers a test may restart: PostgreSQL and MariaDB from Debian's packages,
+each in a temporary directory on a free loopback port, run as the system's ``postgres`` or
+``mysql`` user.
+
+The session's shared servers (started by ``hack/test``) are never restarted: other tests use
+them. These exist so that a test can restart a real server under a running product:
+``restart()`` stops it the way an administrator would (PostgreSQL: fast shutdown, which ends
+every session with ``57P01``; MariaDB: a normal shutdown), waits, and starts it again on the
+same port with the same data.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pymysql
+
+from clusterpedia.testing.processes import ManagedProcess, free_port
+
+STARTUP_TIMEOUT = 60.0
+
+
+class PrivateServer:
+    dialect = ""
+    user = ""
+
+    def __init__(self) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"clusterpedia-{self.dialect}-"))
+        shutil.chown(self.workdir, self.user, self.user)
+        self.port = free_port()
+        self.process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _initialise(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> PrivateServer:
+        if not (self.workdir / "data").exists():
+            self._initialise()
+        self.process = ManagedProcess(
+            name=f"{self.dialect} (private)",
+            argv=self._argv(),
+            log_path=self.workdir / "server.log",
+            user=self.user,
+            stop_signal=signal.SIGINT if self.dialect == "postgresql" else signal.SIGTERM,
+        )
+        self.process.start()
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            try:
+                self._connect().close()
+                return self
+            except Exception:
+                if not self.process.running() or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the private {self.dialect} server did not start:\n"
+                        f"{self.process.log_tail()}"
+                    ) from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(timeout=30)
+            self.process = None
+
+    def restart(self, *, down_for: float) -> None:
+        """Stop as an administrator would, stay down ``down_for`` seconds, start again."""
+        self.stop()
+        time.sleep(down_for)
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> PrivateServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def client_connections(self) -> int:
+        """Client sessions open now (this query's own excluded)."""
+        raise NotImplementedError
+
+
+class PrivatePostgres(PrivateServer):
+    dialect, user = "postgresql", "postgres"
+
+    @property
+    def _bin(self) -> Path:
+        versions = sorted(Path("/usr/lib/postgresql").iterdir(), key=lambda p: int(p.name))
+        return versions[-1] / "bin"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://clusterpedia@127.0.0.1:{self.port}/postgres"
+
+    def _initialise(self) -> None:
+        init = ManagedProcess(
+            name="initdb",
+            argv=[self._bin / "initdb", "-D", self.workdir / "data", "-U", "clusterpedia",
+                  "-A", "trust", "--no-sync"],
+            log_path=self.workdir / "initdb.log",
+            user=self.user,
+        )  # fmt: skip
+        init.start()
+        if init.wait(120) != 0:
+            raise RuntimeError(f"initdb failed:\n{init.log_tail()}")
+
+    def _argv(self) -> list[str]:
+        return [
+            str(self._bin / "postgres"),
+            "-D", str(self.workdir / "data"),
+            "-p", str(self.port),
+            "-k", str(self.workdir),
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", "fsync=off",
+            "-c", "max_connections=200",
+        ]  # fmt: skip
+
+    def _connect(self) -> Any:
+        return psycopg.connect(
+            host="127.0.0.1", port=self.port, user="clusterpedia", dbname="postgres",
+            connect_timeout=5, autocommit=True,
+        )  # fmt: skip
+
+    def client_connections(self) -> int:
+        with self._connect() as connection:
+            row = connection.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+
+class PrivateMariaDB(PrivateServer):
+    dialect, user = "mysql", "mysql"
+
+    @property
+    def url(self) -> str:
+        return f"mysql+pymysql://root@127.0.0.1:{self.port}/clusterpedia"
+
+    def _initialise(self) -> None:
+        init = ManagedProcess(
+            name="mariadb-install-db",
+            argv=["mariadb-install-db", "--no-defaults", f"--datadir={self.workdir / 'data'}",
+                  f"--user={self.user}", "--skip-test-db",
+                  "--auth-root-authentication-method=normal"],
+            log_path=self.workdir / "install.log",
+        )  # fmt: skip
+        init.start()
+        if init.wait(120) != 0:
+            raise RuntimeError(f"mariadb-install-db failed:\n{init.log_tail()}")
+        shutil.chown(self.workdir / "data", self.user, self.user)
+
+    def _argv(self) -> list[str]:
+        return [
+            "mariadbd", "--no-defaults",
+            f"--datadir={self.workdir / 'data'}",
+            f"--socket={self.workdir / 'mysqld.sock'}",
+            f"--pid-file={self.workdir / 'mysqld.pid'}",
+            f"--port={self.port}", "--bind-address=127.0.0.1",
+            "--skip-grant-tables",  # a throwaway server on loopback: root without a password
+            "--innodb-flush-log-at-trx-commit=2", "--skip-log-bin",
+        ]  # fmt: skip
+
+    def _connect(self) -> Any:
+        connection = pymysql.connect(
+            host="127.0.0.1", port=self.port, user="root", connect_timeout=5, autocommit=True
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE DATABASE IF NOT EXISTS clusterpedia"
+                " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+            )
+        return connection
+
+    def client_connections(self) -> int:
+        connection = self._connect()
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM information_schema.processlist"
+                    " WHERE command <> 'Daemon' AND id <> CONNECTION_ID()"
+                )
+                (count,) = cursor.fetchone()
+                return int(count)
+        finally:
+            connection.close()

@@ -38,7 +38,6 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -51,6 +50,7 @@ from clusterpedia.testing.benchmarks import (
     percentile,
     print_figures,
     quiet_product,
+    rss_mb,
     wait_operator_ready,
 )
 from clusterpedia.testing.consistency import (
@@ -69,13 +69,6 @@ from clusterpedia.testing.waiting import eventually_async
 
 NAMESPACE = "chaos"
 LISTING = "/apis/clusterpedia.io/v1beta1/resources/api/v1/configmaps?limit=500"
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def slope_per_minute(samples: list[tuple[float, float]]) -> float:

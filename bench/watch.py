@@ -49,6 +49,7 @@ from clusterpedia.testing.benchmarks import (
     percentile,
     print_figures,
     quiet_product,
+    rss_mb,
     wait_operator_ready,
 )
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
@@ -65,13 +66,6 @@ SAMPLED = 10  # watchers whose events are parsed for latency
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 async def cpu_percent(pid: int, seconds: float) -> float:

@@ -54,6 +54,14 @@ def print_figures(rows: list[tuple[str, str, str]], figures: dict[str, float]) -
         print(f"{label:{width}}  {fmt.format(figures[key]):>10}")
 
 
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid``, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]

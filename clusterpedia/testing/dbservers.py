@@ -49,6 +49,16 @@ class PrivateServer:
     def _initialise(self) -> None:
         raise NotImplementedError
 
+    def _setup(self, *argv: str | Path, user: str | None = None) -> None:
+        """Run a command that creates the data directory; fail with its output."""
+        name = Path(argv[0]).name
+        command = ManagedProcess(
+            name=name, argv=argv, log_path=self.workdir / f"{name}.log", user=user
+        )
+        command.start()
+        if command.wait(120) != 0:
+            raise RuntimeError(f"{name} failed:\n{command.log_tail()}")
+
     def start(self) -> PrivateServer:
         if not (self.workdir / "data").exists():
             self._initialise()
@@ -112,16 +122,10 @@ class PrivatePostgres(PrivateServer):
         return f"postgresql+psycopg://clusterpedia@127.0.0.1:{self.port}/postgres"
 
     def _initialise(self) -> None:
-        init = ManagedProcess(
-            name="initdb",
-            argv=[self._bin / "initdb", "-D", self.workdir / "data", "-U", "clusterpedia",
-                  "-A", "trust", "--no-sync"],
-            log_path=self.workdir / "initdb.log",
-            user=self.user,
+        self._setup(
+            self._bin / "initdb", "-D", self.workdir / "data", "-U", "clusterpedia",
+            "-A", "trust", "--no-sync", user=self.user,
         )  # fmt: skip
-        init.start()
-        if init.wait(120) != 0:
-            raise RuntimeError(f"initdb failed:\n{init.log_tail()}")
 
     def _argv(self) -> list[str]:
         return [
@@ -158,16 +162,10 @@ class PrivateMariaDB(PrivateServer):
         return f"mysql+pymysql://root@127.0.0.1:{self.port}/clusterpedia"
 
     def _initialise(self) -> None:
-        init = ManagedProcess(
-            name="mariadb-install-db",
-            argv=["mariadb-install-db", "--no-defaults", f"--datadir={self.workdir / 'data'}",
-                  f"--user={self.user}", "--skip-test-db",
-                  "--auth-root-authentication-method=normal"],
-            log_path=self.workdir / "install.log",
+        self._setup(
+            "mariadb-install-db", "--no-defaults", f"--datadir={self.workdir / 'data'}",
+            f"--user={self.user}", "--skip-test-db", "--auth-root-authentication-method=normal",
         )  # fmt: skip
-        init.start()
-        if init.wait(120) != 0:
-            raise RuntimeError(f"mariadb-install-db failed:\n{init.log_tail()}")
         shutil.chown(self.workdir / "data", self.user, self.user)
 
     def _argv(self) -> list[str]:

@@ -92,12 +92,6 @@ sa.Index("ix_resources_labels", resources.c.labels, postgresql_using="gin").ddl_
 )
 
 
-# Label index for MySQL/MariaDB, which cannot index a JSON document: one row per label of each
-# object, so an equality selector starts from (type, key, value) instead of scanning every
-# object of the type (4.8 s -> 9 ms at 100k pods on MariaDB, bench/storage.py). PostgreSQL has
-# the GIN index on resources.labels. SQLite, the small-install default, does not use it either:
-# its planner still drove the query from the object order (364 -> 168 ms) while writes slowed
-# by half; there a substring prefilter on the labels text spares the JSON parse instead.
 def _object_key() -> list[sa.Column[str]]:
     """(group, version, resource, cluster, namespace, name): which object a row is about."""
     return [
@@ -110,6 +104,12 @@ def _object_key() -> list[sa.Column[str]]:
     ]
 
 
+# Label index for MySQL/MariaDB, which cannot index a JSON document: one row per label of each
+# object, so an equality selector starts from (type, key, value) instead of scanning every
+# object of the type (4.8 s -> 9 ms at 100k pods on MariaDB, bench/storage.py). PostgreSQL has
+# the GIN index on resources.labels. SQLite, the small-install default, does not use it either:
+# its planner still drove the query from the object order (364 -> 168 ms) while writes slowed
+# by half; there a substring prefilter on the labels text spares the JSON parse instead.
 resource_labels = sa.Table(
     "resource_labels",
     metadata,

@@ -22,18 +22,31 @@ from aiohttp import web
 from clusterpedia.testing.processes import free_port
 
 
-class TcpProxy:
-    def __init__(self, target_host: str, target_port: int):
-        self.target = (target_host, target_port)
+class _LoopThread:
+    """An event loop on a thread of its own: the proxy's work never runs on (nor counts as a
+    task of) the loop of the test or product it stands in front of."""
+
+    def __init__(self) -> None:
         self.port = free_port()
-        self.connections = 0  # open client connections
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.Server | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     def _run(self, coroutine: Any) -> Any:
+        """Run ``coroutine`` on the proxy's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(30)
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+class TcpProxy(_LoopThread):
+    def __init__(self, target_host: str, target_port: int):
+        super().__init__()
+        self.target = (target_host, target_port)
+        self.connections = 0  # open client connections
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
 
     def start(self) -> TcpProxy:
         self._thread.start()
@@ -62,8 +75,7 @@ class TcpProxy:
 
     def close(self) -> None:
         self.cut()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self._stop_loop()
 
     async def _handle(self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter):  # type: ignore[no-untyped-def]
         try:
@@ -102,19 +114,17 @@ HANG = "hang"  # watches, new and already open, stop sending; the connection sta
 TRUNCATE = "truncate"  # resource answers and watch events are cut in half mid-JSON
 
 
-class MemberProxy:
+class MemberProxy(_LoopThread):
     """A plain-HTTP front for a member, on its own thread and event loop (so the tasks a test
     counts in its own loop are the product's alone)."""
 
     def __init__(self, member_url: str, ssl_context: ssl.SSLContext):
+        super().__init__()
         self.member_url = member_url
         self.ssl_context = ssl_context
-        self.port = free_port()
         self.fault: str | None = None
         self.requests = 0
         self.open_requests = 0  # requests being answered now (open watches included)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -151,7 +161,7 @@ class MemberProxy:
             await self._runner.setup()
             await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
-        asyncio.run_coroutine_threadsafe(start(), self._loop).result(30)
+        self._run(start())
         return self
 
     def close(self) -> None:
@@ -161,9 +171,8 @@ class MemberProxy:
             if self._session is not None:
                 await self._session.close()
 
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self._run(stop())
+        self._stop_loop()
 
     def __enter__(self) -> MemberProxy:
         return self.start()

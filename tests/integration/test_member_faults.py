@@ -31,7 +31,7 @@ from clusterpedia.kube.client import KubeClient
 from clusterpedia.storage.writer import ResourceWriter
 from clusterpedia.sync.cluster import ClusterSettings, ClusterSynchro
 from clusterpedia.sync.worker import SyncSettings
-from clusterpedia.testing.consistency import seed_configmaps, stored_state
+from clusterpedia.testing.consistency import member_state, seed_configmaps, stored_state
 from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.databases import fresh_database
 from clusterpedia.testing.faults import ERROR, HANG, SLOW, TRUNCATE, MemberProxy
@@ -94,11 +94,7 @@ class Rig:
             await asyncio.sleep(0.5)
 
     async def member_state(self, cluster: str) -> dict[str, int]:
-        listed = await self.clients[cluster].get(f"/api/v1/namespaces/{NAMESPACE}/configmaps")
-        return {
-            item["metadata"]["name"]: int(item["metadata"]["resourceVersion"])
-            for item in listed["items"]
-        }
+        return await asyncio.to_thread(member_state, self.members[cluster], NAMESPACE)
 
     async def converged(self, cluster: str) -> bool:
         stored, _ = await stored_state(self.url, cluster, NAMESPACE)

@@ -45,7 +45,13 @@ def _bind(layer: Layer, delegate: Handler) -> Handler:
 
 
 async def with_request_info(request: web.Request, delegate: Handler) -> web.StreamResponse:
-    """Parse the Kubernetes request attributes once, for every later layer."""
+    """Parse the Kubernetes request attributes once, for every later layer.
+
+    A NUL character is refused here, once for every parameter and path segment: no Kubernetes
+    name, selector or token holds one, and PostgreSQL text cannot (it would fail as a storage
+    error, a 503, instead of the client's 400)."""
+    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.query.items()):
+        return StatusError(400, "the request holds a NUL character").response()
     request[REQUEST_INFO] = parse_request(request.path, request.method, first_values(request))
     return await delegate(request)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ from clusterpedia.search.selectors import (
     parse_label_selector,
 )
 from clusterpedia.search.times import parse_search_time
+from clusterpedia.search.wheresql import parse_where_sql
 from clusterpedia.storage.errors import InvalidQuery
 from clusterpedia.storage.query import (
     ORDERABLE_COLUMNS,
@@ -43,6 +45,11 @@ SEARCH_PREFIX = "search.clusterpedia.io/"
 FUZZY_NAME = "internalstorage.clusterpedia.io/fuzzy-name"
 MAX_VALUES = 500  # list values per parameter
 MAX_PARAMETER_LENGTH = 64 * 1024
+MAX_INTEGER = 2**62  # well inside a signed 64-bit column
+_DIGITS = re.compile(r"-?[0-9]{1,19}", re.ASCII)
+# Each order key is a sort key and a step of the continue condition; the original accepts a
+# handful, and 200 field-path keys once kept both cores busy for seconds.
+MAX_ORDER_KEYS = 8
 
 # search label suffix -> URL parameter it mirrors
 _LABEL_TO_PARAM = {
@@ -85,12 +92,14 @@ def parse_bool(value: str, *, what: str) -> bool:
 
 
 def parse_int(value: str, *, what: str, minimum: int = 0) -> int:
-    try:
-        number = int(value.strip())
-    except ValueError:
-        raise InvalidQuery(f"invalid {what} {value!r}: expected an integer") from None
-    if number < minimum or number > 2**62:
-        raise InvalidQuery(f"invalid {what} {value}: must be at least {minimum}")
+    """A decimal integer in ASCII digits (Python's ``int`` also takes full-width digits, ``1_0`` and
+    thousands of digits), between ``minimum`` and MAX_INTEGER."""
+    text = value.strip()
+    if not _DIGITS.fullmatch(text):
+        raise InvalidQuery(f"invalid {what} {value[:40]!r}: expected an integer")
+    number = int(text)
+    if number < minimum or number > MAX_INTEGER:
+        raise InvalidQuery(f"invalid {what} {text}: must be between {minimum} and {MAX_INTEGER}")
     return number
 
 
@@ -103,6 +112,8 @@ def split_list(value: str, *, what: str) -> tuple[str, ...]:
 
 def parse_order_by(items: Sequence[str]) -> tuple[OrderBy, ...]:
     """``["namespace desc", "cluster"]`` -> OrderBy values; unknown keys are refused."""
+    if len(items) > MAX_ORDER_KEYS:
+        raise InvalidQuery(f"too many orderby keys: at most {MAX_ORDER_KEYS}")
     orders = []
     for item in items:
         words = item.split()
@@ -157,7 +168,7 @@ def _where_sql(params: Mapping[str, Sequence[str]]) -> WhereSQL | None:
             )
     else:
         values = list(params.get("whereSQLParam", ()))
-    return WhereSQL(statement=statement, params=tuple(values))
+    return WhereSQL(statement=statement, condition=parse_where_sql(statement, values))
 
 
 def query_from_request(

@@ -30,6 +30,10 @@ _NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _INTEGER = re.compile(r"^-?[0-9]{1,18}$")
 _SPECIAL = set(",=!<>()")
+# Kubernetes sets no bound; SQLite does (an expression tree at most 1,000 deep), and each
+# requirement and value deepens the WHERE clause. Far above what a person writes.
+MAX_REQUIREMENTS = 100
+MAX_SET_VALUES = 100
 
 
 def validate_qualified_name(key: str, *, what: str) -> str:
@@ -178,6 +182,8 @@ def _parse(text: str, *, what: str, read_key, read_value, allow_compare: bool): 
                 scanner.take("(")
                 values = []
                 while True:
+                    if len(values) >= MAX_SET_VALUES:
+                        raise scanner.error(f"more than {MAX_SET_VALUES} values in one set")
                     values.append(read_value(scanner))
                     if scanner.take(")"):
                         break
@@ -200,6 +206,8 @@ def _parse(text: str, *, what: str, read_key, read_value, allow_compare: bool): 
             return requirements
         if not scanner.take(","):
             raise scanner.error("expected ','")
+        if len(requirements) >= MAX_REQUIREMENTS:
+            raise scanner.error(f"more than {MAX_REQUIREMENTS} requirements")
 
 
 def parse_label_selector(text: str) -> list[Requirement]:
@@ -253,7 +261,7 @@ def _read_path(scanner: _Scanner) -> FieldPath:
                 segments.append(Key(validate_qualified_name(inner[1:-1], what="field key")))
             elif inner == "":
                 segments.append(Index(None))
-            elif inner.isdigit() and len(inner) <= 6:
+            elif inner.isascii() and inner.isdigit() and len(inner) <= 6:
                 segments.append(Index(int(inner)))
             else:
                 raise scanner.error(f"invalid index [{inner}]")

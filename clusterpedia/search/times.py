@@ -11,6 +11,8 @@ def parse_search_time(value: str, *, what: str) -> datetime:
     """A naive UTC datetime from RFC 3339, ``YYYY-MM-DD hh:mm:ss``, ``YYYY-MM-DD``, or Unix
     seconds (10 digits) / milliseconds (13 digits), chosen as the original chooses."""
     try:
+        if not value.isascii():  # strptime and fromisoformat take other scripts' digits
+            raise ValueError("not ASCII")
         if "T" in value:
             parsed = datetime.fromisoformat(
                 value.replace(" ", "+")
@@ -31,5 +33,8 @@ def parse_search_time(value: str, *, what: str) -> datetime:
             "(13 digits)"
         ) from None
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        try:
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # 9999-12-31T23:00:00-05:00 is past the year 9999 in UTC
+            raise InvalidQuery(f"invalid {what} {value!r}: out of range in UTC") from None
     return parsed

@@ -20,15 +20,33 @@ Values compare as strings, as the original does: ``spec.replicas=3`` matches the
 from __future__ import annotations
 
 import itertools
-import re
+from collections.abc import Callable
+from operator import eq, ge, gt, le, lt, ne
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
 from clusterpedia.search.selectors import FieldPath, FieldRequirement, Index, Key, Requirement
+from clusterpedia.storage.condition import (
+    Between,
+    Call,
+    Column,
+    Comparison,
+    Condition,
+    Constant,
+    InList,
+    IsNull,
+    JsonField,
+    Junction,
+    Like,
+    Negation,
+    Operand,
+    Value,
+)
 from clusterpedia.storage.errors import InvalidQuery
 from clusterpedia.storage.query import OrderBy, OwnerFilter, Query, TypeFilter
 from clusterpedia.storage.schema import resource_labels, resources
@@ -276,6 +294,8 @@ class Compiler:
     ) -> ColumnElement[bool]:
         if owner.seniority < 0 or owner.seniority > MAX_OWNER_SENIORITY:
             raise InvalidQuery(f"owner seniority must be between 0 and {MAX_OWNER_SENIORITY}")
+        if not (owner.uid.isascii() and owner.name.isascii() and cluster.isascii()):
+            return sa.false()  # identifiers are ASCII: nothing can match
         uids: Any
         if owner.uid:
             uids = [owner.uid]
@@ -298,6 +318,64 @@ class Compiler:
             uids = sa.select(level.c.uid).where(level.c.cluster == cluster, condition)
         return R.owner_uid.in_(uids)
 
+    # -- whereSQLStatement ---------------------------------------------------------------
+
+    def condition(self, node: Condition) -> ColumnElement[bool]:
+        """A parsed ``whereSQLStatement``: only the row's own columns and JSON, values bound."""
+        # MySQL refuses to compare its ASCII columns with text outside ASCII (error 1267);
+        # such a statement compares them as utf8mb4 instead, at the cost of their indexes.
+        widen = self.dialect == "mysql" and _has_non_ascii(node)
+        return self._condition(node, widen=widen)
+
+    def _condition(self, node: Condition, *, widen: bool) -> ColumnElement[bool]:
+        if isinstance(node, Junction):
+            parts = [self._condition(part, widen=widen) for part in node.parts]
+            return sa.and_(*parts) if node.operator == "and" else sa.or_(*parts)
+        if isinstance(node, Negation):
+            return sa.not_(self._condition(node.part, widen=widen))
+        if isinstance(node, Constant):
+            return sa.true() if node.value else sa.false()
+        if isinstance(node, Comparison):
+            left = self._operand(node.left, widen=widen)
+            return _COMPARE[node.operator](left, self._operand(node.right, widen=widen))
+        if isinstance(node, InList):
+            operand = self._operand(node.operand, widen=widen)
+            values = [self._operand(value, widen=widen) for value in node.values]
+            return operand.not_in(values) if node.negated else operand.in_(values)
+        if isinstance(node, Between):
+            operand = self._operand(node.operand, widen=widen)
+            between = operand.between(
+                self._operand(node.low, widen=widen), self._operand(node.high, widen=widen)
+            )
+            return sa.not_(between) if node.negated else between
+        if isinstance(node, Like):
+            matches = self._like(self._operand(node.operand, widen=widen), node.pattern)
+            return sa.not_(matches) if node.negated else matches
+        assert isinstance(node, IsNull)
+        operand = self._operand(node.operand, widen=widen)
+        return operand.is_not(None) if node.negated else operand.is_(None)
+
+    def _operand(self, node: Operand, *, widen: bool) -> ColumnElement[Any]:
+        if isinstance(node, Column):
+            if widen and node.kind == "text":
+                as_utf8 = sa.cast(R[node.name], mysql.CHAR(charset="utf8mb4"))
+                return sa.collate(as_utf8, "utf8mb4_bin")
+            return R[node.name]
+        if isinstance(node, JsonField):
+            return self.scalar_text(node.path)
+        if isinstance(node, Value):
+            column_type = {"text": sa.Text(), "int": sa.BigInteger(), "time": sa.DateTime()}
+            return sa.literal(node.value, type_=column_type[node.kind])
+        args = [self._operand(arg, widen=widen) for arg in node.args]
+        return getattr(sa.func, node.function)(*args)
+
+    def _like(self, operand: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
+        """Case-sensitive LIKE everywhere: SQLite's LIKE ignores ASCII case, so there the
+        pattern becomes a GLOB (which does not)."""
+        if self.dialect != "sqlite":
+            return operand.like(pattern, escape="\\")
+        return operand.op("GLOB", is_comparison=True)(sa.literal(_like_to_glob(pattern)))
+
     # -- whole WHERE ----------------------------------------------------------------------
 
     def type_filter(self, filters: tuple[TypeFilter, ...]) -> ColumnElement[bool] | None:
@@ -319,16 +397,23 @@ class Compiler:
         types = self.type_filter(query.types)
         if types is not None:
             conditions.append(types)
-        for column, values in (
+        for column, wanted in (
             (R.cluster, query.clusters),
             (R.namespace, query.namespaces),
             (R.name, query.names),
         ):
-            if len(values) == 1:
+            # Identifier columns hold ASCII only (and MySQL refuses to compare them with
+            # anything else), so other values cannot match and are left out.
+            values = [value for value in wanted if value.isascii()]
+            if wanted and not values:
+                conditions.append(sa.false())
+            elif len(values) == 1:
                 conditions.append(column == values[0])
             elif values:
                 conditions.append(column.in_(values))
-        for fuzzy in query.fuzzy_names:
+        if not all(fuzzy.isascii() for fuzzy in query.fuzzy_names):
+            conditions.append(sa.false())
+        for fuzzy in filter(str.isascii, query.fuzzy_names):
             # A case-sensitive substring test with no wildcard characters to escape.
             position = sa.func.strpos if self.dialect == "postgresql" else sa.func.instr
             conditions.append(position(R.name, fuzzy) > 0)
@@ -350,9 +435,7 @@ class Compiler:
         conditions += [self.label_requirement(r, single_type=single) for r in query.labels]
         conditions += [self.field_requirement(r) for r in query.fields]
         if query.where_sql is not None:
-            conditions.append(
-                where_sql_condition(query.where_sql.statement, query.where_sql.params)
-            )
+            conditions.append(self.condition(query.where_sql.condition))
         return conditions
 
     # -- ordering -------------------------------------------------------------------------
@@ -399,32 +482,53 @@ class Compiler:
         return [(R[key], order.descending, "time" if key == "created_at" else "text")]
 
 
-_PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|;")
+_COMPARE: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
+    "=": eq,
+    "!=": ne,
+    "<": lt,
+    "<=": le,
+    ">": gt,
+    ">=": ge,
+}
 
 
-def where_sql_condition(statement: str, params: tuple[Any, ...]) -> ColumnElement[bool]:
-    """``whereSQLStatement`` with ``?`` placeholders as a bound SQL condition."""
-    binds: list[sa.BindParameter[Any]] = []
-    position = iter(params)
-    missing = object()
+def _has_non_ascii(node: Condition | Operand) -> bool:
+    """Whether any text value or pattern in the tree lies outside ASCII."""
+    if isinstance(node, Value):
+        return isinstance(node.value, str) and not node.value.isascii()
+    if isinstance(node, Like):
+        return not node.pattern.isascii() or _has_non_ascii(node.operand)
+    if isinstance(node, Column | JsonField | Constant):
+        return False
+    if isinstance(node, Junction):
+        return any(_has_non_ascii(part) for part in node.parts)
+    if isinstance(node, Negation):
+        return _has_non_ascii(node.part)
+    if isinstance(node, Call):
+        return any(_has_non_ascii(arg) for arg in node.args)
+    if isinstance(node, Comparison):
+        return _has_non_ascii(node.left) or _has_non_ascii(node.right)
+    if isinstance(node, InList):
+        return any(_has_non_ascii(v) for v in (node.operand, *node.values))
+    if isinstance(node, Between):
+        return any(_has_non_ascii(v) for v in (node.operand, node.low, node.high))
+    return _has_non_ascii(node.operand)
 
-    def replace(match: re.Match[str]) -> str:
-        token = match.group(0)
-        if token == ";":
-            raise InvalidQuery(
-                "whereSQLStatement must be a single condition (no ';')", reason="Invalid"
-            )
-        if token != "?":
-            return token
-        value = next(position, missing)
-        if value is missing:
-            raise InvalidQuery("whereSQLStatement has more '?' than parameters", reason="Invalid")
-        name = _unique("w")
-        binds.append(sa.bindparam(name, value))
-        return f":{name}"
 
-    # Colons of the user's text are escaped so SQLAlchemy binds only our placeholders.
-    text = _PLACEHOLDER.sub(replace, statement.replace(":", "\\:"))
-    if next(position, missing) is not missing:
-        raise InvalidQuery("whereSQLStatement has fewer '?' than parameters", reason="Invalid")
-    return sa.text(f"({text})").bindparams(*binds)  # type: ignore[return-value]
+def _like_to_glob(pattern: str) -> str:
+    """A LIKE pattern (``%``, ``_``, ``\\`` escapes) as the equivalent GLOB pattern."""
+    out = []
+    characters = iter(pattern)
+    for char in characters:
+        if char == "\\":
+            char = next(characters, "\\")
+            out.append(f"[{char}]" if char in "*?[" else char)
+        elif char == "%":
+            out.append("*")
+        elif char == "_":
+            out.append("?")
+        elif char in "*?[":
+            out.append(f"[{char}]")
+        else:
+            out.append(char)
+    return "".join(out)

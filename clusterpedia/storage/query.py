@@ -6,9 +6,10 @@ import hashlib
 from dataclasses import dataclass
 from dataclasses import fields as dataclass_fields
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from clusterpedia.search.selectors import FieldPath, FieldRequirement, Requirement
+from clusterpedia.storage.condition import Condition
 
 Column = Literal["cluster", "namespace", "name", "created_at", "resource_version"]
 ORDERABLE_COLUMNS: tuple[Column, ...] = (
@@ -48,10 +49,11 @@ class OrderBy:
 
 @dataclass(frozen=True, slots=True)
 class WhereSQL:
-    """A parameterised SQL condition (``?`` placeholders); only with the server flag on."""
+    """``whereSQLStatement`` as written and as parsed (parameters bound in ``condition``);
+    served only with the server flag on."""
 
     statement: str
-    params: tuple[Any, ...] = ()
+    condition: Condition
 
 
 @dataclass(frozen=True)

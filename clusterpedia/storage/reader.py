@@ -32,6 +32,7 @@ from clusterpedia.storage.threaded import ThreadedReads
 R = resources.c
 SortKey = tuple[ColumnElement[Any], bool, str]
 MAX_LIMIT = 10_000
+_TOKEN_INT_LIMIT = 2**62  # integers in a token are bound as signed 64-bit values
 
 
 def encode_token(fingerprint: str, values: Sequence[Any], resource_version: int = 0) -> str:
@@ -59,13 +60,13 @@ def decode_token(token: str, *, fingerprint: str, keys: Sequence[SortKey]) -> tu
         raise InvalidQuery("the continue token was issued for a different query")
     if not isinstance(values, list) or len(values) != len(keys):
         raise InvalidQuery("invalid continue token")
-    if type(resource_version) is not int or resource_version < 0:
+    if type(resource_version) is not int or not 0 <= resource_version < _TOKEN_INT_LIMIT:
         raise InvalidQuery("invalid continue token")
     decoded: list[Any] = []
     for value, (_, _, kind) in zip(values, keys, strict=True):
-        if (kind == "int" and isinstance(value, int) and not isinstance(value, bool)) or (
-            kind == "text" and isinstance(value, str)
-        ):
+        if (
+            kind == "int" and type(value) is int and -_TOKEN_INT_LIMIT < value < _TOKEN_INT_LIMIT
+        ) or (kind == "text" and isinstance(value, str)):
             decoded.append(value)
         elif kind == "time" and isinstance(value, str):
             try:
@@ -97,6 +98,8 @@ class ResourceReader:
     async def _rows(self, statement: Any, query: Query | None = None) -> list[Any]:
         if self.threaded is not None and (query is None or query.where_sql is None):
             return await self.threaded.all(statement)
+        # whereSQLStatement compiles to the row's own columns only; a read-only transaction
+        # is a second guard.
         async with self._connection(query or Query()) as connection:
             return list((await connection.execute(statement)).all())
 
@@ -121,15 +124,19 @@ class ResourceReader:
             left = sa.tuple_(*(expression for expression, _, _ in keys))
             right = sa.tuple_(*binds)
             return left < right if directions == {True} else left > right
-        # Mixed directions, or MySQL (whose range optimiser handles this OR form well).
-        alternatives = []
-        for index, (expression, descending, _) in enumerate(keys):
-            equal_prefix = [keys[j][0] == binds[j] for j in range(index)]
-            step = expression < binds[index] if descending else expression > binds[index]
-            alternatives.append(sa.and_(*equal_prefix, step))
+        # Mixed directions, or MySQL (whose range optimiser handles this form well). Nested
+        # from the last key outwards, so each key appears twice and the condition grows
+        # linearly: k1 > v1 OR (k1 = v1 AND (k2 > v2 OR (k2 = v2 AND ...))).
+        condition: ColumnElement[bool] | None = None
+        for (expression, descending, _), bind in reversed(list(zip(keys, binds, strict=True))):
+            step = expression < bind if descending else expression > bind
+            condition = (
+                step if condition is None else sa.or_(step, sa.and_(expression == bind, condition))
+            )
+        assert condition is not None
         first, first_descending, _ = keys[0]
         hint = first <= binds[0] if first_descending else first >= binds[0]
-        return sa.and_(hint, sa.or_(*alternatives))
+        return sa.and_(hint, condition)
 
     def _check(self, query: Query) -> None:
         if query.where_sql is not None and not self.allow_where_sql:
@@ -161,7 +168,9 @@ class ResourceReader:
         offset = query.offset
         token = query.continue_token
         resource_version = 0
-        if token and token.isdigit():  # the original's continue is an integer offset
+        if token and token.isascii() and token.isdigit():  # the original's integer offset
+            if len(token) > 18:
+                raise InvalidQuery("invalid continue: the offset is too large")
             offset, token = int(token), None
         if token:
             values, resource_version = decode_token(

@@ -83,7 +83,7 @@ def _integer(value: Any) -> int | None:
     if not isinstance(value, str):
         return None
     text = value[1:] if value.startswith("-") else value
-    return int(value) if text.isdigit() and len(text) <= 18 else None
+    return int(value) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
 def field_matches(requirement: FieldRequirement, obj: dict[str, Any]) -> bool:

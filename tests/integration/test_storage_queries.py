@@ -370,7 +370,7 @@ async def test_streaming_returns_every_object(seeded) -> None:  # type: ignore[n
     assert streamed == await search(reader)
 
 
-async def test_where_sql_statement_is_parameterised_and_read_only(seeded) -> None:  # type: ignore[no-untyped-def]
+async def test_where_sql_statement_is_parameterised(seeded) -> None:  # type: ignore[no-untyped-def]
     writer, reader = seeded
     assert await search(
         reader,
@@ -380,16 +380,123 @@ async def test_where_sql_statement_is_parameterised_and_read_only(seeded) -> Non
     assert await search(
         reader, {"whereSQLStatement": ["name = ?"], "whereSQLJSONParams": [json_params]}
     ) == ["api-1"]
-    with pytest.raises(InvalidQuery, match="single condition"):
-        await search(reader, {"whereSQLStatement": ["1=1; DELETE FROM resources"]})
-    with pytest.raises(InvalidQuery):
-        await search(
-            reader, {"whereSQLStatement": ["name IN (SELECT nosuchcolumn FROM resources)"]}
-        )
     strict = ResourceReader(writer.engine)
     with pytest.raises(InvalidQuery, match="disabled"):
         await strict.list(query_from_request({"whereSQLStatement": ["1=1"]}, types=POD_TYPE))
-    assert len(await search(reader)) == 6  # nothing was changed by any of the above
+
+
+def where(statement: str, *params: object) -> dict[str, list[str]]:
+    if not params:
+        return {"whereSQLStatement": [statement]}
+    encoded = base64.b64encode(orjson.dumps(list(params))).decode()
+    return {"whereSQLStatement": [statement], "whereSQLJSONParams": [encoded]}
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        (where("1=1"), ["db-1", "api-1", "web-1", "web-2", "Web_Upper", "web-1"]),
+        (where("cluster = 'c2' AND NOT (name = 'web-1')"), ["Web_Upper"]),
+        (
+            where("name IN (?, ?) OR namespace <> 'shop'", "api-1", "web-2"),
+            ["db-1", "api-1", "web-2", "Web_Upper"],
+        ),
+        (where("name LIKE 'web%'"), ["web-1", "web-2", "web-1"]),  # case-sensitive everywhere
+        (where("name NOT LIKE '%-_'"), ["Web_Upper"]),
+        (where("name LIKE 'Web\\_%'"), ["Web_Upper"]),
+        (where("lower(name) = 'web_upper'"), ["Web_Upper"]),
+        (where("length(name) BETWEEN 4 AND ?", 5), ["db-1", "api-1", "web-1", "web-2", "web-1"]),
+        (
+            where("created_at >= '2024-03-02' AND created_at < ?", "2024-03-04T00:00:00Z"),
+            ["api-1", "web-2"],
+        ),
+        (
+            where("deleted_at IS NULL AND \"group\" = '' AND `version` = 'v1'"),
+            ["db-1", "api-1", "web-1", "web-2", "Web_Upper", "web-1"],
+        ),
+        (where("object->'status'->>'phase' = 'Failed'"), ["web-1"]),
+        (where("JSON_UNQUOTE(JSON_EXTRACT(object, '$.spec.replicas')) = 3"), ["web-1"]),
+        (where("object->>'$.spec.containers[1].image' = ?", "nginx:1.27"), ["web-2"]),
+        (where("object->'spec'->>'hostNetwork' = TRUE"), ["api-1"]),
+        (
+            where("coalesce(object->'status'->>'phase', 'none') IN ('Pending', 'none')"),
+            ["web-2", "Web_Upper"],
+        ),
+        # Columns compare as text, as the original's do: '7' >= '7', '99' >= '7', '100' < '7'.
+        (where("resources.uid IS NOT NULL AND resource_version >= '7'"), ["db-1", "web-2"]),
+    ],
+)
+async def test_where_sql_conditions_read_the_row_alone(seeded, params, expected) -> None:  # type: ignore[no-untyped-def]
+    _, reader = seeded
+    assert await search(reader, params) == expected
+
+
+@pytest.mark.parametrize(
+    ("statement", "params", "message"),
+    [
+        ("1=1) OR (1=1", (), "unexpected"),
+        ("name = 'x') OR (1=1", (), "unexpected"),
+        ("(SELECT count(*) FROM resources r2 WHERE r2.cluster = ?) > 0", ("c2",), "unexpected"),
+        ("name IN (SELECT name FROM change_log)", (), "unknown column"),
+        ("EXISTS (SELECT 1 FROM resources)", (), "unknown function"),
+        ("cluster = 'c1' UNION SELECT 1", (), "unexpected"),
+        ("1=1; DELETE FROM resources", (), "unexpected ';'"),
+        ("1=1 -- comment", (), "unexpected"),
+        ("1=1 /* x */", (), "unexpected"),
+        ("pg_sleep(5) IS NULL", (), "unknown function"),
+        ("sleep(5) = 0", (), "unknown function"),
+        ("version() = 'x'", (), "unknown function"),
+        ("current_user = 'x'", (), "unknown column"),
+        ("change_log.rv > 0", (), "unknown table"),
+        ("object = 'x'", (), "object->"),
+        ("labels = 'x'", (), "unknown column"),
+        ("name = NULL", (), "IS NULL"),
+        ("created_at > 'yesterday'", (), "invalid time"),
+        ("length(name) > 'abc'", (), "integer"),
+        ("name = ?", (), "more '?'"),
+        ("name = ?", ("a", "b"), "parameters"),
+        ("name LIKE name", (), "text pattern"),
+        ("JSON_EXTRACT(labels, '$.app') = 'web'", (), "object column only"),
+        ("object->>'$.spec.containers[*].image' = 'x'", (), "invalid JSON path"),
+        ("object->>'$.spec.containers[].image' = 'x'", (), "may not use"),
+        ("(" * 40 + "name = 'x'" + ")" * 40, (), "deeper"),
+        ("name = 'x' OR " * 600 + "1=1", (), "longer than"),
+    ],
+)
+async def test_where_sql_outside_the_grammar_is_refused(seeded, statement, params, message) -> None:  # type: ignore[no-untyped-def]
+    _, reader = seeded
+    with pytest.raises(InvalidQuery, match=message) as refused:
+        await search(reader, where(statement, *params), cluster="c1")
+    assert refused.value.reason == "BadRequest"
+    assert len(await search(reader)) == 6  # nothing changed
+
+
+async def test_where_sql_cannot_reach_other_clusters_rows(seeded) -> None:  # type: ignore[no-untyped-def]
+    """The break-out of the issue: a condition ANDed to the cluster filter stays inside it."""
+    _, reader = seeded
+    for statement in ("1=1 OR 1=1", "cluster = 'c2' OR cluster <> 'c2'", "TRUE OR name = 'x'"):
+        assert await search(reader, where(statement), cluster="c1") == [
+            "db-1",
+            "api-1",
+            "web-1",
+            "web-2",
+        ]
+    assert await search(reader, where("cluster = 'c2'"), cluster="c1") == []
+
+
+async def test_where_sql_non_ascii_values_match_nothing_without_an_error(seeded) -> None:  # type: ignore[no-untyped-def]
+    _, reader = seeded
+    assert await search(reader, where("name = ?", "wéb-1")) == []
+    assert await search(reader, where("name IN ('ü', 'web-2')")) == ["web-2"]
+    assert await search(reader, where("name LIKE 'wé%'")) == []
+    assert await search(reader, where("lower(name) <> 'ß'")) == [
+        "db-1",
+        "api-1",
+        "web-1",
+        "web-2",
+        "Web_Upper",
+        "web-1",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from clusterpedia.apiserver.app import build_app, build_layers
 from clusterpedia.apiserver.authn import Authenticator, load_config
 from clusterpedia.apiserver.authz import Authorizer
 from clusterpedia.apiserver.deadline import RequestDeadline
+from clusterpedia.apiserver.protocol import StatusAppRunner
 from clusterpedia.apiserver.tls import ServingCertificate, ServingTLS, self_signed
 from clusterpedia.apiserver.watch import WatchServer, WatchSettings
 
@@ -135,7 +136,7 @@ class APIServer:
         )
         # A client that goes away cancels its handler: a watch with no events to write would
         # otherwise keep its subscription until its timeout (up to an hour).
-        self._runner = web.AppRunner(
+        self._runner = StatusAppRunner(
             build_app(layers),
             access_log=None,
             shutdown_timeout=5,

@@ -11,6 +11,7 @@ import os
 import random
 import signal
 import sys
+import threading
 from asyncio import sslproto
 from collections.abc import Sequence
 from datetime import timedelta
@@ -121,7 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     _switch(
         run,
         "--allow-where-sql",
-        "accept the whereSQLStatement search parameter (parameterised, read-only)",
+        "accept the whereSQLStatement search parameter (a condition over the row's columns "
+        "and JSON; see the README for what it accepts)",
+    )
+    _switch(
+        run,
+        "--allow-http-credentials",
+        "send a PediaCluster's token or password to an http:// member (in clear text); "
+        "refused by default",
     )
     _switch(run, "--no-operator", "serve only: do not run the operator in this process")
     _number(
@@ -141,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
         "60",
         "seconds a request other than a watch may take, sending its answer included; "
         "then 504, or the connection is closed",
+    )
+    _number(
+        run,
+        "--shutdown-grace-period",
+        float,
+        "25",
+        "seconds from SIGTERM to exit: in-flight requests may finish meanwhile; at the end the "
+        "process exits whatever is still running (keep it below the pod's "
+        "terminationGracePeriodSeconds, 30 by default)",
     )
     _number(
         run,
@@ -422,6 +439,7 @@ async def _serve(args: argparse.Namespace, url: str) -> int:
                     store_secret_data=args.store_secret_data,
                     max_object_bytes=args.max_object_bytes,
                 ),
+                allow_http_credentials=args.allow_http_credentials,
             ),
             standalone=not args.peering,
             priority=args.priority,
@@ -443,10 +461,28 @@ async def _serve(args: argparse.Namespace, url: str) -> int:
             print(f"clusterpedia: the operator stopped: {operator.error!r}", file=sys.stderr)
             code = 1
             break
+    exit_by_deadline(args.shutdown_grace_period)
     if operator is not None:
         await loop.run_in_executor(None, operator.stop)
     await server.stop()
     return code
+
+
+def exit_by_deadline(seconds: float) -> None:
+    """End the process ``seconds`` from now if the orderly shutdown has not: a query or a
+    thread that does not stop must not hold the pod until the kubelet's SIGKILL."""
+
+    def hard_exit() -> None:
+        print(
+            f"clusterpedia: shutdown took longer than {seconds:g}s; exiting now",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(1)
+
+    timer = threading.Timer(seconds, hard_exit)
+    timer.daemon = True  # still running while the interpreter joins other threads at exit
+    timer.start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,9 +20,11 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import kopf
 import kubernetes
@@ -40,6 +42,7 @@ from clusterpedia.sync.worker import SyncSettings
 GROUP, VERSION = "cluster.clusterpedia.io", "v1alpha2"
 FINALIZER = "clusterpedia.io/cluster-synchro-controller"
 CREDENTIAL_FIELDS = ("kubeconfig", "caData", "tokenData", "certData", "keyData")
+SECRET_PURPOSES = ("kubeconfig", "ca", "cert", "key", "token")  # authenticationFrom keys
 registry = kopf.OperatorRegistry()
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,7 @@ class OperatorConfig:
     )
     sync: SyncSettings = field(default_factory=SyncSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    allow_http_credentials: bool = False  # send member credentials over plain HTTP
 
 
 class Runtime:
@@ -139,23 +143,59 @@ async def cleanup(memo: Runtime, **_: Any) -> None:
         await memo._engine.dispose()
 
 
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+
+
+def _object_name(value: Any, *, what: str) -> str:
+    """A name that goes into a host path: a DNS subdomain (no ``/``, ``..`` or ``%``), so a
+    spec can name only an object of the kind and namespace the path was built for."""
+    if not isinstance(value, str) or len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
+        raise InvalidClusterConfig(f"{what} {str(value)[:80]!r} is not a valid object name")
+    return value
+
+
+def _host_path(*parts: str) -> str:
+    """A host API path from parts that were validated, each quoted as one segment anyway."""
+    return "/" + "/".join(quote(part, safe="") for part in parts)
+
+
 async def _secrets(memo: Runtime, spec: Mapping[str, Any]) -> dict[str, bytes]:
-    """Values of ``authenticationFrom`` references, from Secrets in our namespace."""
+    """Values of ``authenticationFrom`` references, from Secrets in our namespace only."""
     assert memo.host is not None
     found: dict[str, bytes] = {}
-    for purpose, reference in (spec.get("authenticationFrom") or {}).items():
-        path = f"/api/v1/namespaces/{memo.config.namespace}/secrets/{reference['name']}"
+    references = spec.get("authenticationFrom") or {}
+    if not isinstance(references, Mapping):
+        raise InvalidClusterConfig("authenticationFrom must be a mapping")
+    for purpose, reference in references.items():
+        if purpose not in SECRET_PURPOSES:
+            raise InvalidClusterConfig(
+                f"authenticationFrom.{purpose}: use one of {', '.join(SECRET_PURPOSES)}"
+            )
+        if not isinstance(reference, Mapping):
+            raise InvalidClusterConfig(f"authenticationFrom.{purpose} needs a name and a key")
+        name = _object_name(reference.get("name"), what=f"authenticationFrom.{purpose}.name")
+        key = reference.get("key")
+        if not isinstance(key, str) or len(key) > 253 or not _SECRET_KEY.fullmatch(key):
+            raise InvalidClusterConfig(
+                f"authenticationFrom.{purpose}.key {str(key)[:80]!r} is not a valid Secret key"
+            )
+        path = _host_path("api", "v1", "namespaces", memo.config.namespace, "secrets", name)
         try:
             secret = await memo.host.get(path)
         except KubeError as error:
             raise InvalidClusterConfig(f"authenticationFrom.{purpose}: {error}") from None
-        value = (secret.get("data") or {}).get(reference["key"])
-        if value is None:
-            secret_name, key = reference["name"], reference["key"]
+        value = (secret.get("data") or {}).get(key)
+        if not isinstance(value, str):
             raise InvalidClusterConfig(
-                f"authenticationFrom.{purpose}: secret {secret_name} has no key {key!r}"
+                f"authenticationFrom.{purpose}: secret {name} has no key {key!r}"
             )
-        found[purpose] = base64.b64decode(value)
+        try:
+            found[purpose] = base64.b64decode(value, validate=True)
+        except ValueError:
+            raise InvalidClusterConfig(
+                f"authenticationFrom.{purpose}: secret {name} key {key!r} is not base64"
+            ) from None
     return found
 
 
@@ -165,9 +205,10 @@ async def _sync_resources(memo: Runtime, spec: Mapping[str, Any]) -> tuple[list[
     entries, warnings = list(spec.get("syncResources") or []), []
     reference = spec.get("syncResourcesRefName")
     if reference:
+        name = _object_name(reference, what="syncResourcesRefName")
         try:
             shared = await memo.host.get(
-                f"/apis/{GROUP}/{VERSION}/clustersyncresources/{reference}"
+                _host_path("apis", GROUP, VERSION, "clustersyncresources", name)
             )
             entries += (shared.get("spec") or {}).get("syncResources") or []
         except KubeError as error:
@@ -181,7 +222,11 @@ async def reconcile(memo: Runtime, name: str, spec: Mapping[str, Any]) -> None:
     """Make the running sync of ``name`` match ``spec``."""
     assert memo.manager is not None
     try:
-        access = access_from_spec(spec, secrets=await _secrets(memo, spec))
+        access = access_from_spec(
+            spec,
+            secrets=await _secrets(memo, spec),
+            allow_http_credentials=memo.config.allow_http_credentials,
+        )
         entries, warnings = await _sync_resources(memo, spec)
     except InvalidClusterConfig as error:
         logger.warning("PediaCluster %s is invalid: %s", name, error)

@@ -4,6 +4,16 @@ Built from a PediaCluster spec exactly as the original does (``pkg/utils/rest.go
 ``kubeconfig`` wins; otherwise ``apiserver`` with ``caData``/``tokenData``/``certData``+
 ``keyData``. Without a CA the original skips TLS verification; we do the same for
 compatibility, and say so (``insecure``) so the status can warn the user.
+
+Every value that reaches a URL or a header is checked here, so a bad spec is an
+:class:`InvalidClusterConfig` (a condition) and never a failure inside a request:
+
+- the server URL: http(s), a host, a port in range, an optional path (proxies such as Rancher
+  serve a member under ``/k8s/clusters/<id>``); credentials in the URL are refused, and
+  messages show it with :func:`redact_url`;
+- credentials over plain HTTP are refused unless ``allow_http_credentials`` (they would cross
+  the network in clear text);
+- tokens and passwords: UTF-8 without control characters (a CR/LF would split the header).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ class MemberAccess:
     ssl_context: ssl.SSLContext = field(repr=False)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     insecure: bool = False
+    warnings: tuple[str, ...] = ()
 
     @property
     def host(self) -> str:
@@ -49,11 +60,67 @@ def _decode(value: str | bytes | None, *, what: str) -> bytes | None:
         raise InvalidClusterConfig(f"{what} is not valid base64") from None
 
 
+def redact_url(url: str) -> str:
+    """``url`` without a password or user name in it, for logs, events and status."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}://{authority}{slash}{path}"
+
+
 def _server(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
-        raise InvalidClusterConfig(f"apiserver {url!r} is not an http(s) URL")
+    """A member URL as requests need it: ``scheme://host[:port][/path]`` with no trailing
+    slash, query or fragment."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises for a port out of range or not a number
+        host = parts.hostname
+    except ValueError as error:
+        raise InvalidClusterConfig(f"apiserver {shown!r} is not a valid URL: {error}") from None
+    if parts.scheme not in ("https", "http") or not host:
+        raise InvalidClusterConfig(f"apiserver {shown!r} is not an http(s) URL")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidClusterConfig(
+            f"apiserver {shown!r} has credentials in the URL; use tokenData, certData/keyData "
+            "or a kubeconfig"
+        )
+    if parts.query or parts.fragment:
+        raise InvalidClusterConfig(f"apiserver {shown!r} may not have a query or fragment")
+    if port == 0 or any(ord(c) < 33 or ord(c) == 127 for c in url):
+        raise InvalidClusterConfig(f"apiserver {shown!r} is not a valid URL")
     return url.rstrip("/")
+
+
+def _header_text(value: bytes | str, *, what: str) -> str:
+    """A credential as header text: UTF-8, no control characters, surrounding space removed."""
+    try:
+        text = value.decode() if isinstance(value, bytes) else value
+    except UnicodeDecodeError:
+        raise InvalidClusterConfig(f"{what} is not UTF-8 text") from None
+    text = text.strip()
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InvalidClusterConfig(f"{what} holds control characters (a line break?)")
+    if not text:
+        raise InvalidClusterConfig(f"{what} is empty")
+    return text
+
+
+def _check_transport(
+    server: str, *, credentials: bool, allow_http_credentials: bool
+) -> tuple[str, ...]:
+    """Warnings for the status; :class:`InvalidClusterConfig` for credentials in clear text."""
+    if not server.startswith("http://") or not credentials:
+        return ()
+    if not allow_http_credentials:
+        raise InvalidClusterConfig(
+            f"apiserver {redact_url(server)!r} is plain HTTP: credentials would be sent in "
+            "clear text; use https (or start clusterpedia with --allow-http-credentials)"
+        )
+    return ("credentials are sent to the member over plain HTTP (--allow-http-credentials)",)
 
 
 def _context(
@@ -92,7 +159,7 @@ def _load_client_pair(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
         os.unlink(path)
 
 
-def access_from_kubeconfig(data: bytes) -> MemberAccess:
+def access_from_kubeconfig(data: bytes, *, allow_http_credentials: bool = False) -> MemberAccess:
     """The current context of a kubeconfig (inline data only: files and exec plugins refer to
     the operator's file system or binaries, which a PediaCluster cannot rely on)."""
     try:
@@ -139,20 +206,29 @@ def access_from_kubeconfig(data: bytes) -> MemberAccess:
     )
     headers = {}
     if user.get("token"):
-        headers["Authorization"] = f"Bearer {user['token']}"
+        headers["Authorization"] = f"Bearer {_header_text(str(user['token']), what='token')}"
     elif user.get("username") and user.get("password"):
-        basic = base64.b64encode(f"{user['username']}:{user['password']}".encode()).decode()
+        username = _header_text(str(user["username"]), what="username")
+        password = _header_text(str(user["password"]), what="password")
+        basic = base64.b64encode(f"{username}:{password}".encode()).decode()
         headers["Authorization"] = f"Basic {basic}"
+    server = _server(str(cluster["server"]))
     return MemberAccess(
-        server=_server(str(cluster["server"])),
+        server=server,
         ssl_context=ssl_context,
         headers=headers,
         insecure=insecure,
+        warnings=_check_transport(
+            server, credentials=bool(headers), allow_http_credentials=allow_http_credentials
+        ),
     )
 
 
 def access_from_spec(
-    spec: Mapping[str, Any], *, secrets: Mapping[str, bytes] | None = None
+    spec: Mapping[str, Any],
+    *,
+    secrets: Mapping[str, bytes] | None = None,
+    allow_http_credentials: bool = False,
 ) -> MemberAccess:
     """The member access a PediaCluster spec describes.
 
@@ -161,7 +237,7 @@ def access_from_spec(
     secrets = secrets or {}
     kubeconfig = _decode(spec.get("kubeconfig"), what="kubeconfig") or secrets.get("kubeconfig")
     if kubeconfig:
-        return access_from_kubeconfig(kubeconfig)
+        return access_from_kubeconfig(kubeconfig, allow_http_credentials=allow_http_credentials)
     if not spec.get("apiserver"):
         raise InvalidClusterConfig("Cluster APIServer Endpoint is required")
     token = _decode(spec.get("tokenData"), what="tokenData")
@@ -174,10 +250,14 @@ def access_from_spec(
         raise InvalidClusterConfig("Cluster APIServer's Token or Cert is required")
     ca = _decode(spec.get("caData"), what="caData") or secrets.get("ca")
     ssl_context, insecure = _context(ca=ca, cert=cert, key=key)
-    headers = {"Authorization": f"Bearer {token.decode().strip()}"} if token else {}
+    headers = {"Authorization": f"Bearer {_header_text(token, what='token')}"} if token else {}
+    server = _server(str(spec["apiserver"]))
     return MemberAccess(
-        server=_server(str(spec["apiserver"])),
+        server=server,
         ssl_context=ssl_context,
         headers=headers,
         insecure=insecure,
+        warnings=_check_transport(
+            server, credentials=bool(headers), allow_http_credentials=allow_http_credentials
+        ),
     )

@@ -29,6 +29,16 @@ REQUEST_TIMEOUT = 30.0
 # than this is hung. Watches without bookmarks (some aggregated APIs) are merely resumed.
 WATCH_IDLE_TIMEOUT = 180.0
 MAX_EVENT_BYTES = 64 * 1024 * 1024  # no sane object is this large; refuse rather than buffer
+ERROR_TEXT_LIMIT = 300  # of a member's error text, in logs and status
+
+
+def printable(text: str, *, limit: int = ERROR_TEXT_LIMIT) -> str:
+    """A member's text fit for one log line: control characters (line breaks, terminal
+    escapes) shown as escapes, at most ``limit`` characters."""
+    text = text[:limit]
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class KubeError(RuntimeError):
@@ -79,12 +89,16 @@ class KubeClient:
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                base_url=self.access.server,
                 headers={**self.access.headers, "Accept": "application/json"},
                 connector=aiohttp.TCPConnector(ssl=self.access.ssl_context, limit=32),
                 json_serialize=lambda value: orjson.dumps(value).decode(),
             )
         return self._session
+
+    def _url(self, path: str) -> str:
+        """The member URL of an API ``path``: under the server's own path, if it has one (a
+        base URL would drop that path for an absolute ``path``)."""
+        return self.access.server + path
 
     async def close(self) -> None:
         if self._session is not None:
@@ -93,12 +107,15 @@ class KubeClient:
 
     async def _error(self, response: aiohttp.ClientResponse, path: str) -> KubeError:
         body = await response.read()
-        message, reason = body[:300].decode(errors="replace"), ""
+        message, reason = body[:ERROR_TEXT_LIMIT].decode(errors="replace"), ""
         try:
             status = orjson.loads(body)
-            message, reason = status.get("message", message), status.get("reason", "")
+            if isinstance(status, dict):
+                message = str(status.get("message", message))
+                reason = str(status.get("reason", ""))
         except orjson.JSONDecodeError:
             pass
+        message, reason = printable(message), printable(reason, limit=64)
         kind = Expired if response.status == 410 else KubeError
         return kind(
             f"{response.method} {path}: {response.status} {message}",
@@ -110,7 +127,7 @@ class KubeClient:
         session = self._ensure_session()
         try:
             async with session.request(
-                method, path, timeout=aiohttp.ClientTimeout(total=timeout), **kwargs
+                method, self._url(path), timeout=aiohttp.ClientTimeout(total=timeout), **kwargs
             ) as response:
                 if response.status >= 300:
                     raise await self._error(response, path)
@@ -161,8 +178,10 @@ class KubeClient:
         """Status and body of ``path`` (health probes); transport errors raise KubeError."""
         session = self._ensure_session()
         try:
-            async with session.get(path, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-                return response.status, (await response.text(errors="replace"))[:500]
+            async with session.get(
+                self._url(path), timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
+                return response.status, printable(await response.text(errors="replace"))
         except (aiohttp.ClientError, TimeoutError) as error:
             raise KubeError(f"GET {path}: {type(error).__name__}: {error}") from error
 
@@ -216,7 +235,7 @@ class KubeClient:
             total=None, sock_connect=self.request_timeout, sock_read=idle
         )
         try:
-            async with session.get(path, params=query, timeout=timeout) as response:
+            async with session.get(self._url(path), params=query, timeout=timeout) as response:
                 if response.status >= 300:
                     raise await self._error(response, path)
                 if opened is not None:
@@ -246,7 +265,7 @@ def _event(line: bytes, path: str) -> WatchEvent:
         raise Malformed(f"watch {path}: malformed event ({error})") from None
     if kind == "ERROR":
         code = obj.get("code", 0) if isinstance(obj, dict) else 0
-        message = obj.get("message", "") if isinstance(obj, dict) else str(obj)
+        message = printable(str(obj.get("message", "")) if isinstance(obj, dict) else str(obj))
         if code == 410:
             raise Expired(f"watch {path}: {message}", status=410, reason="Expired")
         raise KubeError(f"watch {path}: {code} {message}", status=code)

@@ -180,7 +180,7 @@ def _parse(text: str, *, what: str, read_key, read_value, allow_compare: bool): 
             word = scanner.operator_word()
             if word is not None:
                 scanner.take("(")
-                values = []
+                values: list[str] = []
                 while True:
                     if len(values) >= MAX_SET_VALUES:
                         raise scanner.error(f"more than {MAX_SET_VALUES} values in one set")

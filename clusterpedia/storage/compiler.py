@@ -364,10 +364,10 @@ class Compiler:
         if isinstance(node, JsonField):
             return self.scalar_text(node.path)
         if isinstance(node, Value):
-            column_type = {"text": sa.Text(), "int": sa.BigInteger(), "time": sa.DateTime()}
-            return sa.literal(node.value, type_=column_type[node.kind])
+            return sa.literal(node.value, type_=_VALUE_TYPES[node.kind])
         args = [self._operand(arg, widen=widen) for arg in node.args]
-        return getattr(sa.func, node.function)(*args)
+        function: Callable[..., ColumnElement[Any]] = getattr(sa.func, node.function)
+        return function(*args)
 
     def _like(self, operand: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
         """Case-sensitive LIKE everywhere: SQLite's LIKE ignores ASCII case, so there the
@@ -482,6 +482,11 @@ class Compiler:
         return [(R[key], order.descending, "time" if key == "created_at" else "text")]
 
 
+_VALUE_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
+    "text": sa.Text(),
+    "int": sa.BigInteger(),
+    "time": sa.DateTime(),
+}
 _COMPARE: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
     "=": eq,
     "!=": ne,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,7 @@ from clusterpedia.storage.records import as_bytes
 from clusterpedia.storage.schema import HEAD, change_log_marks, resources
 from clusterpedia.storage.threaded import ThreadedReads
 
+logger = logging.getLogger(__name__)
 R = resources.c
 SortKey = tuple[ColumnElement[Any], bool, str]
 MAX_LIMIT = 10_000
@@ -269,7 +271,10 @@ class ResourceReader:
 
 class _ReadConnection:
     """A connection for one read; read-only at the database level when user SQL is involved,
-    with database errors from that SQL reported as invalid queries."""
+    with database errors from that SQL reported as invalid queries. A read that is cancelled
+    (its client went away, its deadline passed, the process is stopping) interrupts its query
+    in the database first, so neither the database nor the connection's cleanup waits for
+    work nobody will read."""
 
     def __init__(self, engine: AsyncEngine, *, read_only: bool):
         self.engine = engine
@@ -291,6 +296,8 @@ class _ReadConnection:
     async def __aexit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
         assert self.connection is not None
         try:
+            if isinstance(exc, asyncio.CancelledError):
+                await self._interrupt()
             if self.read_only:
                 await self.connection.rollback()
                 if self.engine.dialect.name == "sqlite":
@@ -299,3 +306,20 @@ class _ReadConnection:
             await self._context.__aexit__(exc_type, exc, traceback)
         if self.read_only and isinstance(exc, DBAPIError):
             raise InvalidQuery(f"whereSQLStatement failed: {exc.orig}", reason="Invalid") from exc
+
+    async def _interrupt(self) -> None:
+        """Stop the statement running on this connection, whatever the dialect."""
+        assert self.connection is not None
+        try:
+            raw = await self.connection.get_raw_connection()
+            driver: Any = raw.driver_connection
+            dialect = self.engine.dialect.name
+            if dialect == "sqlite":
+                await driver.interrupt()  # sqlite3's interrupt, called at once from this thread
+            elif dialect == "postgresql":
+                await driver.cancel_safe(timeout=5)
+            else:  # MySQL/MariaDB: KILL QUERY from another connection
+                async with self.engine.connect() as killer:
+                    await killer.exec_driver_sql(f"KILL QUERY {int(driver.thread_id())}")
+        except Exception as error:  # the read is abandoned either way
+            logger.warning("could not interrupt a cancelled read: %s", error)

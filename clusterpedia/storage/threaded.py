@@ -47,14 +47,44 @@ class ThreadedReads:
         event.listen(self.engine, "connect", _binary_results)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pg-read")
 
-    def _all(self, statement: Executable) -> list[Row[Any]]:
+    def _all(self, statement: Executable, running: _Running) -> list[Row[Any]]:
         with self.engine.connect() as connection:
-            return list(connection.execute(statement).all())
+            running.connection = connection.connection.dbapi_connection
+            try:
+                if running.cancelled:
+                    raise asyncio.CancelledError
+                return list(connection.execute(statement).all())
+            finally:
+                running.connection = None
 
     async def all(self, statement: Executable) -> list[Row[Any]]:
+        """The rows of ``statement``. Cancelled, it cancels the query in the server too: a
+        read whose client went away, or that outlived its deadline or the process's
+        shutdown, stops costing the database and frees its worker thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self._all, statement)
+        running = _Running()
+        try:
+            return await loop.run_in_executor(self.executor, self._all, statement, running)
+        except asyncio.CancelledError:
+            running.cancel()
+            raise
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
         self.engine.dispose()
+
+
+class _Running:
+    """The connection a read is running on, so that another thread can cancel it."""
+
+    def __init__(self) -> None:
+        self.connection: Any = None
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        connection = self.connection
+        if connection is not None:
+            # libpq's cancel request: a message on a new socket, sent from this thread;
+            # the worker's execute then fails with QueryCanceled and its thread is free.
+            connection.cancel()

@@ -92,8 +92,9 @@ class ClusterSynchro:
         self.health_message = ""
         self.version = ""
         self.sync_error = ""
+        self.internal_error = ""  # why the loop last failed, until a probe succeeds again
         self.discovery_warnings: list[str] = []
-        self.warnings = list(warnings)
+        self.warnings = [*warnings, *access.warnings]
         if access.insecure:
             self.warnings.append(
                 "no caData: TLS to the member is not verified (as the original does)"
@@ -118,12 +119,32 @@ class ClusterSynchro:
         await self.client.close()
 
     async def _run(self) -> None:
+        """The cluster's loop, restarted after anything unexpected: an odd value or a bug
+        never ends a cluster's sync silently; the status and the log say what happened."""
+        delay = 1.0
+        while True:
+            try:
+                await self._loop()
+            except Exception as error:
+                logger.exception(
+                    "cluster %s: its sync loop failed; restarting it in %.0fs", self.name, delay
+                )
+                self.internal_error = f"{type(error).__name__}: {error}"[:500]
+                await self._stop_workers()
+                self.healthy = None
+                await self._report()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+    async def _loop(self) -> None:
         failures = 0
         next_discovery = 0.0
         next_report = 0.0
         while True:
             ok = await self._probe()
             failures = 0 if ok else failures + 1
+            if ok:
+                self.internal_error = ""
             if ok and self.healthy is not True:
                 logger.info("cluster %s is healthy (%s)", self.name, self.version)
                 self.healthy, next_discovery = True, 0.0
@@ -301,7 +322,9 @@ class ClusterSynchro:
         validated = condition(
             "Validated", True, "Validated", "; ".join([*self.warnings, *self.discovery_warnings])
         )
-        if self.sync_error:
+        if self.internal_error:
+            running = condition("SynchroRunning", False, "InternalError", self.internal_error)
+        elif self.sync_error:
             running = condition("SynchroRunning", False, "InvalidSyncResources", self.sync_error)
         elif self.healthy is False:
             running = condition(

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from clusterpedia.kube.access import MemberAccess
+from clusterpedia.kube.access import MemberAccess, redact_url
 from clusterpedia.storage.writer import ResourceWriter
 from clusterpedia.sync.cluster import ClusterSettings, ClusterSynchro, StatusReport
 from clusterpedia.sync.worker import SyncSettings
@@ -72,7 +72,7 @@ class SyncManager:
         )
         self.clusters[name] = (config_fingerprint, synchro)
         synchro.start()
-        logger.info("cluster %s: sync started against %s", name, access.server)
+        logger.info("cluster %s: sync started against %s", name, redact_url(access.server))
         return True
 
     async def stop(self, name: str) -> None:

@@ -116,11 +116,15 @@ TRUNCATE = "truncate"  # resource answers and watch events are cut in half mid-J
 
 class MemberProxy(_LoopThread):
     """A plain-HTTP front for a member, on its own thread and event loop (so the tasks a test
-    counts in its own loop are the product's alone)."""
+    counts in its own loop are the product's alone). With a ``prefix`` it serves the member
+    under that path only, as Rancher serves clusters under ``/k8s/clusters/<id>``, and
+    answers 404 elsewhere."""
 
-    def __init__(self, member_url: str, ssl_context: ssl.SSLContext):
+    def __init__(self, member_url: str, ssl_context: ssl.SSLContext, *, prefix: str = ""):
         super().__init__()
         self.member_url = member_url
+        self.prefix = prefix.rstrip("/")
+        self.outside_prefix = 0  # requests that missed the prefix
         self.ssl_context = ssl_context
         self.fault: str | None = None
         self.requests = 0
@@ -130,16 +134,17 @@ class MemberProxy(_LoopThread):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
 
     def kubeconfig(self) -> bytes:
-        """A kubeconfig for the product: this proxy, with a token it does not check."""
+        """A kubeconfig for the product: this proxy, without credentials (plain HTTP; the
+        proxy reaches the member as its admin)."""
         return yaml.safe_dump(
             {
                 "apiVersion": "v1",
                 "kind": "Config",
                 "clusters": [{"name": "proxy", "cluster": {"server": self.url}}],
-                "users": [{"name": "proxy", "user": {"token": "unchecked"}}],
+                "users": [{"name": "proxy", "user": {}}],
                 "contexts": [{"name": "proxy", "context": {"cluster": "proxy", "user": "proxy"}}],
                 "current-context": "proxy",
             }
@@ -192,7 +197,14 @@ class MemberProxy(_LoopThread):
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
-        if self.fault == ERROR and _is_resource_path(request.path):
+        path = request.rel_url.raw_path  # as sent, still percent-encoded
+        if self.prefix:
+            if not path.startswith(self.prefix + "/"):
+                self.outside_prefix += 1
+                return web.Response(status=404, text="404 page not found")
+            path = path.removeprefix(self.prefix)
+        query = request.rel_url.raw_query_string
+        if self.fault == ERROR and _is_resource_path(path):
             return web.json_response(
                 {
                     "kind": "Status",
@@ -207,13 +219,13 @@ class MemberProxy(_LoopThread):
         watch = request.query.get("watch") in ("true", "1")
         async with self._session.request(
             request.method,
-            self.member_url + request.path_qs,
+            self.member_url + path + (f"?{query}" if query else ""),
             data=await request.read() or None,
             headers={k: v for k, v in request.headers.items() if k.lower() in _FORWARDED},
             timeout=aiohttp.ClientTimeout(total=None),
         ) as upstream:
             headers = {"Content-Type": upstream.headers.get("Content-Type", "application/json")}
-            if not watch and self.fault == TRUNCATE and _is_resource_path(request.path):
+            if not watch and self.fault == TRUNCATE and _is_resource_path(path):
                 body = await upstream.read()
                 return web.Response(
                     status=upstream.status, body=body[: len(body) // 2], headers=headers
@@ -223,7 +235,7 @@ class MemberProxy(_LoopThread):
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
                 fault = self.fault
-                if fault == ERROR and _is_resource_path(request.path):
+                if fault == ERROR and _is_resource_path(path):
                     assert request.transport is not None
                     request.transport.close()
                     return response

@@ -315,3 +315,35 @@ async def test_an_object_over_the_size_limit_is_named_not_stored(rig: Rig) -> No
             assert condition(faulty)["reason"] == ""
         finally:
             await client.delete(f"{base}/huge")
+
+
+async def test_a_member_served_under_a_path_syncs(
+    database: str, member_clusters: list[APIServer]
+) -> None:
+    """As Rancher and other proxies serve clusters (``https://rancher/k8s/clusters/c-1``):
+    every request, health probes included, goes under the path (the proxy answers 404
+    elsewhere). This once ended the cluster's sync silently after "sync started"."""
+    member, namespace = member_clusters[0], "under-a-path"
+    await seed_configmaps(member, namespace, 20)
+    async with storage(database) as (writer, _):
+        with MemberProxy(member.url, member.ssl_context(), prefix="/k8s/clusters/c-1") as proxy:
+            synchro = ClusterSynchro(
+                name="prefixed",
+                access=access_from_kubeconfig(proxy.kubeconfig()),
+                sync_resources=CONFIGMAPS,
+                writer=writer,
+                settings=SETTINGS,
+                cluster_settings=PROBES,
+            )
+            synchro.start()
+            try:
+
+                async def synced() -> bool:
+                    stored, _ = await stored_state(database, "prefixed", namespace)
+                    return stored == await asyncio.to_thread(member_state, member, namespace)
+
+                await eventually(synced, what="the prefixed member synced")
+                assert synchro.healthy is True
+                assert proxy.requests > 0 and proxy.outside_prefix == 0
+            finally:
+                await synchro.stop()

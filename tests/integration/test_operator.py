@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -390,3 +391,74 @@ async def test_credentials_from_secrets(  # type: ignore[no-untyped-def]
         )
     finally:
         host.kubectl("delete", "pediacluster", name, "--timeout=60s")
+
+
+def _spec_cluster(name: str, spec: dict[str, Any]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "cluster.clusterpedia.io/v1alpha2",
+            "kind": "PediaCluster",
+            "metadata": {"name": name},
+            "spec": {"syncResources": [{"group": "", "resources": ["configmaps"]}], **spec},
+        }
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+async def test_hostile_specs_become_conditions_and_reach_no_server(  # type: ignore[no-untyped-def]
+    operator, host, database_url, caplog
+) -> None:
+    """Each spec below once ended in a silent dead sync, a Kopf retry loop, a credential in the
+    log, or a Secret of another namespace sent to the spec's server. Now each is a condition,
+    and the server named in the spec (a listening socket) is never contacted."""
+    suffix = database_url.split(":")[0].split("+")[0]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    trap = f"https://127.0.0.1:{port}"
+    # A Secret the operator can read, outside its namespace.
+    host.kubectl("create", "secret", "generic", "stolen", "-n", "default", "--from-literal=t=x",
+                 check=False)  # fmt: skip
+    token = {"tokenData": _b64(b"t0ken")}
+    stolen = {"token": {"name": "../../default/secrets/stolen", "key": "t"}}
+    with_password = f"https://admin:s3cret@127.0.0.1:{port}"
+    cases = {
+        "traversal": ({"apiserver": trap, "authenticationFrom": stolen}, "not a valid object name"),
+        "slash": (
+            {"apiserver": trap, "authenticationFrom": {"token": {"name": "a/b", "key": "t"}}},
+            "not a valid object name",
+        ),
+        "refname": ({"apiserver": trap, **token, "syncResourcesRefName": "../x"}, "RefName"),
+        "userinfo": ({"apiserver": with_password, **token}, "credentials in the URL"),
+        "port": ({"apiserver": "https://127.0.0.1:99999", **token}, "not a valid URL"),
+        "ipv6": ({"apiserver": "https://[::1", **token}, "not a valid URL"),
+        "crlf": ({"apiserver": trap, "tokenData": _b64(b"abc\r\nX-Evil: 1")}, "control characters"),
+        "utf8": ({"apiserver": trap, "tokenData": _b64(b"\xff\xfe\xfd")}, "not UTF-8"),
+        "http": ({"apiserver": f"http://127.0.0.1:{port}", **token}, "plain HTTP"),
+    }  # fmt: skip
+    names = {case: f"hostile-{case}-{suffix}" for case in cases}
+    for case, (spec, _) in cases.items():
+        host.kubectl("apply", "-f", "-", input=_spec_cluster(names[case], spec))
+    try:
+        for case, (_, message) in cases.items():
+            await eventually(
+                lambda case=case: (
+                    conditions(host, names[case]).get("Validated", ("",))[1] == "InvalidConfig"
+                ),
+                what=f"{case} -> Validated False",
+            )
+            validated = conditions(host, names[case])["Validated"]
+            assert validated[0] == "False" and message in validated[2], (case, validated)
+            assert conditions(host, names[case])["Ready"][0] == "False"
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing ever connected to the spec's server
+        assert "s3cret" not in caplog.text
+        assert not operator.failed
+    finally:
+        listener.close()
+        host.kubectl("delete", "pediacluster", *names.values(), "--timeout=60s")

@@ -8,8 +8,13 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import pytest
+
+from clusterpedia.kube.access import access_from_spec
+from clusterpedia.kube.client import KubeError
 from clusterpedia.kube.discovery import SyncTarget
 from clusterpedia.storage.records import Change, ResourceType
+from clusterpedia.sync.cluster import ClusterSettings, ClusterSynchro
 from clusterpedia.sync.worker import ResourceSyncer, SyncSettings
 from clusterpedia.testing.waiting import eventually_async
 
@@ -66,3 +71,61 @@ async def test_an_unexpected_exception_is_reported_and_followed_by_a_relist() ->
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class OddMember:
+    """Its first health probe fails with what no member failure raises (aiohttp's ValueError
+    for a header it refuses); then it is healthy, with a discovery that fails as members do."""
+
+    def __init__(self) -> None:
+        self.probes = 0
+
+    async def get_text(self, path: str, **_: Any) -> tuple[int, str]:
+        self.probes += 1
+        if self.probes == 1:
+            raise ValueError("Newline or carriage return character detected in HTTP header")
+        return 200, "ok"
+
+    async def get(self, path: str, **_: Any) -> Any:
+        if path == "/version":
+            return {"gitVersion": "v1.35.4"}
+        raise KubeError(f"GET {path}: 503 unavailable", status=503)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_an_unexpected_exception_in_the_cluster_loop_is_reported_and_survived(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reports: list[dict[str, Any]] = []
+
+    async def report(status: dict[str, Any]) -> None:
+        reports.append(status)
+
+    synchro = ClusterSynchro(
+        name="odd",
+        access=access_from_spec({"apiserver": "https://10.0.0.1", "tokenData": "dA=="}),
+        sync_resources=[],
+        writer=Storage(),  # type: ignore[arg-type]
+        report=report,
+        cluster_settings=ClusterSettings(probe_interval=0.05, status_interval=0.01),
+    )
+    synchro.client = OddMember()  # type: ignore[assignment]
+    synchro.start()
+    try:
+
+        def running(status: dict[str, Any]) -> dict[str, str]:
+            return next(c for c in status["conditions"] if c["type"] == "SynchroRunning")
+
+        await eventually_async(
+            lambda: any(running(r)["reason"] == "InternalError" for r in reports), timeout=5
+        )
+        failed = next(r for r in reports if running(r)["reason"] == "InternalError")
+        assert "ValueError: Newline or carriage return" in running(failed)["message"]
+        assert "odd: its sync loop failed" in caplog.text
+        await eventually_async(lambda: synchro.healthy is True, timeout=5)
+        assert synchro._task is not None and not synchro._task.done()
+        assert running(synchro.status())["reason"] != "InternalError"
+    finally:
+        await synchro.stop()

@@ -41,3 +41,48 @@ def register_apiservice(host: APIServer, *, port: int, ca_pem: bytes) -> None:
     host.kubectl(
         "wait", "--for=condition=Available", "--timeout=90s", "apiservice/v1beta1.clusterpedia.io"
     )
+
+
+READER_ROLE = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: clusterpedia-reader}
+rules:
+- apiGroups: [clusterpedia.io]
+  resources: ["*"]  # resources/<inner path> is a subresource; RBAC has no "resources/*"
+  verbs: [get, list, watch]
+"""
+
+
+def service_account_token(host: APIServer, name: str, *, reader: bool) -> str:
+    """A token of ServiceAccount ``tokens/<name>`` in ``host``, bound to the
+    ``clusterpedia-reader`` ClusterRole when ``reader``."""
+    host.kubectl("create", "namespace", "tokens", check=False)
+    host.kubectl("create", "serviceaccount", name, "-n", "tokens", check=False)
+    if reader:
+        host.kubectl("apply", "-f", "-", input=READER_ROLE)
+        host.kubectl(
+            "create", "clusterrolebinding", f"{name}-reader", "--clusterrole=clusterpedia-reader",
+            f"--serviceaccount=tokens:{name}", check=False,
+        )  # fmt: skip
+    return str(host.kubectl("create", "token", name, "-n", "tokens").stdout.strip())
+
+
+def allow_only_cluster(host: APIServer, *, service_account: str, cluster: str) -> None:
+    """Let ``tokens/<service_account>`` read PediaCluster ``cluster`` alone: what
+    ``--authorize-clusters`` checks."""
+    host.kubectl("apply", "-f", "-", input=f"""
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {{name: pediacluster-{cluster}}}
+rules:
+- apiGroups: [cluster.clusterpedia.io]
+  resources: [pediaclusters]
+  resourceNames: [{cluster}]
+  verbs: [get]
+""")  # fmt: skip
+    host.kubectl(
+        "create", "clusterrolebinding", f"{service_account}-{cluster}",
+        f"--clusterrole=pediacluster-{cluster}", f"--serviceaccount=tokens:{service_account}",
+        check=False,
+    )  # fmt: skip

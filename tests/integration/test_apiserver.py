@@ -32,6 +32,11 @@ from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.migrate import ensure_schema
 from clusterpedia.storage.records import ResourceType
 from clusterpedia.storage.writer import ResourceWriter
+from clusterpedia.testing.aggregation import (
+    READER_ROLE,
+    allow_only_cluster,
+    service_account_token,
+)
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.objects import DEPLOYMENTS, PODS, make_object, upsert
 
@@ -303,17 +308,6 @@ def _user_kubeconfig(host: APIServer, tmp_path: Path, user: str) -> Path:
     return path
 
 
-READER_ROLE = """
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: clusterpedia-reader}
-rules:
-- apiGroups: [clusterpedia.io]
-  resources: ["*"]  # resources/<inner path> is a subresource; RBAC has no "resources/*"
-  verbs: [get, list, watch]
-"""
-
-
 def test_rbac_of_the_host_decides_through_the_aggregator(
     registered: APIServer, tmp_path: Path
 ) -> None:
@@ -350,18 +344,6 @@ def test_rbac_of_the_host_decides_through_the_aggregator(
 # -- directly (not through the aggregator) ------------------------------------------------
 
 
-def _token(host: APIServer, name: str, *, reader: bool) -> str:
-    host.kubectl("create", "namespace", "tokens", check=False)
-    host.kubectl("create", "serviceaccount", name, "-n", "tokens", check=False)
-    if reader:
-        host.kubectl("apply", "-f", "-", input=READER_ROLE)
-        host.kubectl(
-            "create", "clusterrolebinding", f"{name}-reader", "--clusterrole=clusterpedia-reader",
-            f"--serviceaccount=tokens:{name}", check=False,
-        )  # fmt: skip
-    return str(host.kubectl("create", "token", name, "-n", "tokens").stdout.strip())
-
-
 def test_forged_remote_user_without_front_proxy_certificate_is_rejected(
     server: ServerThread, host: APIServer
 ) -> None:
@@ -381,10 +363,10 @@ def test_forged_remote_user_without_front_proxy_certificate_is_rejected(
 
 
 def test_bearer_tokens_are_reviewed_and_authorized(server: ServerThread, host: APIServer) -> None:
-    stranger = _token(host, "stranger", reader=False)
+    stranger = service_account_token(host, "stranger", reader=False)
     status, _, body = server.request(f"{PREFIX}/api/v1/pods", token=stranger)
     assert status == 403 and parse(body)["reason"] == "Forbidden"
-    reader = _token(host, "reader", reader=True)
+    reader = service_account_token(host, "reader", reader=True)
     status, _, body = server.request(f"{PREFIX}/api/v1/pods", token=reader)
     assert status == 200 and len(parse(body)["items"]) == 10
     status, _, body = server.request(f"{PREFIX}/api/v1/pods", token="not-a-token")
@@ -395,28 +377,15 @@ def test_health_is_open_and_metrics_need_rights(server: ServerThread, host: APIS
     for path in ("/healthz", "/livez", "/readyz"):
         assert server.request(path)[0] == 200
     assert server.request("/metrics")[0] == 401
-    stranger = _token(host, "stranger", reader=False)
+    stranger = service_account_token(host, "stranger", reader=False)
     assert server.request("/metrics", token=stranger)[0] == 403
 
 
 def test_per_cluster_authorization_hides_other_clusters(
     host: APIServer, database_url: str, tmp_path: Path
 ) -> None:
-    reader = _token(host, "team-c1", reader=True)
-    host.kubectl("apply", "-f", "-", input="""
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: pediacluster-c1}
-rules:
-- apiGroups: [cluster.clusterpedia.io]
-  resources: [pediaclusters]
-  resourceNames: [c1]
-  verbs: [get]
-""")  # fmt: skip
-    host.kubectl(
-        "create", "clusterrolebinding", "team-c1-c1", "--clusterrole=pediacluster-c1",
-        "--serviceaccount=tokens:team-c1", check=False,
-    )  # fmt: skip
+    reader = service_account_token(host, "team-c1", reader=True)
+    allow_only_cluster(host, service_account="team-c1", cluster="c1")
     guarded = start_server(host, database_url, cert_dir=str(tmp_path), check_clusters=True)
     try:
         status, _, body = guarded.request(f"{PREFIX}/api/v1/pods", token=reader)
@@ -436,7 +405,7 @@ rules:
 
 @pytest.fixture(scope="module")
 def reader_token(host: APIServer, server: ServerThread) -> str:
-    return _token(host, "reader", reader=True)
+    return service_account_token(host, "reader", reader=True)
 
 
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"

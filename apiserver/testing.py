@@ -14,9 +14,10 @@ import orjson
 from clusterpedia.apiserver.server import APIServer, ServerConfig
 
 from clusterpedia.testing.aggregation import register_apiservice
+from clusterpedia.testing.controlplane import APIServer as HostServer
 
 PREFIX = "/apis/clusterpedia.io/v1beta1/resources"
-__all__ = ["PREFIX", "ServerThread", "parse", "register_apiservice"]
+__all__ = ["PREFIX", "ServerThread", "parse", "register_apiservice", "start_server"]
 
 
 class ServerThread:
@@ -102,6 +103,20 @@ class ServerThread:
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), error.read()
+
+
+def start_server(host: HostServer, storage_url: str, **config: Any) -> ServerThread:
+    """Our server on a free loopback port, authenticating against ``host``; ``config`` sets
+    any other :class:`ServerConfig` field."""
+    return ServerThread(
+        ServerConfig(
+            storage_url=storage_url,
+            kubeconfig=str(host.kubeconfig),
+            bind_address="127.0.0.1",
+            port=0,
+            **config,
+        )
+    ).start()
 
 
 def parse(body: bytes) -> Any:

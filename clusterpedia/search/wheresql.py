@@ -26,15 +26,15 @@ those of :data:`FUNCTIONS`. Operands have kinds: text columns and JSON values co
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import eq, ge, gt, le, lt, ne
 from typing import Any
 
 from clusterpedia.search.selectors import FieldPath, Index, Key, parse_field_path
 from clusterpedia.search.times import parse_search_time
 from clusterpedia.storage.condition import (
     COLUMNS,
+    COMPARE,
     FUNCTIONS,
     Between,
     Call,
@@ -81,14 +81,6 @@ _COMPARATORS: dict[str, Comparator] = {
     ">=": ">=",
 }
 _JSON_FUNCTIONS = ("json_extract", "json_unquote")
-_PYTHON_COMPARE: dict[Comparator, Callable[[Any, Any], bool]] = {
-    "=": eq,
-    "!=": ne,
-    "<": lt,
-    "<=": le,
-    ">": gt,
-    ">=": ge,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +291,7 @@ class _Parser:
         )
         if not same or a is None or b is None:
             raise self.error("a comparison of two values of different kinds", start)
-        return Constant(bool(_PYTHON_COMPARE[operator](a, b)))
+        return Constant(bool(COMPARE[operator](a, b)))
 
     def in_list(self, left: Operand | _Raw, negated: bool, start: _Token) -> Condition:
         operand = self.typed(left, start)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from operator import eq, ge, gt, le, lt, ne
 from typing import Any
 
 import orjson
@@ -32,6 +31,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from clusterpedia.search.selectors import FieldPath, FieldRequirement, Index, Key, Requirement
 from clusterpedia.storage.condition import (
+    COMPARE,
     Between,
     Call,
     Column,
@@ -337,7 +337,10 @@ class Compiler:
             return sa.true() if node.value else sa.false()
         if isinstance(node, Comparison):
             left = self._operand(node.left, widen=widen)
-            return _COMPARE[node.operator](left, self._operand(node.right, widen=widen))
+            comparison: ColumnElement[bool] = COMPARE[node.operator](
+                left, self._operand(node.right, widen=widen)
+            )
+            return comparison
         if isinstance(node, InList):
             operand = self._operand(node.operand, widen=widen)
             values = [self._operand(value, widen=widen) for value in node.values]
@@ -486,14 +489,6 @@ _VALUE_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
     "text": sa.Text(),
     "int": sa.BigInteger(),
     "time": sa.DateTime(),
-}
-_COMPARE: dict[str, Callable[[Any, Any], ColumnElement[bool]]] = {
-    "=": eq,
-    "!=": ne,
-    "<": lt,
-    "<=": le,
-    ">": gt,
-    ">=": ge,
 }
 
 

@@ -9,9 +9,11 @@ so the database never sees a comparison it would refuse.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from operator import eq, ge, gt, le, lt, ne
+from typing import Any, Literal
 
 from clusterpedia.search.selectors import FieldPath
 
@@ -41,6 +43,15 @@ FUNCTIONS: dict[str, tuple[Kind | None, Kind | None]] = {
     "coalesce": (None, None),  # any kind, all the same; the result has that kind
 }
 Comparator = Literal["=", "!=", "<", "<=", ">", ">="]
+# Each comparator as a function: the same for Python values and SQLAlchemy expressions.
+COMPARE: dict[Comparator, Callable[[Any, Any], Any]] = {
+    "=": eq,
+    "!=": ne,
+    "<": lt,
+    "<=": le,
+    ">": gt,
+    ">=": ge,
+}
 
 
 @dataclass(frozen=True, slots=True)

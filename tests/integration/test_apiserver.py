@@ -23,8 +23,13 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-from clusterpedia.apiserver.server import ServerConfig
-from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse, register_apiservice
+from clusterpedia.apiserver.testing import (
+    PREFIX,
+    ServerThread,
+    parse,
+    register_apiservice,
+    start_server,
+)
 
 from clusterpedia.certs import issue_serving_certificate
 from clusterpedia.storage.catalog import PrinterColumn, SyncedType, TypeCatalog
@@ -150,19 +155,6 @@ def host(control_plane: ControlPlane) -> APIServer:
     return control_plane.apiservers.get("aggregator") or control_plane.add_apiserver(
         "aggregator", front_proxy=True
     )
-
-
-def start_server(host: APIServer, database_url: str, **config: Any) -> ServerThread:
-    """Our server on a free loopback port, authenticating against ``host``."""
-    return ServerThread(
-        ServerConfig(
-            storage_url=database_url,
-            kubeconfig=str(host.kubeconfig),
-            bind_address="127.0.0.1",
-            port=0,
-            **config,
-        )
-    ).start()
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
-from clusterpedia.apiserver.server import ServerConfig
-from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse
+from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse, start_server
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -106,17 +105,13 @@ def server(
     host: APIServer, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
     asyncio.run(_seed(database_url))
-    thread = ServerThread(
-        ServerConfig(
-            storage_url=database_url,
-            kubeconfig=str(host.kubeconfig),
-            bind_address="127.0.0.1",
-            port=0,
-            cert_dir=str(tmp_path_factory.mktemp("certs")),
-            allow_where_sql=True,
-            check_clusters=True,
-        )
-    ).start()
+    thread = start_server(
+        host,
+        database_url,
+        cert_dir=str(tmp_path_factory.mktemp("certs")),
+        allow_where_sql=True,
+        check_clusters=True,
+    )
     yield thread
     thread.stop()
 
@@ -161,6 +156,17 @@ def until_allowed(server: ServerThread, token: str) -> None:
 C1_NAMES = sorted(p["metadata"]["name"] for p in PODS_SEEDED if _cluster(p) == "c1")
 
 
+def where_as_c1(server: ServerThread, token: str, statement: str) -> list[tuple[int, bytes]]:
+    """Status and body of the statement across all clusters and in cluster c1, as a user
+    allowed to read c1 alone."""
+    until_allowed(server, token)
+    answers = []
+    for path in (f"{PREFIX}/api/v1/pods", f"{PREFIX}/clusters/c1/api/v1/pods"):
+        status, _, body = get(server, path, [("whereSQLStatement", statement)], token=token)
+        answers.append((status, body))
+    return answers
+
+
 @pytest.mark.parametrize(
     "statement",
     [
@@ -176,9 +182,7 @@ C1_NAMES = sorted(p["metadata"]["name"] for p in PODS_SEEDED if _cluster(p) == "
 def test_where_sql_that_would_escape_is_refused(
     server: ServerThread, c1_token: str, statement: str
 ) -> None:
-    until_allowed(server, c1_token)
-    for path in (f"{PREFIX}/api/v1/pods", f"{PREFIX}/clusters/c1/api/v1/pods"):
-        status, _, body = get(server, path, [("whereSQLStatement", statement)], token=c1_token)
+    for status, body in where_as_c1(server, c1_token, statement):
         assert status == 400, body
         assert parse(body)["reason"] == "BadRequest"
 
@@ -189,15 +193,11 @@ def test_where_sql_that_would_escape_is_refused(
 def test_where_sql_stays_inside_the_clusters_a_user_may_read(
     server: ServerThread, c1_token: str, statement: str
 ) -> None:
-    until_allowed(server, c1_token)
-    for path in (f"{PREFIX}/api/v1/pods", f"{PREFIX}/clusters/c1/api/v1/pods"):
-        status, _, body = get(server, path, [("whereSQLStatement", statement)], token=c1_token)
+    for status, body in where_as_c1(server, c1_token, statement):
         assert status == 200, body
         assert sorted(names(body)) == C1_NAMES
-    status, _, body = get(
-        server, f"{PREFIX}/api/v1/pods", [("whereSQLStatement", "cluster = 'c2'")], token=c1_token
-    )
-    assert status == 200 and names(body) == []
+    for status, body in where_as_c1(server, c1_token, "cluster = 'c2'"):
+        assert status == 200 and names(body) == []
 
 
 # -- parsers: the client's error, a 400 -------------------------------------------------------

@@ -15,8 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from clusterpedia.apiserver.server import ServerConfig
-from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse
+from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse, start_server
 
 from clusterpedia.storage.catalog import SyncedType, TypeCatalog
 from clusterpedia.storage.records import ResourceType
@@ -58,17 +57,13 @@ def host(control_plane: ControlPlane) -> APIServer:
 def server(host: APIServer) -> Iterator[ServerThread]:
     with fresh_database("sqlite", label="slow-clients") as url:
         asyncio.run(_seed(url))
-        thread = ServerThread(
-            ServerConfig(
-                storage_url=url,
-                kubeconfig=str(host.kubeconfig),
-                bind_address="127.0.0.1",
-                port=0,
-                request_timeout=REQUEST_TIMEOUT,
-                idle_connection_timeout=IDLE_CONNECTION_TIMEOUT,
-                max_requests_inflight=2,
-            )
-        ).start()
+        thread = start_server(
+            host,
+            url,
+            request_timeout=REQUEST_TIMEOUT,
+            idle_connection_timeout=IDLE_CONNECTION_TIMEOUT,
+            max_requests_inflight=2,
+        )
         try:
             yield thread
         finally:

@@ -20,8 +20,7 @@ from typing import Any
 
 import kubernetes
 import pytest
-from clusterpedia.apiserver.server import ServerConfig
-from clusterpedia.apiserver.testing import PREFIX, ServerThread, register_apiservice
+from clusterpedia.apiserver.testing import PREFIX, ServerThread, register_apiservice, start_server
 from clusterpedia.apiserver.watch import WatchSettings
 
 from clusterpedia.storage.catalog import SyncedType, TypeCatalog
@@ -106,17 +105,13 @@ def store(database_url: str) -> Iterator[Store]:
 def server(
     host: APIServer, store: Store, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
-    thread = ServerThread(
-        ServerConfig(
-            storage_url=store.url,
-            kubeconfig=str(host.kubeconfig),
-            bind_address="127.0.0.1",
-            port=0,
-            cert_dir=str(tmp_path_factory.mktemp("certs")),
-            watch=WatchSettings(bookmark_interval=1.0, capacity=10_000),
-            watch_poll_interval=0.05,
-        )
-    ).start()
+    thread = start_server(
+        host,
+        store.url,
+        cert_dir=str(tmp_path_factory.mktemp("certs")),
+        watch=WatchSettings(bookmark_interval=1.0, capacity=10_000),
+        watch_poll_interval=0.05,
+    )
     register_apiservice(host, port=thread.port, ca_pem=thread.ca_pem)
     yield thread
     thread.stop()

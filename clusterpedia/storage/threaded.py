@@ -10,6 +10,7 @@ GIL released. The event loop never blocks: the wait happens in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -49,13 +50,11 @@ class ThreadedReads:
 
     def _all(self, statement: Executable, running: _Running) -> list[Row[Any]]:
         with self.engine.connect() as connection:
-            running.connection = connection.connection.dbapi_connection
+            running.started(connection.connection.dbapi_connection)
             try:
-                if running.cancelled:
-                    raise asyncio.CancelledError
                 return list(connection.execute(statement).all())
             finally:
-                running.connection = None
+                running.finished()
 
     async def all(self, statement: Executable) -> list[Row[Any]]:
         """The rows of ``statement``. Cancelled, it cancels the query in the server too: a
@@ -66,7 +65,8 @@ class ThreadedReads:
         try:
             return await loop.run_in_executor(self.executor, self._all, statement, running)
         except asyncio.CancelledError:
-            running.cancel()
+            # The cancel request is network I/O: sent from a thread, not awaited.
+            loop.run_in_executor(None, running.cancel)
             raise
 
     def close(self) -> None:
@@ -75,16 +75,29 @@ class ThreadedReads:
 
 
 class _Running:
-    """The connection a read is running on, so that another thread can cancel it."""
+    """The connection one read runs on, so that another thread can cancel that read, and
+    only that read: the lock keeps a cancel from reaching the connection once it has gone
+    back to the pool for another read."""
 
     def __init__(self) -> None:
-        self.connection: Any = None
-        self.cancelled = False
+        self._lock = threading.Lock()
+        self._connection: Any = None
+        self._cancelled = False
+
+    def started(self, connection: Any) -> None:
+        with self._lock:
+            if self._cancelled:  # cancelled while it waited for a worker thread
+                raise asyncio.CancelledError
+            self._connection = connection
+
+    def finished(self) -> None:
+        with self._lock:
+            self._connection = None
 
     def cancel(self) -> None:
-        self.cancelled = True
-        connection = self.connection
-        if connection is not None:
-            # libpq's cancel request: a message on a new socket, sent from this thread;
-            # the worker's execute then fails with QueryCanceled and its thread is free.
-            connection.cancel()
+        with self._lock:
+            self._cancelled = True
+            if self._connection is not None:
+                # libpq's cancel request, on a socket of its own: the worker's execute fails
+                # with QueryCanceled and its thread is free again.
+                self._connection.cancel_safe(timeout=5)

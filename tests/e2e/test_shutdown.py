@@ -1,11 +1,12 @@
 """SIGTERM ends ``clusterpedia run`` within its grace period while a read is stuck in the
-database, on every database.
+database, on PostgreSQL and MariaDB.
 
-The read is a list whose query cannot finish: the test holds a lock on the ``resources``
-table (an exclusive table lock on PostgreSQL and MariaDB, an exclusive SQLite transaction),
-the same as a query too heavy to finish before the pod's grace period. The process must
-interrupt the query in the database, answer or close the request, and exit by itself: with
-code 0 and well inside ``--shutdown-grace-period``, so the hard deadline is not what ended it.
+The read is a list whose query cannot finish: the test holds an exclusive lock on the
+``resources`` table, the same as a query too heavy to finish before the pod's grace period.
+(SQLite has no such lock: a WAL database never makes a reader wait for another connection.)
+The process must interrupt the query in the database, answer or close the request, and exit
+by itself: with code 0 and well inside ``--shutdown-grace-period``, so the hard deadline is not
+what ended it.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from clusterpedia.storage.catalog import SyncedType, TypeCatalog
 from clusterpedia.storage.engine import dialect_of
 from clusterpedia.testing.controlplane import APIServer
+from clusterpedia.testing.databases import fresh_database, require_server
 from clusterpedia.testing.objects import PODS, make_object, storage, upsert
 from clusterpedia.testing.product import ProductProcess
 from clusterpedia.testing.waiting import eventually
@@ -43,12 +46,8 @@ def resources_locked(url: str) -> Iterator[sa.Connection]:
         with engine.connect() as connection:
             if dialect == "postgresql":
                 connection.exec_driver_sql("LOCK TABLE resources IN ACCESS EXCLUSIVE MODE")
-            elif dialect == "mysql":
+            else:
                 connection.exec_driver_sql("LOCK TABLES resources WRITE")
-            else:  # readers of a WAL database wait only for an exclusive locking mode
-                connection.exec_driver_sql("PRAGMA locking_mode = EXCLUSIVE")
-                connection.exec_driver_sql("BEGIN EXCLUSIVE")
-                connection.exec_driver_sql("DELETE FROM resources WHERE 1 = 0")
             try:
                 yield connection
             finally:
@@ -71,7 +70,7 @@ async def _seed(url: str) -> None:
 
 
 def blocked_reads(connection: sa.Connection, dialect: str) -> int:
-    """Reads of the product now waiting for the test's lock (-1 where it cannot be seen)."""
+    """Reads of the product now waiting for the test's lock."""
     if dialect == "postgresql":
         # Statistics views are a snapshot per transaction, and the lock's transaction is open.
         connection.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
@@ -79,14 +78,19 @@ def blocked_reads(connection: sa.Connection, dialect: str) -> int:
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
             "AND query LIKE '%%resources%%'"
         )
-    elif dialect == "mysql":
+    else:
         query = (
             "SELECT count(*) FROM information_schema.processlist "
             "WHERE state LIKE 'Waiting for table%%' AND info LIKE '%%resources%%'"
         )
-    else:
-        return -1
     return int(connection.exec_driver_sql(query).scalar_one())
+
+
+@pytest.fixture(params=["postgresql", "mysql"])
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    require_server(request.param)
+    with fresh_database(request.param, label="shutdown") as url:
+        yield url
 
 
 def test_sigterm_exits_within_the_grace_period_while_a_read_is_stuck(
@@ -122,10 +126,7 @@ def test_sigterm_exits_within_the_grace_period_while_a_read_is_stuck(
         with resources_locked(database_url) as lock:
             reader = threading.Thread(target=list_pods, daemon=True)
             reader.start()
-            if dialect == "sqlite":
-                time.sleep(2)  # SQLite shows no waiting readers; the read waits in its busy loop
-            else:
-                eventually(lambda: blocked_reads(lock, dialect) >= 1, what="the read is blocked")
+            eventually(lambda: blocked_reads(lock, dialect) >= 1, what="the read is blocked")
             assert reader.is_alive() and not answers
             started = time.monotonic()
             code = product.stop()
@@ -133,8 +134,7 @@ def test_sigterm_exits_within_the_grace_period_while_a_read_is_stuck(
             reader.join(30)
             # Interrupted in the database, not merely abandoned by the process: a backend
             # waiting for a lock would not notice its client's exit.
-            if dialect != "sqlite":
-                eventually(lambda: blocked_reads(lock, dialect) == 0, timeout=10, what="no read")
+            eventually(lambda: blocked_reads(lock, dialect) == 0, timeout=10, what="no read")
     finally:
         product.kill()
     log = product.log()

@@ -104,7 +104,7 @@ async def floor_seconds(member: APIServer, *, parse: bool) -> float:
             token = ""
             while True:
                 params = {"limit": "500", **({"continue": token} if token else {})}
-                async with session.get(path, params=params) as response:
+                async with session.get(kube._url(path), params=params) as response:
                     body = await response.read()
                 head = body[: body.find(b'"items":')].rstrip(b",") + b"}"
                 token = orjson.loads(head)["metadata"].get("continue", "")

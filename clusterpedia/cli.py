@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import random
+import resource
 import signal
 import sys
 import threading
@@ -149,6 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
         "60",
         "seconds a request other than a watch may take, sending its answer included; "
         "then 504, or the connection is closed",
+    )
+    _number(run, "--page-size", int, "500", "objects per page of a member list (the original's)")
+    _number(
+        run,
+        "--kube-api-qps",
+        float,
+        "50",
+        "requests per second to each member, on average (the original's; 0: no limit)",
+    )
+    _number(run, "--kube-api-burst", int, "100", "requests to each member at once (the original's)")
+    _number(
+        run,
+        "--member-list-concurrency",
+        int,
+        "4",
+        "lists of one member running at the same time (initial lists and relists)",
     )
     _number(
         run,
@@ -343,7 +360,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"clusterpedia: {error}", file=sys.stderr)
         return 2
     print(f"clusterpedia-py {__version__}: storage {describe(url)}", file=sys.stderr, flush=True)
+    raise_open_file_limit()
     return asyncio.run(_serve(args, url))
+
+
+def raise_open_file_limit(ceiling: int = 1 << 20) -> int:
+    """Raise the soft open-file limit to the hard one and say so: every watch holds a
+    connection, so N members x T types need N x T descriptors and more (README, "Serving")."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as error:
+            print(f"clusterpedia: cannot raise the open-file limit: {error}", file=sys.stderr)
+    print(f"clusterpedia: open-file limit {soft}", file=sys.stderr, flush=True)
+    return int(soft)
 
 
 def tune_garbage_collector() -> None:
@@ -438,6 +471,10 @@ async def _serve(args: argparse.Namespace, url: str) -> int:
                 sync=SyncSettings(
                     store_secret_data=args.store_secret_data,
                     max_object_bytes=args.max_object_bytes,
+                    page_size=args.page_size,
+                    kube_api_qps=args.kube_api_qps,
+                    kube_api_burst=args.kube_api_burst,
+                    list_concurrency=args.member_list_concurrency,
                 ),
                 allow_http_credentials=args.allow_http_credentials,
             ),

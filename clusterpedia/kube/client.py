@@ -11,7 +11,9 @@ any other member failure, never an exception that could end a worker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,7 @@ REQUEST_TIMEOUT = 30.0
 # (measured on kube-apiserver v1.35: the first came after 120 s), so a watch silent for longer
 # than this is hung. Watches without bookmarks (some aggregated APIs) are merely resumed.
 WATCH_IDLE_TIMEOUT = 180.0
+MAX_THROTTLE_RETRIES = 5  # 429s waited out (Retry-After) before a request fails
 MAX_EVENT_BYTES = 64 * 1024 * 1024  # no sane object is this large; refuse rather than buffer
 ERROR_TEXT_LIMIT = 300  # of a member's error text, in logs and status
 
@@ -59,6 +62,42 @@ class Malformed(KubeError):
     object, an object without a name)."""
 
 
+class TokenBucket:
+    """At most ``qps`` requests a second on average and ``burst`` at once, as client-go's
+    ``--kube-api-qps`` / ``--kube-api-burst`` limit a client; ``qps`` <= 0: no limit."""
+
+    def __init__(self, qps: float, burst: int, *, clock: Callable[[], float] = time.monotonic):
+        self.qps = qps
+        self.burst = max(1, burst)
+        self.clock = clock
+        self.tokens = float(self.burst)
+        self.updated = clock()
+
+    def delay(self) -> float:
+        """Take a token; how long to wait before using it (0 when one was free)."""
+        if self.qps <= 0:
+            return 0.0
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.qps)
+        self.updated = now
+        self.tokens -= 1  # may go negative: later callers queue behind this one
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.qps
+
+    async def acquire(self) -> None:
+        wait = self.delay()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+def retry_after(response: aiohttp.ClientResponse) -> float:
+    """A 429's ``Retry-After`` in seconds (1 when absent or not a number), at most 60."""
+    try:
+        seconds = float(response.headers.get("Retry-After", "1"))
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.0), 60.0)
+
+
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
     type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
@@ -66,7 +105,16 @@ class WatchEvent:
 
 
 class KubeClient:
-    """One session per member cluster (connection pooling, TLS context, credentials)."""
+    """One session per member cluster (connection pooling, TLS context, credentials), and a
+    second one for health probes.
+
+    Every watch holds a connection for its life, so the pool has no cap: with one, the
+    connections of the first N watches would starve every later watch, list and probe (with
+    aiohttp's cap of 32, a member with 32 synced types failed its probes forever and flapped).
+    Probes go over a connection of their own, opened afresh each time as the original's
+    ``HealthCheckerWithStandaloneTCP`` does, so a busy pool can never make a member look
+    unhealthy. ``open_watches`` and ``requests_in_flight`` count the connections in use.
+    """
 
     def __init__(
         self,
@@ -74,11 +122,19 @@ class KubeClient:
         *,
         request_timeout: float = REQUEST_TIMEOUT,
         watch_idle_timeout: float = WATCH_IDLE_TIMEOUT,
+        qps: float = 0.0,
+        burst: int = 1,
+        throttle_retries: int = MAX_THROTTLE_RETRIES,
     ):
         self.access = access
         self.request_timeout = request_timeout
         self.watch_idle_timeout = watch_idle_timeout
+        self.limiter = TokenBucket(qps, burst)
+        self.throttle_retries = throttle_retries
+        self.open_watches = 0
+        self.requests_in_flight = 0  # lists and gets (each holds a connection meanwhile)
         self._session: aiohttp.ClientSession | None = None
+        self._probe_session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -88,12 +144,24 @@ class KubeClient:
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                headers={**self.access.headers, "Accept": "application/json"},
-                connector=aiohttp.TCPConnector(ssl=self.access.ssl_context, limit=32),
-                json_serialize=lambda value: orjson.dumps(value).decode(),
+            self._session = self._new_session(
+                aiohttp.TCPConnector(ssl=self.access.ssl_context, limit=0)
             )
         return self._session
+
+    def _ensure_probe_session(self) -> aiohttp.ClientSession:
+        if self._probe_session is None or self._probe_session.closed:
+            self._probe_session = self._new_session(
+                aiohttp.TCPConnector(ssl=self.access.ssl_context, force_close=True)
+            )
+        return self._probe_session
+
+    def _new_session(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            headers={**self.access.headers, "Accept": "application/json"},
+            connector=connector,
+            json_serialize=lambda value: orjson.dumps(value).decode(),
+        )
 
     def _url(self, path: str) -> str:
         """The member URL of an API ``path``: under the server's own path, if it has one (a
@@ -101,9 +169,10 @@ class KubeClient:
         return self.access.server + path
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._probe_session):
+            if session is not None:
+                await session.close()
+        self._session = self._probe_session = None
 
     async def _error(self, response: aiohttp.ClientResponse, path: str) -> KubeError:
         body = await response.read()
@@ -125,18 +194,30 @@ class KubeClient:
 
     async def _json(self, method: str, path: str, *, timeout: float, **kwargs: Any) -> Any:
         session = self._ensure_session()
-        try:
-            async with session.request(
-                method, self._url(path), timeout=aiohttp.ClientTimeout(total=timeout), **kwargs
-            ) as response:
-                if response.status >= 300:
-                    raise await self._error(response, path)
-                body = await response.read()
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as error:
-            raise Malformed(f"{method} {path}: the answer is not JSON ({error})") from None
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise KubeError(f"{method} {path}: {type(error).__name__}: {error}") from error
+        for attempt in range(self.throttle_retries + 1):
+            await self.limiter.acquire()
+            self.requests_in_flight += 1
+            try:
+                async with session.request(
+                    method, self._url(path), timeout=aiohttp.ClientTimeout(total=timeout), **kwargs
+                ) as response:
+                    if response.status == 429 and attempt < self.throttle_retries:
+                        wait = retry_after(response)
+                        logger.info(
+                            "%s %s: 429 from the member; retrying in %.0fs", method, path, wait
+                        )
+                    elif response.status >= 300:
+                        raise await self._error(response, path)
+                    else:
+                        return orjson.loads(await response.read())
+            except orjson.JSONDecodeError as error:
+                raise Malformed(f"{method} {path}: the answer is not JSON ({error})") from None
+            except (aiohttp.ClientError, TimeoutError) as error:
+                raise KubeError(f"{method} {path}: {type(error).__name__}: {error}") from error
+            finally:
+                self.requests_in_flight -= 1
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def get(
         self,
@@ -175,8 +256,9 @@ class KubeClient:
         return await self._json("DELETE", path, timeout=self.request_timeout)
 
     async def get_text(self, path: str, *, timeout: float = 5.0) -> tuple[int, str]:
-        """Status and body of ``path`` (health probes); transport errors raise KubeError."""
-        session = self._ensure_session()
+        """Status and body of ``path`` over the probe's own connection (health probes);
+        transport errors raise KubeError."""
+        session = self._ensure_probe_session()
         try:
             async with session.get(
                 self._url(path), timeout=aiohttp.ClientTimeout(total=timeout)
@@ -234,10 +316,16 @@ class KubeClient:
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.request_timeout, sock_read=idle
         )
+        counted = False
+        await self.limiter.acquire()
         try:
             async with session.get(self._url(path), params=query, timeout=timeout) as response:
+                if response.status == 429:  # wait as asked; the worker then opens it again
+                    await asyncio.sleep(retry_after(response))
                 if response.status >= 300:
                     raise await self._error(response, path)
+                self.open_watches += 1
+                counted = True
                 if opened is not None:
                     opened()
                 buffer = b""
@@ -255,6 +343,9 @@ class KubeClient:
             raise KubeError(f"watch {path}: stalled, nothing received for {idle:.0f}s") from None
         except (aiohttp.ClientError, TimeoutError) as error:
             raise KubeError(f"watch {path}: {type(error).__name__}: {error}") from error
+        finally:
+            if counted:
+                self.open_watches -= 1
 
 
 def _event(line: bytes, path: str) -> WatchEvent:

@@ -10,6 +10,7 @@ starts syncing, and a removed one stops and its rows go.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -30,6 +31,7 @@ from clusterpedia.kube.discovery import (
 from clusterpedia.storage.catalog import PrinterColumn, SyncedType, TypeCatalog
 from clusterpedia.storage.errors import StorageError
 from clusterpedia.storage.writer import ResourceWriter
+from clusterpedia.sync.metrics import MEMBER_REQUESTS, MEMBER_WATCHES
 from clusterpedia.sync.worker import ResourceSyncer, SyncSettings
 
 logger = logging.getLogger(__name__)
@@ -86,7 +88,10 @@ class ClusterSynchro:
             access,
             request_timeout=self.settings.request_timeout,
             watch_idle_timeout=self.settings.watch_idle_timeout,
+            qps=self.settings.kube_api_qps,
+            burst=self.settings.kube_api_burst,
         )
+        self.list_slots = asyncio.Semaphore(self.settings.list_concurrency)
         self.workers: dict[tuple[str, str, str], tuple[ResourceSyncer, asyncio.Task[None]]] = {}
         self.healthy: bool | None = None
         self.health_message = ""
@@ -107,6 +112,8 @@ class ClusterSynchro:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        MEMBER_WATCHES.labels(self.name).set_function(lambda: self.client.open_watches)
+        MEMBER_REQUESTS.labels(self.name).set_function(lambda: self.client.requests_in_flight)
         self._task = asyncio.create_task(self._run(), name=f"cluster {self.name}")
 
     async def stop(self) -> None:
@@ -117,6 +124,9 @@ class ClusterSynchro:
             self._task = None
         await self._stop_workers()
         await self.client.close()
+        for gauge in (MEMBER_WATCHES, MEMBER_REQUESTS):
+            with contextlib.suppress(KeyError):
+                gauge.remove(self.name)
 
     async def _run(self) -> None:
         """The cluster's loop, restarted after anything unexpected: an odd value or a bug
@@ -305,6 +315,7 @@ class ClusterSynchro:
             client=self.client,
             writer=self.writer,
             settings=self.settings,
+            list_slots=self.list_slots,
         )
         task = asyncio.create_task(syncer.run(), name=f"sync {self.name}/{target.rtype}")
         self.workers[key] = (syncer, task)
@@ -357,6 +368,9 @@ class ClusterSynchro:
             "apiserver": self.access.host,
             "version": self.version,
             "conditions": conditions,
+            # Each open watch holds a connection to the member (lists and gets in flight are
+            # in the metrics: they change too often for the status).
+            "watches": self.client.open_watches,
             "syncResources": self._sync_resources_status(),
         }
 
@@ -408,10 +422,10 @@ class ClusterSynchro:
     async def _report(self) -> None:
         if self.report is None:
             return
-        status = self.status()
-        if status == self._last_report:
-            return
         try:
+            status = self.status()
+            if status == self._last_report:
+                return
             await self.report(status)
             self._last_report = status
         except Exception as error:  # a failed patch is retried at the next interval

@@ -6,7 +6,7 @@ clusters x synced types, the same as the number of watch workers.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
     "clusterpedia_sync_events_total",
@@ -39,4 +39,14 @@ WATCH_RESTARTS = Counter(
     "clusterpedia_sync_watch_restarts_total",
     "Watches that ended in an error or an expired resourceVersion.",
     ["cluster", "resource"],
+)
+MEMBER_WATCHES = Gauge(
+    "clusterpedia_member_watches_open",
+    "Watches open to a member cluster (each holds one connection).",
+    ["cluster"],
+)
+MEMBER_REQUESTS = Gauge(
+    "clusterpedia_member_requests_in_flight",
+    "Lists and gets in flight to a member cluster (each holds one connection meanwhile).",
+    ["cluster"],
 )

@@ -60,6 +60,12 @@ class SyncSettings:
     # Larger objects are not stored (kube-apiserver itself refuses bodies over 3 MiB; a bigger
     # one is a broken member, and one row must not fail every batch it is in).
     max_object_bytes: int = 8 * 1024 * 1024
+    # Politeness to each member: requests per second and at once (the original's
+    # --kube-api-qps / --kube-api-burst; watch streams count once, when opened), and lists
+    # running at the same time (a member with 300 types must not get 300 lists at once).
+    kube_api_qps: float = 50.0
+    kube_api_burst: int = 100
+    list_concurrency: int = 4
 
 
 @dataclass
@@ -118,12 +124,15 @@ class ResourceSyncer:
         client: KubeClient,
         writer: ResourceWriter,
         settings: SyncSettings | None = None,
+        list_slots: asyncio.Semaphore | None = None,
     ):
         self.cluster = cluster
         self.target = target
         self.client = client
         self.writer = writer
         self.settings = settings or SyncSettings()
+        # Shared by the member's workers: at most so many of its lists run at once.
+        self.list_slots = list_slots or asyncio.Semaphore(self.settings.list_concurrency)
         self.status = ResourceStatus()
         self._labels = (cluster, str(target.rtype))
 
@@ -145,7 +154,8 @@ class ResourceSyncer:
         while True:
             try:
                 if resource_version is None:
-                    resource_version = await self.relist()
+                    async with self.list_slots:
+                        resource_version = await self.relist()
                     backoff = self.settings.backoff_initial
                 resource_version = await self.watch_once(resource_version)
             except Expired:

@@ -79,6 +79,7 @@ class OddMember:
 
     def __init__(self) -> None:
         self.probes = 0
+        self.open_watches = self.requests_in_flight = 0
 
     async def get_text(self, path: str, **_: Any) -> tuple[int, str]:
         self.probes += 1

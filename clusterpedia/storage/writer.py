@@ -26,6 +26,7 @@ Per dialect:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -184,6 +185,13 @@ class ResourceWriter:
         )
         self._rows_written = 0
         self._analyze_at = ANALYZE_FIRST_AT
+        # SQLite has one writer at a time: a transaction that read first and then writes
+        # fails at once (SQLITE_BUSY, no busy wait) whenever another one committed meanwhile.
+        # With a member of 250 types, 250 workers retried into each other for minutes; taking
+        # turns here costs nothing the database would not have serialised anyway.
+        self._turns: contextlib.AbstractAsyncContextManager[Any] = (
+            asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+        )
 
     async def apply(self, *, cluster: str, rtype: ResourceType, changes: Sequence[Change]) -> int:
         """Apply ``changes`` of one cluster and resource type atomically, logging each real
@@ -193,7 +201,7 @@ class ResourceWriter:
             return 0
 
         async def transaction() -> int:
-            async with self.engine.begin() as connection:
+            async with self._turns, self.engine.begin() as connection:
                 # One worker writes a (cluster, type), so these reads stay true until commit.
                 known = [u.key for u in upserts if not u.is_new]
                 stored = await self._stored(
@@ -376,7 +384,7 @@ class ResourceWriter:
         health = sa.delete(cluster_health).where(cluster_health.c.cluster == cluster)
 
         async def forget() -> None:
-            async with self.engine.begin() as connection:
+            async with self._turns, self.engine.begin() as connection:
                 await connection.execute(catalog)
                 if rtype is None:
                     await connection.execute(health)

@@ -72,6 +72,14 @@ def control_plane(
 
 
 @pytest.fixture(scope="session")
+def aggregator(control_plane: ControlPlane) -> APIServer:
+    """A host with the aggregation layer's front-proxy flags, shared by the session."""
+    return control_plane.apiservers.get("aggregator") or control_plane.add_apiserver(
+        "aggregator", front_proxy=True
+    )
+
+
+@pytest.fixture(scope="session")
 def member_clusters(control_plane: ControlPlane) -> list[APIServer]:
     """Two member API servers shared by the session (tests use their own namespaces)."""
     return [control_plane.add_apiserver(f"member-{index}") for index in (1, 2)]

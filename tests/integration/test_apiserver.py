@@ -42,7 +42,7 @@ from clusterpedia.testing.aggregation import (
     allow_only_cluster,
     service_account_token,
 )
-from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.objects import DEPLOYMENTS, PODS, make_object, upsert
 
 WIDGETS = ResourceType("example.io", "v1", "widgets", "Widget")
@@ -150,11 +150,8 @@ async def _seed(url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def host(control_plane: ControlPlane) -> APIServer:
-    """A host cluster with the aggregation layer's front-proxy flags."""
-    return control_plane.apiservers.get("aggregator") or control_plane.add_apiserver(
-        "aggregator", front_proxy=True
-    )
+def host(aggregator: APIServer) -> APIServer:
+    return aggregator
 
 
 @pytest.fixture(scope="module")

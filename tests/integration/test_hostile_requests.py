@@ -30,7 +30,7 @@ from clusterpedia.storage.errors import InvalidQuery
 from clusterpedia.storage.query import TypeFilter
 from clusterpedia.storage.records import encode_object
 from clusterpedia.testing.aggregation import allow_only_cluster, service_account_token
-from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.objects import PODS, make_object, storage, upsert
 from clusterpedia.watch.matcher import event_matcher
 
@@ -94,10 +94,8 @@ EVENTS = [_event(p) for p in PODS_SEEDED]
 
 
 @pytest.fixture(scope="module")
-def host(control_plane: ControlPlane) -> APIServer:
-    return control_plane.apiservers.get("aggregator") or control_plane.add_apiserver(
-        "aggregator", front_proxy=True
-    )
+def host(aggregator: APIServer) -> APIServer:
+    return aggregator
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse, start_se
 
 from clusterpedia.storage.catalog import SyncedType, TypeCatalog
 from clusterpedia.storage.records import ResourceType
-from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.databases import fresh_database
 from clusterpedia.testing.objects import make_object, storage, upsert
 from clusterpedia.testing.waiting import eventually
@@ -47,10 +47,8 @@ async def _seed(url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def host(control_plane: ControlPlane) -> APIServer:
-    return control_plane.apiservers.get("aggregator") or control_plane.add_apiserver(
-        "aggregator", front_proxy=True
-    )
+def host(aggregator: APIServer) -> APIServer:
+    return aggregator
 
 
 @pytest.fixture(scope="module")

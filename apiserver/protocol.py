@@ -19,7 +19,7 @@ from clusterpedia.apiserver.status import StatusError
 logger = logging.getLogger(__name__)
 
 
-class _StatusRequestHandler(RequestHandler):  # type: ignore[type-arg]
+class _StatusRequestHandler(RequestHandler):
     def handle_error(
         self,
         request: Any,
@@ -39,7 +39,7 @@ class _StatusRequestHandler(RequestHandler):  # type: ignore[type-arg]
 
 
 class _StatusServer(web.Server):
-    def __call__(self) -> RequestHandler:  # type: ignore[type-arg]
+    def __call__(self) -> RequestHandler:
         return _StatusRequestHandler(self, loop=self._loop, **self._kwargs)
 
 

@@ -167,6 +167,11 @@ class Subscription:
             )
             self._backlog.extend(e for e in events if self._matcher(e))
 
+    def misses(self, upto: int) -> bool:
+        """Whether this watcher needs events up to ``upto`` that only the feed would give it
+        (events at or below its backlog's end come from the log, with its own pruning check)."""
+        return self._backlog_end < upto
+
     def close(self) -> None:
         self._feed.unsubscribe(self)
 
@@ -226,7 +231,7 @@ class ChangeFeed:
         failures = 0
         while True:
             try:
-                await self._read_new()
+                await self.read_new()
                 failures = 0
             except Exception as error:  # the database is down: keep watchers, retry
                 failures += 1
@@ -236,7 +241,8 @@ class ChangeFeed:
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval * (1 + failures))
             self._wake.clear()
 
-    async def _read_new(self) -> None:
+    async def read_new(self) -> None:
+        """One pass of the loop that follows the log: offer every new event, then return."""
         while True:
             events = await self.log.read(after=self.position, limit=FEED_BATCH)
             if not events:
@@ -254,11 +260,14 @@ class ChangeFeed:
                 return
 
     def _lost(self, upto: int) -> None:
+        """Events (position, upto] were pruned before this feed read them: the watchers that
+        needed them must relist; one that started at or after ``upto`` lost nothing."""
+        lost = [s for s in self._subscriptions if s.misses(upto)]
         logger.warning(
             "change log pruned past this server's position (%d -> %d); %d watchers must relist",
-            self.position, upto, len(self._subscriptions),
+            self.position, upto, len(lost),
         )  # fmt: skip
-        for subscription in list(self._subscriptions):
+        for subscription in lost:
             subscription.expire(f"too old resource version: {self.position}")
         self.position = upto
 

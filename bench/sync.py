@@ -12,7 +12,13 @@ It starts etcd, a member and a host kube-apiserver, seeds the member, then measu
   sync/floor, target <= 1.5 on PostgreSQL);
 - peak RSS (VmHWM) of the ``clusterpedia run`` process (operator, workers and API server, run
   as users run it, in its own process) after N objects, and after 2N;
-- event lag p50/p99: member PATCH -> row updated in the database, at 200 updates/s.
+- CPU per object of the initial sync, ours (the ``clusterpedia run`` process) and the
+  database's (every ``postgres``/``mariadbd`` process, with its ended backends);
+- event lag p50/p99: member PATCH -> row updated in the database, at 200 updates/s;
+- CPU per watch event, ours and the database's, at the same rate with nothing else running.
+
+``--profile DIR`` samples the product with py-spy during the initial sync and the event phase
+(``DIR/sync.txt``, ``DIR/events.txt``: collapsed stacks, the top frames printed at the end).
 """
 
 from __future__ import annotations
@@ -33,12 +39,16 @@ from clusterpedia.cli import tune_garbage_collector
 from clusterpedia.kube.access import access_from_kubeconfig
 from clusterpedia.kube.client import KubeClient
 from clusterpedia.storage.engine import create_engine
-from clusterpedia.storage.schema import resources
+from clusterpedia.storage.schema import HEAD, change_log_marks, resources
 from clusterpedia.testing.benchmarks import (
     benchmark_parser,
+    cpu_seconds,
     operator_host,
     percentile,
     print_figures,
+    processes_cpu_seconds,
+    profile_summary,
+    profiled,
     quiet_product,
     wait_operator_ready,
 )
@@ -47,6 +57,8 @@ from clusterpedia.testing.databases import fresh_database
 from clusterpedia.testing.objects import pediacluster, realistic_pod
 
 CONCURRENCY = 32
+# Whose CPU the database figures count (SQLite runs inside our process).
+DATABASE_PROCESSES = ("postgres", "mariadbd", "mysqld")
 
 
 def configmap(index: int, namespace: str) -> dict[str, Any]:
@@ -134,13 +146,23 @@ async def count_rows(engine: Any, cluster: str) -> int:
         return int((await connection.execute(query)).scalar_one())
 
 
+async def log_head(engine: Any) -> int:
+    async with engine.connect() as connection:
+        query = sa.select(change_log_marks.c.rv).where(change_log_marks.c.name == HEAD)
+        return int((await connection.execute(query)).scalar() or 0)
+
+
 async def wait_rows(engine: Any, cluster: str, expected: int, timeout: float = 900) -> float:
+    """Wait until ``expected`` rows are stored. The change log's head (one row, read for
+    nothing) is polled until it could be so; only then are rows counted, so that the waiting
+    does not add its own scans to the database's CPU figure."""
     started = time.perf_counter()
-    while await count_rows(engine, cluster) < expected:
+    while True:
+        if await log_head(engine) >= expected and await count_rows(engine, cluster) >= expected:
+            return time.perf_counter() - started
         if time.perf_counter() - started > timeout:
             raise TimeoutError(f"sync did not reach {expected} rows")
-        await asyncio.sleep(0.1)
-    return time.perf_counter() - started
+        await asyncio.sleep(0.05)
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -151,25 +173,34 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
+NAMES = [f"cm-{i:06d}" for i in range(100)]
+
+
+async def patch_at_rate(
+    member: APIServer, rate: int, seconds: float, sent: dict[tuple[str, int], float]
+) -> None:
+    """PATCH ``rate`` of the first 100 ConfigMaps per second, noting when each was sent."""
+    async with KubeClient(access_from_kubeconfig(member.kubeconfig.read_bytes())) as kube:
+        started = time.perf_counter()
+        for seq in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, started + seq / rate - time.perf_counter()))
+            name = NAMES[seq % len(NAMES)]
+            sent[(name, seq)] = time.perf_counter()
+            path = f"/api/v1/namespaces/bench-1/configmaps/{name}"
+            await kube.patch(path, {"data": {"seq": str(seq)}})
+
+
 async def measure_lag(
     member: APIServer, engine: Any, cluster: str, rate: int, seconds: float
 ) -> list[float]:
     """PATCH ``rate`` ConfigMaps per second; return member-PATCH -> stored lags (seconds)."""
-    names = [f"cm-{i:06d}" for i in range(100)]
     sent: dict[tuple[str, int], float] = {}
     seen: dict[str, int] = {}
     lags: list[float] = []
     stop = asyncio.Event()
 
     async def update() -> None:
-        async with KubeClient(access_from_kubeconfig(member.kubeconfig.read_bytes())) as kube:
-            started = time.perf_counter()
-            for seq in range(int(rate * seconds)):
-                await asyncio.sleep(max(0.0, started + seq / rate - time.perf_counter()))
-                name = names[seq % len(names)]
-                sent[(name, seq)] = time.perf_counter()
-                path = f"/api/v1/namespaces/bench-1/configmaps/{name}"
-                await kube.patch(path, {"data": {"seq": str(seq)}})
+        await patch_at_rate(member, rate, seconds, sent)
         await asyncio.sleep(3)
         stop.set()
 
@@ -177,7 +208,7 @@ async def measure_lag(
         query = sa.select(resources.c.name, resources.c.object).where(
             resources.c.cluster == cluster,
             resources.c.namespace == "bench-1",
-            resources.c.name.in_(names),
+            resources.c.name.in_(NAMES),
         )
         while not stop.is_set():
             async with engine.connect() as connection:
@@ -193,6 +224,26 @@ async def measure_lag(
 
     await asyncio.gather(update(), observe())
     return lags
+
+
+async def event_cpu(
+    member: APIServer, engine: Any, pid: int, rate: int, seconds: float
+) -> tuple[float, float]:
+    """Our CPU and the database's per watch event (microseconds): ``rate`` PATCHes a second,
+    and nothing but the change log's head polled meanwhile, until every event is stored."""
+    events = int(rate * seconds)
+    head = await log_head(engine)
+    ours, database = cpu_seconds(pid), processes_cpu_seconds(*DATABASE_PROCESSES)
+    await patch_at_rate(member, rate, seconds, {})
+    deadline = time.perf_counter() + 120
+    while await log_head(engine) < head + events:
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{events} events were not all stored")
+        await asyncio.sleep(0.05)
+    return (
+        (cpu_seconds(pid) - ours) * 1e6 / events,
+        (processes_cpu_seconds(*DATABASE_PROCESSES) - database) * 1e6 / events,
+    )
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:
@@ -220,10 +271,17 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
                 {"group": "", "resources": ["configmaps", "pods"]},
             )
             print("... initial sync", file=sys.stderr, flush=True)
+            ours, database = cpu_seconds(pid), processes_cpu_seconds(*DATABASE_PROCESSES)
             started = time.perf_counter()
-            host.kubectl("apply", "-f", "-", input=json.dumps(spec))
-            await wait_rows(engine, "bench", configmaps + pods)
+            with profiled(pid, args.profile and args.profile / "sync.txt"):
+                host.kubectl("apply", "-f", "-", input=json.dumps(spec))
+                await wait_rows(engine, "bench", configmaps + pods)
             figures["initial_sync_s"] = time.perf_counter() - started
+            per_object = 1e6 / (configmaps + pods)
+            figures["sync_cpu_us_per_object"] = (cpu_seconds(pid) - ours) * per_object
+            figures["db_sync_cpu_us_per_object"] = (
+                processes_cpu_seconds(*DATABASE_PROCESSES) - database
+            ) * per_object
             figures["sync_ratio"] = figures["initial_sync_s"] / figures["floor_list_s"]
             figures["sync_ratio_parsed"] = figures["initial_sync_s"] / figures["floor_parsed_s"]
             figures["objects_per_s"] = (configmaps + pods) / figures["initial_sync_s"]
@@ -237,6 +295,11 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
             figures["lag_p50_ms"] = statistics.median(lags) * 1000
             figures["lag_p99_ms"] = percentile(lags, 0.99) * 1000
             figures["lag_samples"] = len(lags)
+            print("... CPU per watch event", file=sys.stderr, flush=True)
+            with profiled(pid, args.profile and args.profile / "events.txt"):
+                figures["event_cpu_us"], figures["db_event_cpu_us"] = await event_cpu(
+                    member, engine, pid, rate=args.rate, seconds=args.lag_seconds
+                )
 
             print("... second N objects", file=sys.stderr, flush=True)
             await seed(member, "bench-2", configmaps, pods)
@@ -257,8 +320,14 @@ def main(argv: list[str] | None = None) -> int:
         "--rate", type=int, default=200, help="updates per second for the lag figure"
     )
     parser.add_argument("--lag-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--profile", type=Path, help="sample the product with py-spy into this directory"
+    )
     args = parser.parse_args(argv)
     figures = asyncio.run(run(args))
+    if args.profile:
+        for phase in ("sync.txt", "events.txt"):
+            print("\n".join(profile_summary(args.profile / phase)), file=sys.stderr)
     if args.json:
         print(json.dumps({key: round(value, 3) for key, value in figures.items()}))
         return 0
@@ -270,6 +339,10 @@ def main(argv: list[str] | None = None) -> int:
         ("sync_ratio", "sync / raw floor (target <= 1.5)", "{:.2f}"),
         ("sync_ratio_parsed", "sync / decoded floor", "{:.2f}"),
         ("objects_per_s", "objects stored per second", "{:,.0f}"),
+        ("sync_cpu_us_per_object", "our CPU per object, initial sync (us)", "{:.0f}"),
+        ("db_sync_cpu_us_per_object", "database CPU per object, initial sync (us)", "{:.0f}"),
+        ("event_cpu_us", "our CPU per watch event (us)", "{:.0f}"),
+        ("db_event_cpu_us", "database CPU per watch event (us)", "{:.0f}"),
         ("rss_n_mb", "peak RSS after N objects (MB)", "{:.0f}"),
         ("rss_2n_mb", "peak RSS after 2N objects (MB)", "{:.0f}"),
         ("lag_p50_ms", f"event lag p50 at {args.rate}/s (ms)", "{:.0f}"),

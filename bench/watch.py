@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
-import os
 import resource
 import ssl
 import statistics
@@ -33,7 +32,6 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -45,6 +43,7 @@ from clusterpedia.storage.changelog import ChangeLog
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.testing.benchmarks import (
     benchmark_parser,
+    cpu_seconds,
     operator_host,
     percentile,
     print_figures,
@@ -61,11 +60,6 @@ from clusterpedia.testing.waiting import eventually_async
 PREFIX = "/apis/clusterpedia.io/v1beta1/resources/api/v1/namespaces"
 NAMES = [f"cm-{i:03d}" for i in range(100)]
 SAMPLED = 10  # watchers whose events are parsed for latency
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def cpu_percent(pid: int, seconds: float) -> float:

@@ -42,6 +42,11 @@ class SyncManager:
         self.cluster_settings = cluster_settings or ClusterSettings()
         self.clusters: dict[str, tuple[str, ClusterSynchro]] = {}
 
+    def runs(self, name: str, config_fingerprint: str) -> bool:
+        """True if ``name`` already runs with this configuration."""
+        current = self.clusters.get(name)
+        return current is not None and current[0] == config_fingerprint
+
     async def apply(
         self,
         name: str,
@@ -53,9 +58,9 @@ class SyncManager:
         all_custom_resources: bool = False,
     ) -> bool:
         """Run ``name`` with this configuration; True if it (re)started."""
-        current = self.clusters.get(name)
-        if current is not None and current[0] == config_fingerprint:
+        if self.runs(name, config_fingerprint):
             return False
+        current = self.clusters.get(name)
         if current is not None:
             logger.info("cluster %s changed; restarting its sync", name)
             await current[1].stop()

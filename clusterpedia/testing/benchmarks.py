@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
+import contextlib
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
@@ -62,6 +70,30 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User plus system CPU of process ``pid`` (``children``: plus its exited children's)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def processes_cpu_seconds(*names: str) -> float:
+    """CPU of every live process whose command name is one of ``names``, with the exited
+    children each has reaped (a PostgreSQL postmaster counts its ended backends that way)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() in names:
+                total += cpu_seconds(int(entry.name), children=True)
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return total
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -91,3 +123,57 @@ def wait_operator_ready(host: APIServer, timeout: float = 60) -> None:
             raise TimeoutError("the operator did not reconcile a PediaCluster")
         time.sleep(0.2)
     host.kubectl("delete", "pediacluster", "readiness-probe", "--timeout=60s")
+
+
+@contextlib.contextmanager
+def profiled(pid: int, output: Path | None) -> Iterator[None]:
+    """Sample process ``pid`` with py-spy into ``output`` (collapsed stacks) while the block
+    runs; nothing when ``output`` is None."""
+    if output is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    command = [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "250"]
+    recorder = subprocess.Popen(
+        [*command, "--nonblocking", "--output", str(output)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)  # attached before the block's work starts
+        yield
+    finally:
+        recorder.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        recorder.wait(timeout=60)
+
+
+def profile_summary(path: Path, top: int = 15) -> list[str]:
+    """The functions with the most samples in a py-spy collapsed-stack file: own samples
+    (the frame on top) and inclusive ones, as shares of all samples."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = [_short_frame(frame) for frame in stack.split(";")]
+        samples = int(count)
+        total += samples
+        own[frames[-1]] += samples
+        for frame in set(frames):
+            inclusive[frame] += samples
+    lines = [f"{path.name}: {total} samples; own% incl%  function (file)"]
+    for frame, samples in own.most_common(top):
+        share, inclusive_share = 100 * samples / total, 100 * inclusive[frame] / total
+        lines.append(f"  {share:5.1f} {inclusive_share:5.1f}  {frame}")
+    return lines
+
+
+def _short_frame(frame: str) -> str:
+    """``func (/long/path/pkg/mod.py:12)`` -> ``func (pkg/mod.py)``: a function keeps one line
+    of the summary whichever of its lines was sampled."""
+    name, _, where = frame.partition(" (")
+    file = where.rstrip(")").rsplit(":", 1)[0]
+    return f"{name} ({'/'.join(Path(file).parts[-2:])})"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
@@ -228,6 +229,53 @@ async def test_pruning_past_the_feed_cuts_only_the_watchers_that_miss_events(
         behind.close()
         relisted.close()
         await writer.delete_cluster("prunec")
+
+
+class CountingLog(ChangeLog):
+    """The real log, counting the events it reads."""
+
+    events_read = 0
+
+    async def read(self, **kwargs: Any) -> list[ChangeEvent]:
+        events = await super().read(**kwargs)
+        self.events_read += len(events)
+        return events
+
+
+async def test_a_feed_without_watchers_moves_on_without_reading_events(
+    log_and_writer: tuple[ChangeLog, ResourceWriter],
+) -> None:
+    """Nobody watches: the feed takes the head and reads nothing (an initial sync would send
+    every stored object back). A watcher that comes later still gets its backlog from the log,
+    and new events live."""
+    log, writer = log_and_writer
+    counting = CountingLog(log.engine)
+    feed = ChangeFeed(counting, poll_interval=60)
+    feed.position = (await log.marks()).head
+    scope = Scope("", "v1", "pods", "idlec")
+    pods = event_matcher(Query(types=(TypeFilter("", "v1", "pods"),), clusters=("idlec",)))
+    start = feed.position
+    try:
+        await writer.apply(
+            cluster="idlec",
+            rtype=PODS,
+            changes=[upsert(make_object(PODS, name=f"p{i}", cluster="idlec")) for i in range(5)],
+        )
+        await feed.read_new()
+        assert feed.position == start + 5
+        assert counting.events_read == 0
+        late = feed.subscribe(pods, after=start + 2, scope=scope, capacity=100)
+        await writer.apply(
+            cluster="idlec", rtype=PODS, changes=[upsert(make_object(PODS, name="live"))]
+        )
+        await feed.read_new()
+        names = []
+        while (event := await late.next(0.1)) is not None:
+            names.append(event.name)
+        assert names == ["p2", "p3", "p4", "live"]
+    finally:
+        late.close()
+        await writer.delete_cluster("idlec")
 
 
 SELECTORS = [

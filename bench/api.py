@@ -14,7 +14,8 @@ Figures, at concurrency 1 and 16:
 - ``deep_page``: the page at item 50,000 via its continue token;
 - ``get``: one pod by cluster, namespace and name;
 - ``label``: ``labelSelector=app=app-42`` across all clusters (100 pods at 100k);
-- ``full_list_mb_per_s``: every page of 500 in sequence, response bytes per second.
+- ``full_list_mb_per_s``: every page of 500 in sequence, response bytes per second;
+- ``server_rss_*_mb``: the server's resident memory before and after the load, and its peak.
 
 Targets (issue 5): p50 of a 500-item page under 50 ms; full list at least 50 MB/s.
 """
@@ -25,7 +26,6 @@ import argparse
 import asyncio
 import json
 import ssl
-import statistics
 import sys
 import tempfile
 import time
@@ -33,14 +33,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from clusterpedia.storage.catalog import SyncedType, TypeCatalog
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.migrate import ensure_schema
 from clusterpedia.storage.records import upsert_from_object
 from clusterpedia.storage.writer import ResourceWriter
 from clusterpedia.testing.assets import find_assets
+from clusterpedia.testing.benchmarks import Client, continue_of, measure, peak_rss_mb, rss_mb
 from clusterpedia.testing.controlplane import ControlPlane
 from clusterpedia.testing.databases import fresh_database
 from clusterpedia.testing.objects import PODS, realistic_pod
@@ -69,56 +68,6 @@ async def seed(url: str, pods: int) -> None:
                 await writer.apply(cluster=cluster, rtype=PODS, changes=changes)
     finally:
         await engine.dispose()
-
-
-class Client:
-    def __init__(self, base: str, context: ssl.SSLContext):
-        self.base = base
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=context, limit=64),
-            headers={"X-Remote-User": "bench", "X-Remote-Group": "system:masters"},
-        )
-
-    async def get(self, path: str) -> bytes:
-        async with self.session.get(self.base + path) as response:
-            body = await response.read()
-            if response.status != 200:
-                raise RuntimeError(f"{path}: {response.status} {body[:300]!r}")
-            return body
-
-
-async def measure(
-    operation: Callable[[], Awaitable[Any]], *, concurrency: int, requests: int
-) -> dict[str, float]:
-    """Latency percentiles and request rate of ``requests`` calls over ``concurrency`` tasks."""
-    await operation()  # warm up
-    timings: list[float] = []
-    remaining = requests
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            started = time.perf_counter()
-            await operation()
-            timings.append((time.perf_counter() - started) * 1000)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    timings.sort()
-    return {
-        "p50_ms": statistics.median(timings),
-        "p99_ms": timings[min(len(timings) - 1, int(len(timings) * 0.99))],
-        "rps": len(timings) / elapsed,
-    }
-
-
-def continue_of(body: bytes) -> str:
-    """The continue token from a list's metadata, which leads the body: the client does not
-    parse the items (this measures the server, not client-side JSON decoding)."""
-    head = body[: body.find(b'"items":')]
-    return str(json.loads(head.rstrip(b",") + b"}")["metadata"].get("continue", ""))
 
 
 async def full_list(client: Client, *, deep_at: int) -> tuple[float, float, str]:
@@ -189,6 +138,11 @@ def print_table(figures: dict[str, float], *, pods: int, database: str) -> None:
         f"full paginated list: {figures['full_list_mb_per_s']:.1f} MB/s, "
         f"{figures['full_list_items_per_s']:,.0f} items/s"
     )
+    print(
+        f"server RSS: {figures['server_rss_idle_mb']:.0f} MB idle, "
+        f"{figures['server_rss_after_mb']:.0f} MB after the load, "
+        f"{figures['server_rss_peak_mb']:.0f} MB at its peak"
+    )
     print("targets: page p50 < 50 ms; full list >= 50 MB/s")
 
 
@@ -224,10 +178,15 @@ def main(argv: list[str] | None = None) -> int:
             extra_args=("--no-operator", "--log-level=WARNING"),
         ).start()
         try:
+            assert server.process.pid is not None
             context = server.front_proxy_context(host)
+            rss_idle = rss_mb(server.process.pid)
             figures = asyncio.run(
                 run_benchmark(server.url, context, pods=args.pods, requests=args.requests)
             )
+            figures["server_rss_idle_mb"] = rss_idle
+            figures["server_rss_after_mb"] = rss_mb(server.process.pid)
+            figures["server_rss_peak_mb"] = peak_rss_mb(server.process.pid)
         finally:
             server.stop()
         # Reported before the database is dropped, so a slow clean-up cannot lose them.

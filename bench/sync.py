@@ -44,6 +44,7 @@ from clusterpedia.testing.benchmarks import (
     benchmark_parser,
     cpu_seconds,
     operator_host,
+    peak_rss_mb,
     percentile,
     print_figures,
     processes_cpu_seconds,
@@ -163,14 +164,6 @@ async def wait_rows(engine: Any, cluster: str, expected: int, timeout: float = 9
         if time.perf_counter() - started > timeout:
             raise TimeoutError(f"sync did not reach {expected} rows")
         await asyncio.sleep(0.05)
-
-
-def peak_rss_mb(pid: int) -> float:
-    """The process's high-water mark of resident memory (``VmHWM``)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
 NAMES = [f"cm-{i:06d}" for i in range(100)]

@@ -285,11 +285,16 @@ class ResourceSyncer:
         deadline: float | None = None
         try:
             while True:
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
-                    item = await asyncio.wait_for(queue.get(), timeout=timeout)
-                except TimeoutError:
-                    item = None
+                    # Events come in bursts: take what is there without wait_for's task and
+                    # timer, which cost more than the rest of an event's handling here.
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    try:
+                        item = await asyncio.wait_for(queue.get(), timeout=timeout)
+                    except TimeoutError:
+                        item = None
                 if item is not None and item is not _STOP and not isinstance(item, BaseException):
                     event = item
                     rv = str((event.object.get("metadata") or {}).get("resourceVersion", last_rv))
@@ -298,8 +303,14 @@ class ResourceSyncer:
                         self._count(event.type)
                         deadline = deadline or time.monotonic() + self.settings.batch_interval
                     last_rv = rv
-                flush = item is None or item is _STOP or isinstance(item, BaseException)
-                if batch and (flush or len(batch) >= self.settings.batch_size):
+                flush = (
+                    item is None
+                    or item is _STOP
+                    or isinstance(item, BaseException)
+                    or len(batch) >= self.settings.batch_size
+                    or (deadline is not None and time.monotonic() >= deadline)
+                )
+                if batch and flush:
                     received = deadline - self.settings.batch_interval if deadline else None
                     await self._store(batch, origin="WATCH")
                     if received is not None:

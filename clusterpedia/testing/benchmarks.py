@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import collections
 import contextlib
@@ -10,12 +11,17 @@ import json
 import os
 import shutil
 import signal
+import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+import aiohttp
 
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.product import ProductProcess
@@ -64,10 +70,19 @@ def print_figures(rows: list[tuple[str, str, str]], figures: dict[str, float]) -
 
 def rss_mb(pid: int) -> float:
     """Resident memory of process ``pid``, in MB."""
+    return _status_mb(pid, "VmRSS")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The high-water mark of process ``pid``'s resident memory (``VmHWM``), in MB."""
+    return _status_mb(pid, "VmHWM")
+
+
+def _status_mb(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    raise RuntimeError(f"no {field} for pid {pid}")
 
 
 def cpu_seconds(pid: int, *, children: bool = False) -> float:
@@ -177,3 +192,55 @@ def _short_frame(frame: str) -> str:
     name, _, where = frame.partition(" (")
     file = where.rstrip(")").rsplit(":", 1)[0]
     return f"{name} ({'/'.join(Path(file).parts[-2:])})"
+
+
+class Client:
+    """GETs to our API server as the host's front proxy sends them for an admin."""
+
+    def __init__(self, base: str, context: ssl.SSLContext):
+        self.base = base
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=context, limit=64),
+            headers={"X-Remote-User": "bench", "X-Remote-Group": "system:masters"},
+        )
+
+    async def get(self, path: str) -> bytes:
+        async with self.session.get(self.base + path) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{path}: {response.status} {body[:300]!r}")
+            return body
+
+
+async def measure(
+    operation: Callable[[], Awaitable[Any]], *, concurrency: int, requests: int
+) -> dict[str, float]:
+    """Latency percentiles and request rate of ``requests`` calls over ``concurrency`` tasks."""
+    await operation()  # warm up
+    timings: list[float] = []
+    remaining = requests
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            started = time.perf_counter()
+            await operation()
+            timings.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    timings.sort()
+    return {
+        "p50_ms": statistics.median(timings),
+        "p99_ms": timings[min(len(timings) - 1, int(len(timings) * 0.99))],
+        "rps": len(timings) / elapsed,
+    }
+
+
+def continue_of(body: bytes) -> str:
+    """The continue token from a list's metadata, which leads the body: the client does not
+    parse the items (this measures the server, not client-side JSON decoding)."""
+    head = body[: body.find(b'"items":')]
+    return str(json.loads(head.rstrip(b",") + b"}")["metadata"].get("continue", ""))

@@ -75,9 +75,10 @@ def _lost_port_race(process: ManagedProcess) -> bool:
 class Etcd:
     """A single-member etcd on loopback with fsync off (test data only)."""
 
-    def __init__(self, *, binary: Path, workdir: Path):
+    def __init__(self, *, binary: Path, workdir: Path, extra_args: Sequence[str] = ()):
         self.binary = binary
         self.workdir = workdir
+        self.extra_args = list(extra_args)
         self.client_url = ""
         self._process: ManagedProcess | None = None
 
@@ -105,6 +106,7 @@ class Etcd:
                     f"--initial-cluster=default={peer_url}",
                     "--unsafe-no-fsync=true",
                     "--log-level=warn",
+                    *self.extra_args,
                 ],
                 log_path=self.workdir / "etcd.log",
             )
@@ -329,12 +331,18 @@ class APIServer:
 class ControlPlane:
     """One etcd plus any number of API servers; ``stop()`` leaves no process behind."""
 
-    def __init__(self, *, assets: Assets | None = None, workdir: Path | None = None):
+    def __init__(
+        self,
+        *,
+        assets: Assets | None = None,
+        workdir: Path | None = None,
+        etcd_args: Sequence[str] = (),
+    ):
         self.assets = assets or ensure_assets()
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="clusterpedia-controlplane-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.etcd = Etcd(binary=self.assets.etcd, workdir=self.workdir)
+        self.etcd = Etcd(binary=self.assets.etcd, workdir=self.workdir, extra_args=etcd_args)
         self.apiservers: dict[str, APIServer] = {}
 
     def start(self) -> ControlPlane:

@@ -12,7 +12,7 @@ from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.errors import StorageFailed
 from clusterpedia.storage.migrate import SchemaTooNew, ensure_schema
 from clusterpedia.storage.query import Query, TypeFilter
-from clusterpedia.storage.records import Delete, stamp_resource_version
+from clusterpedia.storage.records import Delete, stamp_resource_version, upsert_from_object
 from clusterpedia.storage.schema import SCHEMA_VERSION, resources, schema_info
 from clusterpedia.testing.objects import DEPLOYMENTS, PODS, make_object, names, storage, upsert
 
@@ -65,6 +65,29 @@ async def test_batch_upserts_then_reads_back_resource_versions(database_url: str
             "node-x": "7",
         }
         assert await writer.resource_versions(cluster="c2", rtype=PODS) == {}
+
+
+async def test_a_wrong_new_hint_still_stores_the_batch(database_url: str) -> None:
+    """Rows hinted new go straight in (PostgreSQL copies them without a conflict check); when
+    one exists after all, the batch is written again as upserts: nothing fails or doubles."""
+    async with storage(database_url) as (writer, reader):
+        first = [upsert(make_object(PODS, name=f"h{i}", rv="1")) for i in range(3)]
+        assert await writer.apply(cluster="c1", rtype=PODS, changes=first) == 3
+        hinted = [
+            upsert_from_object(make_object(PODS, name=f"h{i}", rv="2"), is_new=True)
+            for i in range(4)
+        ]
+        assert await writer.apply(cluster="c1", rtype=PODS, changes=hinted) == 4
+        assert await writer.resource_versions(cluster="c1", rtype=PODS) == {
+            f"default/h{i}": "2" for i in range(4)
+        }
+        fresh = [
+            upsert_from_object(make_object(PODS, name=f"n{i}", rv="1"), is_new=True)
+            for i in range(3)
+        ]
+        assert await writer.apply(cluster="c1", rtype=PODS, changes=fresh) == 3
+        page = await reader.list(Query(types=(PODS_FILTER,), clusters=("c1",)))
+        assert sorted(names(page.items)) == ["h0", "h1", "h2", "h3", "n0", "n1", "n2"]
 
 
 async def test_stored_bytes_are_served_unchanged(database_url: str) -> None:

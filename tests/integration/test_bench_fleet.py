@@ -1,0 +1,57 @@
+"""bench/fleet.py keeps running: two members and 3,000 objects on PostgreSQL, figures as JSON.
+
+The benchmark itself checks that every member's objects are stored (per cluster, exactly) and
+that the watcher receives every change it made; here the figures are checked for what they
+must say whatever the machine. No timing is asserted; the full run is the README command.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clusterpedia.testing.databases import require_server
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "fleet.py"
+
+
+def test_fleet_benchmark_syncs_every_member_and_prints_its_figures(assets) -> None:  # type: ignore[no-untyped-def]
+    require_server("postgresql")
+    rate, seconds = 100, 2
+    done = subprocess.run(
+        [
+            sys.executable, str(BENCH), "--members", "2", "--objects", "3000",
+            "--requests", "10", "--rate", str(rate), "--lag-seconds", str(seconds), "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout)
+    assert figures["members"] == 2
+    assert figures["objects"] == 3000
+    assert figures["watch_events"] == rate * seconds  # every change seen through our watch
+    assert figures["objects_per_s"] * figures["initial_sync_s"] == pytest.approx(3000, rel=0.01)
+    for key in (
+        "seed_s",
+        "cpu_s_per_1k_ours",
+        "cpu_s_per_1k_database",
+        "cpu_s_per_1k_members",
+        "rss_quarter_mb",
+        "rss_half_mb",
+        "rss_full_mb",
+        "db_bytes_per_object",
+        "page_c1_p50_ms",
+        "deep_page_c16_p99_ms",
+        "label_c1_p50_ms",
+        "get_c16_rps",
+        "watch_lag_p99_ms",
+    ):
+        assert figures[key] > 0, key
+    assert figures["rss_peak_mb"] >= figures["rss_full_mb"]
+    assert figures["watch_lag_p50_ms"] <= figures["watch_lag_p99_ms"]

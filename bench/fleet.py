@@ -373,7 +373,7 @@ async def run(args: Any) -> dict[str, float]:
         await seed(members, per_member)
         figures["seed_s"] = time.perf_counter() - started
         print(f"... seeded in {figures['seed_s']:.0f}s; syncing", file=sys.stderr, flush=True)
-        product = quiet_product(host, url, "fleet")
+        product = quiet_product(host, url, "fleet", args.product_arg)
         engine = create_engine(url)
         try:
             wait_operator_ready(host)
@@ -460,6 +460,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200, help="requests per query figure")
     parser.add_argument("--rate", type=int, default=200, help="PATCHes per second (watch lag)")
     parser.add_argument("--lag-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--product-arg",
+        action="append",
+        default=[],
+        help="a flag for clusterpedia run, e.g. --product-arg=--page-size=200 (repeatable)",
+    )
     args = parser.parse_args(argv)
     figures = asyncio.run(run(args))
     if args.json:

@@ -170,6 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _number(
         run,
+        "--max-concurrent-lists",
+        int,
+        "4",
+        "lists running at the same time in this process, all members together: each holds"
+        " a few pages of parsed objects, so this bounds the memory of a fleet's initial sync",
+    )
+    _number(
+        run,
         "--shutdown-grace-period",
         float,
         "25",
@@ -495,6 +503,7 @@ async def _serve(args: argparse.Namespace, url: str) -> int:
                     kube_api_qps=args.kube_api_qps,
                     kube_api_burst=args.kube_api_burst,
                     list_concurrency=args.member_list_concurrency,
+                    process_list_concurrency=args.max_concurrent_lists,
                 ),
                 allow_http_credentials=args.allow_http_credentials,
             ),

@@ -646,25 +646,24 @@ class ResourceWriter:
         raw = await connection.get_raw_connection()
         driver = raw.driver_connection
         assert driver is not None
-        async with driver.cursor() as cursor:
-            async with cursor.copy(_POSTGRES_COPY_NEW) as copy:
-                copy.set_types(_POSTGRES_COPY_NEW_TYPES)
-                for u in upserts:
-                    await copy.write_row(
-                        (
-                            *constant,
-                            u.namespace,
-                            u.name,
-                            u.uid,
-                            u.owner_uid,
-                            u.resource_version,
-                            u.created_at,
-                            synced_at,
-                            u.deleted_at,
-                            u.labels.decode() if u.labels else None,
-                            u.object,
-                        )
+        async with driver.cursor() as cursor, cursor.copy(_POSTGRES_COPY_NEW) as copy:
+            copy.set_types(_POSTGRES_COPY_NEW_TYPES)
+            for u in upserts:
+                await copy.write_row(
+                    (
+                        *constant,
+                        u.namespace,
+                        u.name,
+                        u.uid,
+                        u.owner_uid,
+                        u.resource_version,
+                        u.created_at,
+                        synced_at,
+                        u.deleted_at,
+                        u.labels.decode() if u.labels else None,
+                        u.object,
                     )
+                )
 
     @staticmethod
     def _mysql_upsert_statement() -> sa.Insert:

@@ -5,6 +5,7 @@ The operator translates PediaCluster events into these calls; nothing here knows
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +42,8 @@ class SyncManager:
         self.settings = settings or SyncSettings()
         self.cluster_settings = cluster_settings or ClusterSettings()
         self.clusters: dict[str, tuple[str, ClusterSynchro]] = {}
+        # Shared by every cluster: the lists running at once in this process.
+        self.list_slots = asyncio.Semaphore(self.settings.process_list_concurrency)
 
     def runs(self, name: str, config_fingerprint: str) -> bool:
         """True if ``name`` already runs with this configuration."""
@@ -74,6 +77,7 @@ class SyncManager:
             cluster_settings=self.cluster_settings,
             warnings=warnings,
             all_custom_resources=all_custom_resources,
+            process_list_slots=self.list_slots,
         )
         self.clusters[name] = (config_fingerprint, synchro)
         synchro.start()

@@ -20,10 +20,11 @@ objects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -66,6 +67,10 @@ class SyncSettings:
     kube_api_qps: float = 50.0
     kube_api_burst: int = 100
     list_concurrency: int = 4
+    # Lists running at once in the whole process: each holds a few pages of parsed objects
+    # (~15 MB per page of 500 Pods), so this, not the number of members, bounds the memory
+    # of an initial sync (bench/fleet.py: 4 members x 4 lists held 358 MB; one list each 176).
+    process_list_concurrency: int = 4
 
 
 @dataclass
@@ -124,15 +129,16 @@ class ResourceSyncer:
         client: KubeClient,
         writer: ResourceWriter,
         settings: SyncSettings | None = None,
-        list_slots: asyncio.Semaphore | None = None,
+        list_slots: Sequence[asyncio.Semaphore] = (),
     ):
         self.cluster = cluster
         self.target = target
         self.client = client
         self.writer = writer
         self.settings = settings or SyncSettings()
-        # Shared by the member's workers: at most so many of its lists run at once.
-        self.list_slots = list_slots or asyncio.Semaphore(self.settings.list_concurrency)
+        # A relist takes one slot of each: the member's (shared by its workers) and the
+        # process's (shared by every member), in that order.
+        self.list_slots = tuple(list_slots) or (asyncio.Semaphore(self.settings.list_concurrency),)
         self.status = ResourceStatus()
         self._labels = (cluster, str(target.rtype))
 
@@ -154,7 +160,9 @@ class ResourceSyncer:
         while True:
             try:
                 if resource_version is None:
-                    async with self.list_slots:
+                    async with contextlib.AsyncExitStack() as slots:
+                        for slot in self.list_slots:
+                            await slots.enter_async_context(slot)
                         resource_version = await self.relist()
                     backoff = self.settings.backoff_initial
                 resource_version = await self.watch_once(resource_version)

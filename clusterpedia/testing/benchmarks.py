@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +37,15 @@ def operator_host(plane: ControlPlane, *, front_proxy: bool = False) -> APIServe
     return host
 
 
-def quiet_product(host: APIServer, storage_url: str, label: str) -> ProductProcess:
+def quiet_product(
+    host: APIServer, storage_url: str, label: str, extra_args: Sequence[str] = ()
+) -> ProductProcess:
     """``clusterpedia run`` for a benchmark: its own process, a fresh workdir, warnings only."""
     return ProductProcess(
         workdir=Path(tempfile.mkdtemp(prefix=f"bench-{label}-")),
         kubeconfig=host.kubeconfig,
         storage_url=storage_url,
-        extra_args=("--log-level=WARNING",),
+        extra_args=("--log-level=WARNING", *extra_args),
     ).start()
 
 

@@ -130,3 +130,53 @@ async def test_an_unexpected_exception_in_the_cluster_loop_is_reported_and_survi
         assert running(synchro.status())["reason"] != "InternalError"
     finally:
         await synchro.stop()
+
+
+class SlowLister:
+    """Lists that take their time, counted while they run (shared by several members)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+        self.done = 0
+
+    async def list_pages(self, path: str, **_: Any) -> AsyncIterator[tuple[list[Any], str]]:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            await asyncio.sleep(0.05)
+            yield [], "1"
+        finally:
+            self.running -= 1
+            self.done += 1
+
+    async def watch(self, path: str, **_: Any) -> AsyncIterator[Any]:
+        await asyncio.Event().wait()
+        yield
+
+
+async def test_lists_wait_for_a_slot_of_their_member_and_of_the_process() -> None:
+    """Three members of four types each, at most 2 lists per member and 3 in the process: 3
+    run at once, never more, and all 12 finish."""
+    lister, storage = SlowLister(), Storage()
+    process = asyncio.Semaphore(3)
+    tasks = []
+    for member in range(3):
+        own = asyncio.Semaphore(2)
+        for index in range(4):
+            rtype = ResourceType("", "v1", f"things{index}", "Thing")
+            syncer = ResourceSyncer(
+                cluster=f"m{member}",
+                target=SyncTarget(rtype, True),
+                client=lister,  # type: ignore[arg-type]
+                writer=storage,  # type: ignore[arg-type]
+                list_slots=(own, process),
+            )
+            tasks.append(asyncio.create_task(syncer.run()))
+    try:
+        await eventually_async(lambda: lister.done == 12, timeout=5, interval=0.01)
+        assert lister.most == 3
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -281,3 +281,29 @@ async def test_label_searches_follow_label_changes_and_deletes(database_url: str
         assert (await matching("a=1"), await matching("a in (2,3)")) == ([], ["p"])
         await writer.apply(cluster="c1", rtype=PODS, changes=[Delete("default", "p")])
         assert await matching("a=2") == []
+
+
+async def test_reads_survive_the_server_closing_their_pooled_connections(
+    database_url: str,
+) -> None:
+    """PostgreSQL reads skip the ping before each read: one whose pooled connection the server
+    closed (a restart, an administrator) is read again on a new connection, not failed."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the threaded reads are PostgreSQL's")
+    async with storage(database_url) as (writer, reader):
+        await writer.apply(cluster="c1", rtype=PODS, changes=[upsert(make_object(PODS, name="a"))])
+        query = Query(types=(PODS_FILTER,), clusters=("c1",))
+        for _ in range(3):  # every pooled connection of the reader's threads in use once
+            assert names((await reader.list(query)).items) == ["a"]
+        async with writer.engine.connect() as connection:
+            closed = await connection.exec_driver_sql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            assert closed.scalar_one() >= 1
+        for _ in range(3):
+            assert names((await reader.list(query)).items) == ["a"]
+        got = await reader.get(
+            cluster="c1", group="", version="v1", resource="pods", namespace="default", name="a"
+        )
+        assert got is not None

@@ -445,9 +445,6 @@ async def _print_clusters(server: Any) -> None:
 async def _serve(args: argparse.Namespace, url: str) -> int:
     from clusterpedia.apiserver.server import APIServer, ServerConfig
     from clusterpedia.apiserver.watch import WatchSettings
-    from clusterpedia.operator.handlers import OperatorConfig
-    from clusterpedia.operator.runner import OperatorThread
-    from clusterpedia.sync.worker import SyncSettings
     from clusterpedia.watch.retention import Retention
 
     limit_tls_read_buffers()  # before the listener accepts a connection
@@ -492,6 +489,12 @@ async def _serve(args: argparse.Namespace, url: str) -> int:
     await _print_clusters(server)
     operator = None
     if not args.no_operator:
+        # Only here: Kopf and the kubernetes client it loads hold 50 MB that a server run
+        # with --no-operator has no use for.
+        from clusterpedia.operator.handlers import OperatorConfig
+        from clusterpedia.operator.runner import OperatorThread
+        from clusterpedia.sync.worker import SyncSettings
+
         operator = OperatorThread(
             OperatorConfig(
                 storage_url=url,

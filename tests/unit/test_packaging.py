@@ -65,6 +65,26 @@ def test_every_module_imports() -> None:
     assert "clusterpedia.testing.controlplane" in imported
 
 
+def test_the_api_server_alone_loads_neither_kopf_nor_the_kubernetes_client(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The modules ``clusterpedia run --no-operator`` loads (``cli._serve`` imports the operator
+    only when it runs one): Kopf and the kubernetes client it loads would hold 50 MB of a
+    server's memory."""
+    served = (
+        "clusterpedia.cli",
+        "clusterpedia.apiserver.server",
+        "clusterpedia.apiserver.watch",
+        "clusterpedia.watch.retention",
+    )
+    code = (
+        f"import sys; import {', '.join(served)}; "
+        "print(sorted(m for m in ('kopf', 'kubernetes') if m in sys.modules))"
+    )
+    probe = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert probe.stdout.strip() == "[]"
+
+
 def test_cli_prints_its_version(capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["version"]) == 0
     assert capsys.readouterr().out.strip() == f"clusterpedia-py {clusterpedia.__version__}"

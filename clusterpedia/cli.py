@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import gc
 import logging
 import os
@@ -20,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from clusterpedia import __version__
+from clusterpedia import __version__, memory
 
 
 def _switch(parser: argparse.ArgumentParser, flag: str, text: str) -> None:
@@ -370,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"clusterpedia-py {__version__}: storage {describe(url)}", file=sys.stderr, flush=True)
     raise_open_file_limit()
-    limit_malloc_arenas()
+    memory.limit_malloc_arenas()
     return asyncio.run(_serve(args, url))
 
 
@@ -387,24 +386,6 @@ def raise_open_file_limit(ceiling: int = 1 << 20) -> int:
             print(f"clusterpedia: cannot raise the open-file limit: {error}", file=sys.stderr)
     print(f"clusterpedia: open-file limit {soft}", file=sys.stderr, flush=True)
     return int(soft)
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Give glibc's malloc two arenas instead of up to eight per core. Every thread that
-    allocates (the database read threads, the operator's loop) otherwise gets an arena of its
-    own, and what each fragments stays resident (bench/api.py prints the server's RSS). Called
-    before any thread starts; does nothing when ``MALLOC_ARENA_MAX`` is set or the C library
-    is not glibc."""
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_ARENA_MAX, arenas)
-
-
-_M_ARENA_MAX = -8  # from glibc's malloc.h
 
 
 def tune_garbage_collector() -> None:
@@ -521,6 +502,7 @@ async def _serve(args: argparse.Namespace, url: str) -> int:
             await server.stop()
             return 1
     tune_garbage_collector()
+    trimmer = asyncio.create_task(memory.trim_freed_memory(), name="memory trimmer")
     code = 0
     # One shared shutdown: a signal stops both sides; the operator dying stops the server.
     while not stop.is_set():
@@ -530,6 +512,7 @@ async def _serve(args: argparse.Namespace, url: str) -> int:
             print(f"clusterpedia: the operator stopped: {operator.error!r}", file=sys.stderr)
             code = 1
             break
+    trimmer.cancel()
     exit_by_deadline(args.shutdown_grace_period)
     if operator is not None:
         await loop.run_in_executor(None, operator.stop)

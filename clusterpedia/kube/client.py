@@ -111,9 +111,10 @@ class KubeClient:
     Every watch holds a connection for its life, so the pool has no cap: with one, the
     connections of the first N watches would starve every later watch, list and probe (with
     aiohttp's cap of 32, a member with 32 synced types failed its probes forever and flapped).
-    Probes go over a connection of their own, opened afresh each time as the original's
-    ``HealthCheckerWithStandaloneTCP`` does, so a busy pool can never make a member look
-    unhealthy. ``open_watches`` and ``requests_in_flight`` count the connections in use.
+    Probes go over a connection of their own (a pool of one, as the original's
+    ``HealthCheckerWithStandaloneTCP``), so a busy pool can never make a member look
+    unhealthy. It is kept alive: a TLS handshake per probe cost 4 ms of CPU, against 0.7 ms
+    for a probe on an open connection; a probe that fails or times out closes it. ``open_watches`` and ``requests_in_flight`` count the connections in use.
     """
 
     def __init__(
@@ -152,7 +153,7 @@ class KubeClient:
     def _ensure_probe_session(self) -> aiohttp.ClientSession:
         if self._probe_session is None or self._probe_session.closed:
             self._probe_session = self._new_session(
-                aiohttp.TCPConnector(ssl=self.access.ssl_context, force_close=True)
+                aiohttp.TCPConnector(ssl=self.access.ssl_context, limit=1)
             )
         return self._probe_session
 

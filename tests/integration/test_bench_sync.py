@@ -41,5 +41,7 @@ def test_sync_benchmark_prints_its_figures_as_json(assets) -> None:  # type: ign
         "rss_2n_mb",
         "lag_p50_ms",
         "lag_p99_ms",
+        "sync_cpu_us_per_object",
+        "event_cpu_us",
     ):
         assert figures[key] > 0, key

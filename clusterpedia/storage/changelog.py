@@ -40,9 +40,13 @@ class ChangeEvent:
     namespace: str
     name: str
     labels_json: str | None
-    object: bytes
+    object: bytes  # b"" until loaded (ChangeLog.read with objects=False); never empty after
     _parsed: dict[str, Any] | None = field(default=None, repr=False)
     _labels: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def loaded(self) -> bool:
+        return bool(self.object)
 
     @property
     def parsed(self) -> dict[str, Any]:
@@ -89,9 +93,10 @@ class ChangeLog:
         version: str | None = None,
         resource: str | None = None,
         cluster: str | None = None,
+        objects: bool = True,
     ) -> list[ChangeEvent]:
         """Events with ``after < rv <= upto`` in rv order, at most ``limit``, optionally of one
-        type and cluster."""
+        type and cluster; without their objects (see :meth:`load`) unless ``objects``."""
         conditions = [L.rv > after]
         if upto is not None:
             conditions.append(L.rv <= upto)
@@ -103,8 +108,9 @@ class ChangeLog:
         ):
             if value is not None:
                 conditions.append(column == value)
+        data = L.object if objects else sa.literal(b"", sa.LargeBinary)
         statement = (
-            sa.select(*_COLUMNS, sa.cast(L.labels, sa.Text), L.object)
+            sa.select(*_COLUMNS, sa.cast(L.labels, sa.Text), data)
             .where(*conditions)
             .order_by(L.rv)
             .limit(limit)
@@ -115,6 +121,15 @@ class ChangeLog:
             ChangeEvent(int(rv), kind, g, v, r, c, ns, name, labels, as_bytes(data))
             for rv, kind, g, v, r, c, ns, name, labels, data in rows
         ]
+
+    async def load(self, events: list[ChangeEvent]) -> list[ChangeEvent]:
+        """Fill in the objects of ``events``; return those whose rows were pruned meanwhile."""
+        wanted = {event.rv: event for event in events}
+        statement = sa.select(L.rv, L.object).where(L.rv.in_(sorted(wanted)))
+        async with self.engine.connect() as connection:
+            for rv, data in await connection.execute(statement):
+                wanted.pop(int(rv)).object = as_bytes(data)
+        return list(wanted.values())
 
     async def prune(self, *, max_age: timedelta | None, max_events: int | None) -> int:
         """Drop events older than ``max_age`` and beyond the newest ``max_events``; return how

@@ -1,7 +1,9 @@
 """One reader per process follows the change log and hands each event to every watcher.
 
 The feed polls the log (``after position``, in rv order) and offers each event to each
-subscription; a subscription keeps what its filter accepts. Nothing is queried per watcher
+subscription; a subscription keeps what its filter accepts. Events are read without their
+objects, which are loaded only for the events some watcher's type and cluster take; with no
+watcher at all the feed reads nothing and moves to the log's head. Nothing is queried per watcher
 per tick: watchers only read the log themselves to catch up from an older resourceVersion.
 On PostgreSQL the writer's NOTIFY wakes the feed at once; elsewhere it polls every
 ``poll_interval``.
@@ -75,6 +77,17 @@ class Subscription:
         self._backlog_cursor = after
         self._backlog_end = max(after, feed.position)
         self.last_rv = after
+
+    def in_scope(self, event: ChangeEvent) -> bool:
+        """Whether ``event`` is of this watch's type and cluster (what its matcher checks
+        first), so whether the feed must load its object for it."""
+        scope = self._scope
+        return (
+            (scope.resource is None or scope.resource == event.resource)
+            and (scope.group is None or scope.group == event.group)
+            and (scope.version is None or scope.version == event.version)
+            and (scope.cluster is None or scope.cluster == event.cluster)
+        )
 
     def offer(self, event: ChangeEvent) -> None:
         """Called by the feed for every event, in rv order."""
@@ -253,20 +266,43 @@ class ChangeFeed:
                 if not self._subscriptions:
                     self.position = max(self.position, head)
                     return
-            events = await self.log.read(after=self.position, limit=FEED_BATCH)
+            events = await self.log.read(after=self.position, limit=FEED_BATCH, objects=False)
             if not events:
                 return
             if events[0].rv != self.position + 1:  # rvs are dense: the gap was pruned
                 self._lost(events[0].rv - 1)
+            subscriptions = await self._load_for_watchers(events)
             # No await from here to the position update: a subscription created meanwhile
             # sees either all of this batch live or all of it in its backlog.
-            subscriptions = list(self._subscriptions)
             for event in events:
-                for subscription in subscriptions:
-                    subscription.offer(event)
+                if event.loaded:
+                    for subscription in subscriptions:
+                        subscription.offer(event)
             self.position = events[-1].rv
             if len(events) < FEED_BATCH:
                 return
+
+    async def _load_for_watchers(self, events: list[ChangeEvent]) -> list[Subscription]:
+        """Load the objects of the events some watcher's type and cluster take, and only
+        those: a watch of one cluster's Pods does not read every object a fleet changes.
+        Returns the subscriptions the loaded events are for, taken after the last await."""
+        gone: set[int] = set()
+        while True:
+            subscriptions = list(self._subscriptions)
+            needed = [
+                event
+                for event in events
+                if not event.loaded
+                and event.rv not in gone
+                and any(s.in_scope(event) for s in subscriptions)
+            ]
+            if not needed:
+                return subscriptions
+            for event in await self.log.load(needed):  # pruned under us: never expected
+                gone.add(event.rv)
+                for subscription in subscriptions:
+                    if subscription.in_scope(event):
+                        subscription.expire(f"too old resource version: {event.rv - 1}")
 
     def _lost(self, upto: int) -> None:
         """Events (position, upto] were pruned before this feed read them: the watchers that

@@ -232,14 +232,20 @@ async def test_pruning_past_the_feed_cuts_only_the_watchers_that_miss_events(
 
 
 class CountingLog(ChangeLog):
-    """The real log, counting the events it reads."""
+    """The real log, counting the events it reads and the objects it loads."""
 
     events_read = 0
+    objects_loaded = 0
 
     async def read(self, **kwargs: Any) -> list[ChangeEvent]:
         events = await super().read(**kwargs)
         self.events_read += len(events)
         return events
+
+    async def load(self, events: list[ChangeEvent]) -> list[ChangeEvent]:
+        gone = await super().load(events)
+        self.objects_loaded += len(events) - len(gone)
+        return gone
 
 
 async def test_a_feed_without_watchers_moves_on_without_reading_events(
@@ -276,6 +282,38 @@ async def test_a_feed_without_watchers_moves_on_without_reading_events(
     finally:
         late.close()
         await writer.delete_cluster("idlec")
+
+
+async def test_the_feed_loads_only_the_objects_its_watchers_take(
+    log_and_writer: tuple[ChangeLog, ResourceWriter],
+) -> None:
+    """A watch of one cluster's Pods while Deployments and another cluster's Pods change: the
+    feed reads every event, but loads only the objects of those Pods."""
+    log, writer = log_and_writer
+    counting = CountingLog(log.engine)
+    feed = ChangeFeed(counting, poll_interval=60)
+    feed.position = (await log.marks()).head
+    scope = Scope("", "v1", "pods", "selc")
+    pods = event_matcher(Query(types=(TypeFilter("", "v1", "pods"),), clusters=("selc",)))
+    watcher = feed.subscribe(pods, after=feed.position, scope=scope, capacity=100)
+    try:
+        deployments = [upsert(make_object(DEPLOYMENTS, name=f"d{i}")) for i in range(5)]
+        await writer.apply(cluster="selc", rtype=DEPLOYMENTS, changes=deployments)
+        others = [upsert(make_object(PODS, name=f"o{i}")) for i in range(3)]
+        await writer.apply(cluster="otherc", rtype=PODS, changes=others)
+        mine = [upsert(make_object(PODS, name=f"p{i}")) for i in range(2)]
+        await writer.apply(cluster="selc", rtype=PODS, changes=mine)
+        await feed.read_new()
+        got = []
+        while (event := await watcher.next(0.1)) is not None:
+            got.append((event.name, orjson.loads(event.object)["metadata"]["name"]))
+        assert got == [("p0", "p0"), ("p1", "p1")]
+        assert counting.objects_loaded == 2
+        assert counting.events_read == 10
+    finally:
+        watcher.close()
+        for cluster in ("selc", "otherc"):
+            await writer.delete_cluster(cluster)
 
 
 SELECTORS = [

@@ -103,12 +103,12 @@ _POSTGRES_ANALYZE = "ANALYZE resources ({})".format(
 )
 _POSTGRES_COPY_NEW = (
     'COPY resources ("group", version, resource, kind, cluster, namespace, name, uid, owner_uid,'
-    " resource_version, created_at, synced_at, deleted_at, labels, object)"
+    " resource_version, created_at, deleted_at, labels, object, synced_at)"
     " FROM STDIN (FORMAT BINARY)"
 )
 _POSTGRES_COPY_NEW_TYPES = [
     "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
-    "timestamp", "timestamp", "timestamp", "jsonb", "bytea",
+    "timestamp", "timestamp", "jsonb", "bytea", "timestamp",
 ]  # fmt: skip
 _POSTGRES_UPSERT = sa.text(
     """
@@ -187,6 +187,13 @@ async def _postgres_copy(
         copy.set_types(types)
         for row in rows:
             await copy.write_row(row)
+
+
+def _copied(u: Upsert) -> tuple[Any, ...]:
+    """An upsert's own columns, in the order both PostgreSQL COPY statements name them."""
+    labels = u.labels.decode() if u.labels else None
+    return (u.namespace, u.name, u.uid, u.owner_uid, u.resource_version, u.created_at,
+            u.deleted_at, labels, u.object)  # fmt: skip
 
 
 def _dedupe(changes: Sequence[Change]) -> tuple[list[Upsert], list[Delete]]:
@@ -619,20 +626,7 @@ class ResourceWriter:
         # Every batch: a table created in a transaction that rolls back is gone again, and
         # IF NOT EXISTS costs one round trip.
         await connection.exec_driver_sql(_POSTGRES_STAGING)
-        rows = (
-            (
-                u.namespace,
-                u.name,
-                u.uid,
-                u.owner_uid,
-                u.resource_version,
-                u.created_at,
-                u.deleted_at,
-                u.labels.decode() if u.labels else None,
-                u.object,
-            )
-            for u in upserts
-        )
+        rows = (_copied(u) for u in upserts)
         await _postgres_copy(connection, _POSTGRES_COPY, _POSTGRES_COPY_TYPES, rows)
 
     async def _postgres_copy_new(
@@ -647,22 +641,7 @@ class ResourceWriter:
         """New rows straight into ``resources`` by binary COPY: no staging table and no
         conflict check, a fifth of PostgreSQL's CPU on an initial sync."""
         constant = (rtype.group, rtype.version, rtype.resource, rtype.kind, cluster)
-        rows = (
-            (
-                *constant,
-                u.namespace,
-                u.name,
-                u.uid,
-                u.owner_uid,
-                u.resource_version,
-                u.created_at,
-                synced_at,
-                u.deleted_at,
-                u.labels.decode() if u.labels else None,
-                u.object,
-            )
-            for u in upserts
-        )
+        rows = ((*constant, *_copied(u), synced_at) for u in upserts)
         await _postgres_copy(connection, _POSTGRES_COPY_NEW, _POSTGRES_COPY_NEW_TYPES, rows)
 
     @staticmethod

@@ -24,6 +24,8 @@ def test_api_benchmark_prints_its_figures_as_json(assets) -> None:  # type: igno
             "sqlite",
             "--requests",
             "5",
+            "--settle-seconds",
+            "0.5",
             "--json",
         ],
         capture_output=True,
@@ -37,3 +39,6 @@ def test_api_benchmark_prints_its_figures_as_json(assets) -> None:  # type: igno
         for concurrency in (1, 16):
             for figure in ("p50_ms", "p99_ms", "rps"):
                 assert figures[f"{request}_c{concurrency}_{figure}"] > 0
+    for moment in ("idle", "after", "settled", "peak"):
+        assert figures[f"server_rss_{moment}_mb"] > 0, moment
+    assert figures["server_rss_peak_mb"] >= figures["server_rss_after_mb"]

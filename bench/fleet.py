@@ -6,7 +6,7 @@
 Every member is a real kube-apiserver (one etcd holds them all, as one etcd per member would
 only cost memory here; ``--watch-cache=false``, or 20 members would not fit in memory) holding
 M/N objects: 60% ConfigMaps (~0.7 KB), 30% Pods (~2.5 KB, as
-a Deployment's), 10% objects of a custom resource (``widgets.fleet.example.com``). They are
+a Deployment's), 10% objects of a custom resource (``gadgets.fleet.example.com``). They are
 created through each member's API, by concurrent POSTs to every member at once; the seeding
 time is printed. Then one ``clusterpedia run`` (operator, workers and API server in one
 process, as users run it) syncs all N members into a fresh database, and the benchmark
@@ -45,6 +45,7 @@ from clusterpedia.kube.client import KubeClient
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.schema import HEAD, change_log_marks, resources
 from clusterpedia.testing.benchmarks import (
+    DATABASE_PROCESSES,
     Client,
     benchmark_parser,
     continue_of,
@@ -61,7 +62,7 @@ from clusterpedia.testing.benchmarks import (
 )
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.databases import fresh_database
-from clusterpedia.testing.objects import pediacluster, realistic_pod
+from clusterpedia.testing.objects import gadget_crd, pediacluster, realistic_pod
 from clusterpedia.testing.product import ProductProcess
 
 PREFIX = "/apis/clusterpedia.io/v1beta1/resources"
@@ -70,30 +71,7 @@ SEED_CONCURRENCY = 8  # POSTs in flight per member
 # Members answer lists and watches from etcd: with its watch cache each member kube-apiserver
 # grew by about 50 KB per Pod, and 20 of them would not fit this machine's 23 GB at M.
 MEMBER_ARGS = ("--watch-cache=false",)
-DATABASE_PROCESSES = ("postgres", "mariadbd", "mysqld")
-WIDGET_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "widgets.fleet.example.com"},
-    "spec": {
-        "group": "fleet.example.com",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": True,
-                    }
-                },
-            }
-        ],
-    },
-}
+CUSTOM_GROUP = "fleet.example.com"  # gadget_crd: spec.color and spec.size as columns
 
 
 def configmap(index: int) -> dict[str, Any]:
@@ -112,41 +90,41 @@ def pod(index: int) -> dict[str, Any]:
     return body
 
 
-def widget(index: int) -> dict[str, Any]:
+def gadget(index: int) -> dict[str, Any]:
     return {
-        "apiVersion": "fleet.example.com/v1",
-        "kind": "Widget",
-        "metadata": {"name": f"widget-{index:06d}", "labels": {"tier": f"t{index % 7}"}},
+        "apiVersion": f"{CUSTOM_GROUP}/v1",
+        "kind": "Gadget",
+        "metadata": {"name": f"gadget-{index:06d}", "labels": {"tier": f"t{index % 7}"}},
         "spec": {"size": index % 13, "color": ["red", "green", "blue"][index % 3]},
     }
 
 
 def planned(per_member: int, index: int) -> tuple[str, dict[str, Any]]:
-    """(collection path, body) of a member's object ``index``: Pods first, then Widgets, then
+    """(collection path, body) of a member's object ``index``: Pods first, then Gadgets, then
     ConfigMaps. Made when needed: a million bodies held at once would take gigabytes."""
-    pods, widgets = per_member * 3 // 10, per_member // 10
+    pods, gadgets = per_member * 3 // 10, per_member // 10
     namespace = f"fleet-{index % NAMESPACES}"
     if index < pods:
         return f"/api/v1/namespaces/{namespace}/pods", pod(index)
-    if index < pods + widgets:
-        return f"/apis/fleet.example.com/v1/namespaces/{namespace}/widgets", widget(index)
+    if index < pods + gadgets:
+        return f"/apis/{CUSTOM_GROUP}/v1/namespaces/{namespace}/gadgets", gadget(index)
     return f"/api/v1/namespaces/{namespace}/configmaps", configmap(index)
 
 
 def start_members(plane: ControlPlane, count: int) -> list[APIServer]:
-    """Start ``count`` member API servers with the Widget CRD and the namespaces. One after
+    """Start ``count`` member API servers with the Gadget CRD and the namespaces. One after
     the other, from this thread: a child process dies with the thread that started it."""
     members = []
     for index in range(count):
         member = plane.add_apiserver(f"member-{index:02d}", extra_args=MEMBER_ARGS)
-        member.kubectl("apply", "-f", "-", input=json.dumps(WIDGET_CRD))
+        member.kubectl("apply", "-f", "-", input=json.dumps(gadget_crd(CUSTOM_GROUP)))
         for namespace in range(NAMESPACES):
             member.kubectl("create", "namespace", f"fleet-{namespace}")
         members.append(member)
     for member in members:
         member.kubectl(
             "wait", "--for=condition=established", "--timeout=60s",
-            "crd/widgets.fleet.example.com",
+            f"crd/gadgets.{CUSTOM_GROUP}",
         )  # fmt: skip
     return members
 
@@ -219,7 +197,7 @@ async def initial_sync(
             member.name,
             member.kubeconfig.read_bytes(),
             {"group": "", "resources": ["configmaps", "pods"]},
-            {"group": "fleet.example.com", "resources": ["widgets"]},
+            {"group": CUSTOM_GROUP, "resources": ["gadgets"]},
         )
         host.kubectl("apply", "-f", "-", input=json.dumps(spec))
     marks = {"rss_quarter_mb": objects // 4, "rss_half_mb": objects // 2}

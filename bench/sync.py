@@ -41,6 +41,7 @@ from clusterpedia.kube.client import KubeClient
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.schema import HEAD, change_log_marks, resources
 from clusterpedia.testing.benchmarks import (
+    DATABASE_PROCESSES,
     benchmark_parser,
     cpu_seconds,
     operator_host,
@@ -58,8 +59,6 @@ from clusterpedia.testing.databases import fresh_database
 from clusterpedia.testing.objects import pediacluster, realistic_pod
 
 CONCURRENCY = 32
-# Whose CPU the database figures count (SQLite runs inside our process).
-DATABASE_PROCESSES = ("postgres", "mariadbd", "mysqld")
 
 
 def configmap(index: int, namespace: str) -> dict[str, Any]:

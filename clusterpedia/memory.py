@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import logging
 import os
 from typing import Any
 
-logger = logging.getLogger(__name__)
 _M_ARENA_MAX = -8  # from glibc's malloc.h
 TRIM_INTERVAL = 30.0  # seconds
 

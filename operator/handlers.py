@@ -18,7 +18,6 @@ Design choices:
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import os
 import re
@@ -231,7 +230,8 @@ async def reconcile(memo: Runtime, name: str, spec: Mapping[str, Any]) -> None:
         entries, warnings = await _sync_resources(memo, spec)
         # The fingerprint covers credentials, those in Secrets too (a rotated token restarts
         # the sync), without the manager ever storing them in the clear.
-        config = fingerprint(dict(spec), entries, secrets_digest(secrets))
+        encoded = {purpose: base64.b64encode(value).decode() for purpose, value in secrets.items()}
+        config = fingerprint(dict(spec), entries, encoded)
         if memo.manager.runs(name, config):
             return
         access = access_from_spec(
@@ -266,14 +266,6 @@ async def reconcile(memo: Runtime, name: str, spec: Mapping[str, Any]) -> None:
         warnings=warnings,
         all_custom_resources=bool(spec.get("syncAllCustomResources")),
     )
-
-
-def secrets_digest(secrets: Mapping[str, bytes]) -> str:
-    digest = hashlib.sha256()
-    for purpose in sorted(secrets):
-        digest.update(b"%d:%s:%d:" % (len(purpose), purpose.encode(), len(secrets[purpose])))
-        digest.update(secrets[purpose])
-    return digest.hexdigest()
 
 
 @kopf.on.event(GROUP, VERSION, "pediaclusters", registry=registry)

@@ -75,7 +75,7 @@ class ClusterSynchro:
         cluster_settings: ClusterSettings | None = None,
         warnings: Sequence[str] = (),
         all_custom_resources: bool = False,
-        process_list_slots: asyncio.Semaphore | None = None,
+        process_list_slots: Sequence[asyncio.Semaphore] = (),
     ):
         self.name = name
         self.all_custom_resources = all_custom_resources
@@ -92,10 +92,7 @@ class ClusterSynchro:
             qps=self.settings.kube_api_qps,
             burst=self.settings.kube_api_burst,
         )
-        self.list_slots = (
-            asyncio.Semaphore(self.settings.list_concurrency),
-            *([process_list_slots] if process_list_slots is not None else []),
-        )
+        self.list_slots = (asyncio.Semaphore(self.settings.list_concurrency), *process_list_slots)
         self.workers: dict[tuple[str, str, str], tuple[ResourceSyncer, asyncio.Task[None]]] = {}
         self.healthy: bool | None = None
         self.health_message = ""

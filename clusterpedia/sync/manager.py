@@ -77,7 +77,7 @@ class SyncManager:
             cluster_settings=self.cluster_settings,
             warnings=warnings,
             all_custom_resources=all_custom_resources,
-            process_list_slots=self.list_slots,
+            process_list_slots=(self.list_slots,),
         )
         self.clusters[name] = (config_fingerprint, synchro)
         synchro.start()

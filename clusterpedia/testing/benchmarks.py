@@ -96,6 +96,10 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+# Whose CPU a database figure counts (SQLite runs inside our process).
+DATABASE_PROCESSES = ("postgres", "mariadbd", "mysqld")
+
+
 def processes_cpu_seconds(*names: str) -> float:
     """CPU of every live process whose command name is one of ``names``, with the exited
     children each has reaped (a PostgreSQL postmaster counts its ended backends that way)."""

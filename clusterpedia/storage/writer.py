@@ -1,9 +1,11 @@
 """The batched write path used by the sync workers.
 
-A batch holds the changes of one cluster and one resource type and is applied in one
-transaction: one multi-row upsert statement, one delete statement and one insert into the
-change log, never a statement per object. Objects whose stored member resourceVersion equals
-the incoming one are skipped, so a relist after a restart writes (and logs) only what changed.
+A batch holds the changes of one cluster and one resource type and is applied atomically: one
+multi-row upsert statement, one delete statement and its rows of the change log, never a
+statement per object. Batches that other workers submit meanwhile share the transaction (group
+commit, ``storage/grouping.py``): one head lock, one commit and one change-log insert for all.
+Objects whose stored member resourceVersion equals the incoming one are skipped, so a relist
+after a restart writes (and logs) only what changed.
 Transient database errors retry the whole transaction with backoff; a batch is applied
 entirely or not at all.
 
@@ -11,7 +13,7 @@ Global resourceVersions: each transaction takes the next ``n`` numbers from the 
 ``change_log_marks`` and holds that row's lock until it commits. Writers therefore commit in rv
 order, and a reader that sees rv N has every rv below it (``storage/changelog.py`` relies on
 this). Every writer takes this lock before touching any other row, so writers cannot deadlock.
-The lock is held for one batch; ``bench/sync.py`` measures what that costs.
+The lock is held for one group; ``bench/sync.py`` and ``bench/fleet.py`` measure what that costs.
 
 Per dialect:
 
@@ -31,7 +33,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -42,6 +44,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from clusterpedia.storage.errors import StorageFailed, StorageUnavailable, is_transient
+from clusterpedia.storage.grouping import GroupCommit
 from clusterpedia.storage.records import (
     Change,
     Delete,
@@ -68,6 +71,8 @@ RETRY_ATTEMPTS = 6
 RETRY_BASE_DELAY = 0.05
 ANALYZE_FIRST_AT = 1000
 DELETE_BATCH = 1000
+# Changes in one group transaction: a few initial-list pages, or hundreds of watch batches.
+GROUP_MAX_CHANGES = 2000
 
 _UPDATED_COLUMNS = (
     "kind",
@@ -110,14 +115,17 @@ _POSTGRES_COPY_NEW_TYPES = [
     "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
     "timestamp", "timestamp", "jsonb", "bytea", "timestamp",
 ]  # fmt: skip
+# The staged rows are taken out as they go in: the next batch of a group transaction stages
+# its own rows into the same table.
 _POSTGRES_UPSERT = sa.text(
     """
+WITH s AS (DELETE FROM resources_staging RETURNING *)
 INSERT INTO resources ("group", version, resource, kind, cluster, namespace, name, uid,
                        owner_uid, resource_version, created_at, synced_at, deleted_at, labels,
                        object)
 SELECT :group, :version, :resource, :kind, :cluster, s.namespace, s.name, s.uid, s.owner_uid,
        s.resource_version, s.created_at, :synced_at, s.deleted_at, s.labels::jsonb, s.object
-FROM resources_staging AS s
+FROM s
 ON CONFLICT ON CONSTRAINT uq_resources_key DO UPDATE SET
     kind = excluded.kind, uid = excluded.uid, owner_uid = excluded.owner_uid,
     resource_version = excluded.resource_version, created_at = excluded.created_at,
@@ -206,6 +214,45 @@ def _dedupe(changes: Sequence[Change]) -> tuple[list[Upsert], list[Delete]]:
     return upserts, deletes
 
 
+@dataclass
+class _Batch:
+    """The deduplicated changes of one cluster and resource type, applied atomically."""
+
+    cluster: str
+    rtype: ResourceType
+    upserts: list[Upsert]
+    deletes: list[Delete]
+
+    @property
+    def key(self) -> tuple[str, ResourceType]:
+        return self.cluster, self.rtype
+
+    @property
+    def size(self) -> int:
+        return len(self.upserts) + len(self.deletes)
+
+
+@dataclass
+class _Plan:
+    """What a batch changes, read inside its transaction."""
+
+    batch: _Batch
+    stored: set[tuple[str, str]]  # keys with a row already
+    last: dict[tuple[str, str], tuple[Any, ...]]  # deleted key -> (labels, object) stored
+    changed: list[Upsert]  # upserts whose resourceVersion differs from the stored one
+    gone: list[Delete]  # deletes of stored rows
+    all_new: bool  # no upsert has a row (trusted hint): PostgreSQL copies them straight in
+
+
+def _describe(batches: list[_Batch]) -> str:
+    if len(batches) == 1:
+        batch = batches[0]
+        return f"apply {batch.size} changes to {batch.cluster}/{batch.rtype}"
+    clusters = len({batch.cluster for batch in batches})
+    changes = sum(batch.size for batch in batches)
+    return f"apply {changes} changes in {len(batches)} batches of {clusters} clusters"
+
+
 class ResourceWriter:
     """Applies batches of changes and answers the questions a resuming sync worker asks."""
 
@@ -228,81 +275,133 @@ class ResourceWriter:
         self._turns: contextlib.AbstractAsyncContextManager[Any] = (
             asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
         )
+        self._groups: GroupCommit[_Batch, int] = GroupCommit(
+            self._commit_group,
+            key=lambda batch: batch.key,
+            weight=lambda batch: batch.size,
+            max_weight=GROUP_MAX_CHANGES,
+        )
 
     async def apply(self, *, cluster: str, rtype: ResourceType, changes: Sequence[Change]) -> int:
         """Apply ``changes`` of one cluster and resource type atomically, logging each real
-        change; return how many were logged (no-ops and deletes of unknown objects are not)."""
+        change; return how many were logged (no-ops and deletes of unknown objects are not).
+        Batches applied concurrently share a transaction (``storage/grouping.py``)."""
         upserts, deletes = _dedupe(changes)
         if not upserts and not deletes:
             return 0
+        return await self._groups.submit(_Batch(cluster, rtype, upserts, deletes))
 
-        async def transaction(trust_new: bool) -> int:
-            async with self._turns, self.engine.begin() as connection:
-                # One worker writes a (cluster, type), so these reads stay true until commit.
-                known = [u.key for u in upserts if not (trust_new and u.is_new)]
-                stored = await self._stored(
-                    connection, cluster, rtype, known, resources.c.resource_version
-                )
-                # The DELETED event carries the object's last stored state.
-                last = await self._stored(
-                    connection,
-                    cluster,
-                    rtype,
-                    [d.key for d in deletes],
-                    sa.cast(resources.c.labels, sa.Text),
-                    resources.c.object,
-                )
-                changed = [u for u in upserts if stored.get(u.key) != (u.resource_version,)]
-                gone = [d for d in deletes if d.key in last]
-                if not changed and not gone:
-                    return 0
-                rv = await self._allocate(connection, len(changed) + len(gone))
-                log: list[tuple[Any, ...]] = []
-                now = _now()
-                stamped: list[Upsert] = []
-                for u in changed:
-                    data = stamp_resource_version(u.object, rv)
-                    stamped.append(replace(u, object=data))
-                    kind = "MODIFIED" if u.key in stored else "ADDED"
-                    labels = u.labels.decode() if u.labels else None
-                    log.append((rv, kind, u.namespace, u.name, labels, data, now))
-                    rv += 1
-                for d in gone:
-                    labels, data = last[d.key]
-                    data = stamp_resource_version(as_bytes(data), rv)
-                    log.append((rv, "DELETED", d.namespace, d.name, labels, data, now))
-                    rv += 1
-                if gone:
-                    await self._delete(connection, cluster=cluster, rtype=rtype, deletes=gone)
-                if stamped:
-                    await self._upsert(
-                        connection,
-                        cluster=cluster,
-                        rtype=rtype,
-                        upserts=stamped,
-                        all_new=trust_new and not known,
-                    )
-                if self.dialect == "mysql":
-                    await self._index_labels(
-                        connection, cluster=cluster, rtype=rtype, upserts=stamped, deletes=gone
-                    )
-                await self._log(connection, cluster=cluster, rtype=rtype, rows=log)
-                return len(log)
-
-        what = f"apply {len(changes)} changes to {cluster}/{rtype}"
+    async def _commit_group(self, batches: list[_Batch]) -> list[int | BaseException]:
+        """Apply ``batches`` in one transaction; each one's number of logged changes, or the
+        error that stopped it."""
         try:
-            logged = await self._retrying(lambda: transaction(True), what=what)
+            logged: list[int | BaseException] = [*await self._apply_together(batches)]
+        except StorageUnavailable as error:
+            return [error] * len(batches)  # the database is down for all of them
+        except Exception as error:
+            if len(batches) == 1:
+                raise
+            # One bad batch must not fail the others: each alone, each with its own outcome.
+            logger.warning("%s failed (%s); applying them one by one", _describe(batches), error)
+            logged = []
+            for batch in batches:
+                try:
+                    logged += await self._apply_together([batch])
+                except Exception as failure:  # the outcome of this batch
+                    logged.append(failure)
+        await self._maybe_analyze(sum(n for n in logged if isinstance(n, int)))
+        return logged
+
+    async def _apply_together(self, batches: list[_Batch]) -> list[int]:
+        what = _describe(batches)
+        try:
+            return await self._retrying(lambda: self._transaction(batches, True), what=what)
         except StorageFailed as error:
             # A row the caller called new exists after all (a hint from a stale seed): the
-            # batch rolled back whole, so write it again trusting nothing.
+            # transaction rolled back whole, so write it again trusting nothing.
             if not isinstance(error.__cause__, IntegrityError) or not any(
-                u.is_new for u in upserts
+                u.is_new for batch in batches for u in batch.upserts
             ):
                 raise
-            logger.info("%s: a row hinted new exists; writing the batch as upserts", what)
-            logged = await self._retrying(lambda: transaction(False), what=what)
-        await self._maybe_analyze(logged)
-        return logged
+            logger.info("%s: a row hinted new exists; writing the batches as upserts", what)
+            return await self._retrying(lambda: self._transaction(batches, False), what=what)
+
+    async def _transaction(self, batches: list[_Batch], trust_new: bool) -> list[int]:
+        async with self._turns, self.engine.begin() as connection:
+            # Reads first, before the head lock is taken.
+            plans = [await self._plan(connection, batch, trust_new) for batch in batches]
+            count = sum(len(plan.changed) + len(plan.gone) for plan in plans)
+            if not count:
+                return [0] * len(plans)
+            rv = await self._allocate(connection, count)
+            log: list[tuple[Any, ...]] = []
+            now = _now()
+            for plan in plans:
+                rv = await self._write(connection, plan, rv=rv, now=now, log=log)
+            await self._log(connection, log)
+            return [len(plan.changed) + len(plan.gone) for plan in plans]
+
+    async def _plan(self, connection: AsyncConnection, batch: _Batch, trust_new: bool) -> _Plan:
+        """What of ``batch`` changes the stored rows. One worker writes a (cluster, type) and
+        a group never holds two batches of one, so these reads stay true until commit."""
+        cluster, rtype = batch.cluster, batch.rtype
+        known = [u.key for u in batch.upserts if not (trust_new and u.is_new)]
+        stored = await self._stored(connection, cluster, rtype, known, resources.c.resource_version)
+        # The DELETED event carries the object's last stored state.
+        last = await self._stored(
+            connection,
+            cluster,
+            rtype,
+            [d.key for d in batch.deletes],
+            sa.cast(resources.c.labels, sa.Text),
+            resources.c.object,
+        )
+        return _Plan(
+            batch=batch,
+            stored=set(stored),
+            last=last,
+            changed=[u for u in batch.upserts if stored.get(u.key) != (u.resource_version,)],
+            gone=[d for d in batch.deletes if d.key in last],
+            all_new=trust_new and not known,
+        )
+
+    async def _write(
+        self,
+        connection: AsyncConnection,
+        plan: _Plan,
+        *,
+        rv: int,
+        now: datetime,
+        log: list[tuple[Any, ...]],
+    ) -> int:
+        """Write ``plan`` with global resourceVersions from ``rv`` on, appending its change-log
+        rows to ``log``; return the next free resourceVersion."""
+        cluster, rtype = plan.batch.cluster, plan.batch.rtype
+        scope = (rtype.group, rtype.version, rtype.resource, cluster)
+        stamped: list[Upsert] = []
+        for u in plan.changed:
+            data = stamp_resource_version(u.object, rv)
+            stamped.append(replace(u, object=data))
+            kind = "MODIFIED" if u.key in plan.stored else "ADDED"
+            labels = u.labels.decode() if u.labels else None
+            log.append((rv, kind, *scope, u.namespace, u.name, labels, data, now))
+            rv += 1
+        for d in plan.gone:
+            labels, data = plan.last[d.key]
+            data = stamp_resource_version(as_bytes(data), rv)
+            log.append((rv, "DELETED", *scope, d.namespace, d.name, labels, data, now))
+            rv += 1
+        if plan.gone:
+            await self._delete(connection, cluster=cluster, rtype=rtype, deletes=plan.gone)
+        if stamped:
+            await self._upsert(
+                connection, cluster=cluster, rtype=rtype, upserts=stamped, all_new=plan.all_new
+            )
+        if self.dialect == "mysql":
+            await self._index_labels(
+                connection, cluster=cluster, rtype=rtype, upserts=stamped, deletes=plan.gone
+            )
+        return rv
 
     async def _allocate(self, connection: AsyncConnection, count: int) -> int:
         """Take ``count`` global resourceVersions; return the first. Locks the head row until
@@ -340,33 +439,21 @@ class ResourceWriter:
             return resources.c.name.in_(sorted({name for _, name in keys}))
         return sa.tuple_(resources.c.namespace, resources.c.name).in_(keys)
 
-    async def _log(
-        self,
-        connection: AsyncConnection,
-        *,
-        cluster: str,
-        rtype: ResourceType,
-        rows: list[tuple[Any, ...]],
-    ) -> None:
-        """Append ``rows`` (rv, type, namespace, name, labels, object, logged_at) to the change
-        log, and on PostgreSQL wake the watch readers when the transaction commits."""
-        scope = (rtype.group, rtype.version, rtype.resource, cluster)
-        full = [
-            (rv, kind, *scope, ns, name, labels, data, at)
-            for rv, kind, ns, name, labels, data, at in rows
-        ]
+    async def _log(self, connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+        """Append ``rows`` (one value per ``_LOG_COLUMNS``) to the change log, and on
+        PostgreSQL wake the watch readers when the transaction commits."""
         if self.dialect == "postgresql":
-            await _postgres_copy(connection, _POSTGRES_LOG_COPY, _POSTGRES_LOG_TYPES, full)
+            await _postgres_copy(connection, _POSTGRES_LOG_COPY, _POSTGRES_LOG_TYPES, rows)
             await connection.exec_driver_sql(
                 "SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(rows[-1][0]))
             )
             return
         if self.dialect == "sqlite":
-            full = [(*row[:9], row[9].decode(), row[10].strftime(_SQLITE_TIME)) for row in full]
+            full = [(*row[:9], row[9].decode(), row[10].strftime(_SQLITE_TIME)) for row in rows]
             placeholders = ", ".join("?" * len(_LOG_COLUMNS))
             columns = _QUOTED_LOG_COLUMNS
         else:
-            full = [(*row[:9], row[9].decode(), row[10]) for row in full]
+            full = [(*row[:9], row[9].decode(), row[10]) for row in rows]
             placeholders = ", ".join(["%s"] * len(_LOG_COLUMNS))
             columns = ", ".join(f"`{c}`" for c in _LOG_COLUMNS)
         await connection.exec_driver_sql(

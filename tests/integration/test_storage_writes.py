@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 import sqlalchemy as sa
@@ -198,7 +200,7 @@ async def test_a_batch_that_fails_midway_leaves_nothing_behind(database_url: str
         )
 
         def fail_on_insert(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-            if statement.lstrip().upper().startswith("INSERT"):
+            if "INSERT INTO" in statement.upper():
                 raise RuntimeError("injected failure after the delete ran")
 
         sync_engine = writer.engine.sync_engine
@@ -223,7 +225,7 @@ async def test_transient_errors_are_retried_until_the_batch_lands(database_url: 
         failures = []
 
         def flaky_insert(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-            if statement.lstrip().upper().startswith("INSERT") and len(failures) < 2:
+            if "INSERT INTO" in statement.upper() and len(failures) < 2:
                 failures.append(statement)
                 raise sa.exc.OperationalError(
                     statement, parameters, Exception("database is locked")
@@ -307,3 +309,49 @@ async def test_reads_survive_the_server_closing_their_pooled_connections(
             cluster="c1", group="", version="v1", resource="pods", namespace="default", name="a"
         )
         assert got is not None
+
+
+async def test_concurrent_batches_share_transactions_and_fail_alone(database_url: str) -> None:
+    async with storage(database_url) as (writer, _reader):
+        commits: list[object] = []
+        sync_engine = writer.engine.sync_engine
+
+        def commit(connection):  # type: ignore[no-untyped-def]
+            commits.append(connection)
+
+        def fail_bad_cluster(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            if "bad" in str(parameters):
+                raise RuntimeError("injected failure of one cluster's batch")
+
+        async def write(cluster: str) -> int:
+            # Names of their own, and shared ones: no row may land under another cluster.
+            names = [f"{cluster}-p", "shared-0", "shared-1"]
+            objects = [make_object(PODS, name=n, cluster=cluster, rv="1") for n in names]
+            return await writer.apply(
+                cluster=cluster, rtype=PODS, changes=[upsert(o) for o in objects]
+            )
+
+        clusters = [f"group-{n}" for n in range(20)]
+        event.listen(sync_engine, "commit", commit)
+        try:
+            assert await asyncio.gather(*(write(c) for c in clusters)) == [3] * 20
+            together = len(commits)
+            event.listen(sync_engine, "before_cursor_execute", fail_bad_cluster)
+            try:
+                outcomes = await asyncio.gather(
+                    *(write(c) for c in ["late-0", "late-1", "bad", "late-2", "late-3"]),
+                    return_exceptions=True,
+                )
+            finally:
+                event.remove(sync_engine, "before_cursor_execute", fail_bad_cluster)
+        finally:
+            event.remove(sync_engine, "commit", commit)
+        # Two groups start at once; the 18 batches that waited share a third commit.
+        assert together == 3
+        assert outcomes[:2] + outcomes[3:] == [3, 3, 3, 3]
+        assert isinstance(outcomes[2], RuntimeError)
+        for cluster in [*clusters, "late-0", "late-3"]:
+            stored = await writer.resource_versions(cluster=cluster, rtype=PODS)
+            expected = [f"{cluster}-p", "shared-0", "shared-1"]
+            assert sorted(stored) == [f"default/{name}" for name in expected]
+        assert await writer.resource_versions(cluster="bad", rtype=PODS) == {}

@@ -15,11 +15,11 @@ order, and a reader that sees rv N has every rv below it (``storage/changelog.py
 this). Every writer takes this lock before touching any other row, so writers cannot deadlock.
 The lock is held for one group; ``bench/sync.py`` and ``bench/fleet.py`` measure what that costs.
 
-Per dialect:
+Per dialect, one upsert statement for all batches of a group:
 
-- PostgreSQL: binary ``COPY`` of the batch into a temporary table, then one ``INSERT ...
-  SELECT ... ON CONFLICT DO UPDATE ... WHERE rv differs`` (constant SQL text). A batch of rows
-  the caller knows are new (an initial list) is copied straight into ``resources``.
+- PostgreSQL: binary ``COPY`` of the rows into a temporary table, then one ``INSERT ...
+  SELECT ... ON CONFLICT DO UPDATE ... WHERE rv differs`` (constant SQL text). Batches of rows
+  the caller knows are new (an initial list) are copied straight into ``resources``.
 - MySQL/MariaDB: ``INSERT ... VALUES (...), (...) ON DUPLICATE KEY UPDATE col = IF(rv differs,
   new, old)``; the driver's executemany folds the rows into one multi-row statement.
 - SQLite: ``INSERT ... ON CONFLICT DO UPDATE ... WHERE rv differs`` through sqlite3's
@@ -74,6 +74,7 @@ DELETE_BATCH = 1000
 # Changes in one group transaction: a few initial-list pages, or hundreds of watch batches.
 GROUP_MAX_CHANGES = 2000
 
+_SCOPE_COLUMNS = ("group", "version", "resource", "kind", "cluster")  # what rows of a batch share
 _UPDATED_COLUMNS = (
     "kind",
     "uid",
@@ -87,19 +88,22 @@ _UPDATED_COLUMNS = (
 
 # PostgreSQL: rows arrive by binary COPY into a per-connection temporary table (psycopg
 # formats COPY rows in C; binding arrays of parameters instead spent half the write time in
-# Python array formatting), then one INSERT ... SELECT upserts the batch.
+# Python array formatting), then one INSERT ... SELECT upserts the group's batches.
 _POSTGRES_STAGING = """
 CREATE TEMPORARY TABLE IF NOT EXISTS resources_staging (
+    "group" text, version text, resource text, kind text, cluster text,
     namespace text, name text, uid text, owner_uid text, resource_version text,
     created_at timestamp, deleted_at timestamp, labels text, object bytea
 ) ON COMMIT DELETE ROWS
 """
 _POSTGRES_COPY = (
-    "COPY resources_staging (namespace, name, uid, owner_uid, resource_version, created_at,"
-    " deleted_at, labels, object) FROM STDIN (FORMAT BINARY)"
+    'COPY resources_staging ("group", version, resource, kind, cluster, namespace, name, uid,'
+    " owner_uid, resource_version, created_at, deleted_at, labels, object)"
+    " FROM STDIN (FORMAT BINARY)"
 )
 _POSTGRES_COPY_TYPES = [
-    "text", "text", "text", "text", "text", "timestamp", "timestamp", "text", "bytea",
+    "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
+    "timestamp", "timestamp", "text", "bytea",
 ]  # fmt: skip
 # Every column a query filters or sorts on; not ``object``, whose statistics no plan uses and
 # whose sampling would read (and decompress) thousands of objects each time.
@@ -115,17 +119,16 @@ _POSTGRES_COPY_NEW_TYPES = [
     "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
     "timestamp", "timestamp", "jsonb", "bytea", "timestamp",
 ]  # fmt: skip
-# The staged rows are taken out as they go in: the next batch of a group transaction stages
-# its own rows into the same table.
+# One statement for every batch of a group (so staged rows are used once, then go at commit).
 _POSTGRES_UPSERT = sa.text(
     """
-WITH s AS (DELETE FROM resources_staging RETURNING *)
 INSERT INTO resources ("group", version, resource, kind, cluster, namespace, name, uid,
                        owner_uid, resource_version, created_at, synced_at, deleted_at, labels,
                        object)
-SELECT :group, :version, :resource, :kind, :cluster, s.namespace, s.name, s.uid, s.owner_uid,
-       s.resource_version, s.created_at, :synced_at, s.deleted_at, s.labels::jsonb, s.object
-FROM s
+SELECT s."group", s.version, s.resource, s.kind, s.cluster, s.namespace, s.name, s.uid,
+       s.owner_uid, s.resource_version, s.created_at, :synced_at, s.deleted_at, s.labels::jsonb,
+       s.object
+FROM resources_staging AS s
 ON CONFLICT ON CONSTRAINT uq_resources_key DO UPDATE SET
     kind = excluded.kind, uid = excluded.uid, owner_uid = excluded.owner_uid,
     resource_version = excluded.resource_version, created_at = excluded.created_at,
@@ -147,6 +150,11 @@ _POSTGRES_LOG_TYPES = [
 ]  # fmt: skip
 NOTIFY_CHANNEL = "clusterpedia_change_log"
 _ALLOCATE = sa.text("UPDATE change_log_marks SET rv = rv + :n WHERE name = :head RETURNING rv")
+# PostgreSQL: the same, and a NOTIFY of the new head (delivered at commit) in the same round trip.
+_POSTGRES_ALLOCATE = sa.text(
+    "UPDATE change_log_marks SET rv = rv + :n WHERE name = :head"
+    f" RETURNING rv, pg_notify('{NOTIFY_CHANNEL}', rv::text)"
+)
 # MariaDB has no UPDATE ... RETURNING: LAST_INSERT_ID(expr) remembers the value per session.
 _MYSQL_ALLOCATE = sa.text(
     "UPDATE change_log_marks SET rv = LAST_INSERT_ID(rv + :n) WHERE name = :head"
@@ -197,6 +205,12 @@ async def _postgres_copy(
             await copy.write_row(row)
 
 
+def _scoped(batch: _Batch) -> tuple[str, str, str, str, str]:
+    """The columns every row of ``batch`` shares, in the order the COPY statements name them."""
+    rtype = batch.rtype
+    return rtype.group, rtype.version, rtype.resource, rtype.kind, batch.cluster
+
+
 def _copied(u: Upsert) -> tuple[Any, ...]:
     """An upsert's own columns, in the order both PostgreSQL COPY statements name them."""
     labels = u.labels.decode() if u.labels else None
@@ -242,6 +256,38 @@ class _Plan:
     changed: list[Upsert]  # upserts whose resourceVersion differs from the stored one
     gone: list[Delete]  # deletes of stored rows
     all_new: bool  # no upsert has a row (trusted hint): PostgreSQL copies them straight in
+
+
+@dataclass
+class _Written:
+    """The upserts of one batch, stamped with their global resourceVersions."""
+
+    batch: _Batch
+    upserts: list[Upsert]
+    all_new: bool
+
+
+def _stamp(
+    plan: _Plan, *, rv: int, now: datetime, log: list[tuple[Any, ...]]
+) -> tuple[list[Upsert], int]:
+    """``plan``'s upserts with global resourceVersions from ``rv`` on (the objects carry
+    them), its change-log rows appended to ``log``; and the next free resourceVersion."""
+    rtype = plan.batch.rtype
+    scope = (rtype.group, rtype.version, rtype.resource, plan.batch.cluster)
+    stamped: list[Upsert] = []
+    for u in plan.changed:
+        data = stamp_resource_version(u.object, rv)
+        stamped.append(replace(u, object=data))
+        kind = "MODIFIED" if u.key in plan.stored else "ADDED"
+        labels = u.labels.decode() if u.labels else None
+        log.append((rv, kind, *scope, u.namespace, u.name, labels, data, now))
+        rv += 1
+    for d in plan.gone:
+        labels, data = plan.last[d.key]
+        data = stamp_resource_version(as_bytes(data), rv)
+        log.append((rv, "DELETED", *scope, d.namespace, d.name, labels, data, now))
+        rv += 1
+    return stamped, rv
 
 
 def _describe(batches: list[_Batch]) -> str:
@@ -336,8 +382,16 @@ class ResourceWriter:
             rv = await self._allocate(connection, count)
             log: list[tuple[Any, ...]] = []
             now = _now()
+            written: list[_Written] = []
             for plan in plans:
-                rv = await self._write(connection, plan, rv=rv, now=now, log=log)
+                stamped, rv = _stamp(plan, rv=rv, now=now, log=log)
+                if plan.gone:
+                    await self._delete(connection, plan.batch, plan.gone)
+                written.append(_Written(plan.batch, stamped, plan.all_new))
+            await self._upsert(connection, written)
+            if self.dialect == "mysql":
+                for plan, done in zip(plans, written, strict=True):
+                    await self._index_labels(connection, plan.batch, done.upserts, plan.gone)
             await self._log(connection, log)
             return [len(plan.changed) + len(plan.gone) for plan in plans]
 
@@ -365,52 +419,17 @@ class ResourceWriter:
             all_new=trust_new and not known,
         )
 
-    async def _write(
-        self,
-        connection: AsyncConnection,
-        plan: _Plan,
-        *,
-        rv: int,
-        now: datetime,
-        log: list[tuple[Any, ...]],
-    ) -> int:
-        """Write ``plan`` with global resourceVersions from ``rv`` on, appending its change-log
-        rows to ``log``; return the next free resourceVersion."""
-        cluster, rtype = plan.batch.cluster, plan.batch.rtype
-        scope = (rtype.group, rtype.version, rtype.resource, cluster)
-        stamped: list[Upsert] = []
-        for u in plan.changed:
-            data = stamp_resource_version(u.object, rv)
-            stamped.append(replace(u, object=data))
-            kind = "MODIFIED" if u.key in plan.stored else "ADDED"
-            labels = u.labels.decode() if u.labels else None
-            log.append((rv, kind, *scope, u.namespace, u.name, labels, data, now))
-            rv += 1
-        for d in plan.gone:
-            labels, data = plan.last[d.key]
-            data = stamp_resource_version(as_bytes(data), rv)
-            log.append((rv, "DELETED", *scope, d.namespace, d.name, labels, data, now))
-            rv += 1
-        if plan.gone:
-            await self._delete(connection, cluster=cluster, rtype=rtype, deletes=plan.gone)
-        if stamped:
-            await self._upsert(
-                connection, cluster=cluster, rtype=rtype, upserts=stamped, all_new=plan.all_new
-            )
-        if self.dialect == "mysql":
-            await self._index_labels(
-                connection, cluster=cluster, rtype=rtype, upserts=stamped, deletes=plan.gone
-            )
-        return rv
-
     async def _allocate(self, connection: AsyncConnection, count: int) -> int:
         """Take ``count`` global resourceVersions; return the first. Locks the head row until
-        the transaction ends."""
+        the transaction ends; on PostgreSQL the commit wakes the watch readers."""
+        parameters = {"n": count, "head": HEAD}
         if self.dialect == "mysql":
-            await connection.execute(_MYSQL_ALLOCATE, {"n": count, "head": HEAD})
+            await connection.execute(_MYSQL_ALLOCATE, parameters)
             head = (await connection.exec_driver_sql("SELECT LAST_INSERT_ID()")).scalar_one()
+        elif self.dialect == "postgresql":
+            head = (await connection.execute(_POSTGRES_ALLOCATE, parameters)).one()[0]
         else:
-            head = (await connection.execute(_ALLOCATE, {"n": count, "head": HEAD})).scalar_one()
+            head = (await connection.execute(_ALLOCATE, parameters)).scalar_one()
         return int(head) - count + 1
 
     async def _stored(
@@ -440,13 +459,9 @@ class ResourceWriter:
         return sa.tuple_(resources.c.namespace, resources.c.name).in_(keys)
 
     async def _log(self, connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
-        """Append ``rows`` (one value per ``_LOG_COLUMNS``) to the change log, and on
-        PostgreSQL wake the watch readers when the transaction commits."""
+        """Append ``rows`` (one value per ``_LOG_COLUMNS``) to the change log."""
         if self.dialect == "postgresql":
             await _postgres_copy(connection, _POSTGRES_LOG_COPY, _POSTGRES_LOG_TYPES, rows)
-            await connection.exec_driver_sql(
-                "SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(rows[-1][0]))
-            )
             return
         if self.dialect == "sqlite":
             full = [(*row[:9], row[9].decode(), row[10].strftime(_SQLITE_TIME)) for row in rows]
@@ -550,13 +565,12 @@ class ResourceWriter:
     async def _index_labels(
         self,
         connection: AsyncConnection,
-        *,
-        cluster: str,
-        rtype: ResourceType,
+        batch: _Batch,
         upserts: list[Upsert],
         deletes: list[Delete],
     ) -> None:
         """Replace the label rows of every object in the batch (MySQL only)."""
+        cluster, rtype = batch.cluster, batch.rtype
         keys = [u.key for u in upserts if not u.is_new] + [d.key for d in deletes]
         if keys:
             await self._delete_keys(
@@ -580,15 +594,12 @@ class ResourceWriter:
             await connection.exec_driver_sql(self._label_insert, rows)
 
     async def _delete(
-        self,
-        connection: AsyncConnection,
-        *,
-        cluster: str,
-        rtype: ResourceType,
-        deletes: list[Delete],
+        self, connection: AsyncConnection, batch: _Batch, deletes: list[Delete]
     ) -> None:
         keys = [d.key for d in deletes]
-        await self._delete_keys(connection, resources, cluster=cluster, rtype=rtype, keys=keys)
+        await self._delete_keys(
+            connection, resources, cluster=batch.cluster, rtype=batch.rtype, keys=keys
+        )
 
     async def _delete_keys(
         self,
@@ -619,49 +630,43 @@ class ResourceWriter:
         scope = (rtype.group, rtype.version, rtype.resource, cluster)
         await connection.exec_driver_sql(statement, [(*scope, *key) for key in keys])
 
-    async def _upsert(
-        self,
-        connection: AsyncConnection,
-        *,
-        cluster: str,
-        rtype: ResourceType,
-        upserts: list[Upsert],
-        all_new: bool = False,
-    ) -> None:
-        """Insert or update ``upserts``; ``all_new``: none of them has a row yet (a unique key
-        violation then fails the transaction, and :meth:`apply` writes the batch again)."""
+    async def _upsert(self, connection: AsyncConnection, written: list[_Written]) -> None:
+        """Insert or update the upserts of every batch of a group in one statement. On
+        PostgreSQL the batches hinted all new are copied straight in (a unique key violation
+        then fails the transaction, and :meth:`apply` writes the batches again)."""
         synced_at = _now()
-        if self.dialect == "postgresql" and all_new:
-            await self._postgres_copy_new(
-                connection, cluster=cluster, rtype=rtype, upserts=upserts, synced_at=synced_at
-            )
-            return
         if self.dialect == "postgresql":
-            await self._postgres_stage(connection, upserts)
-            await connection.execute(
-                _POSTGRES_UPSERT,
-                {
-                    "group": rtype.group,
-                    "version": rtype.version,
-                    "resource": rtype.resource,
-                    "kind": rtype.kind,
-                    "cluster": cluster,
-                    "synced_at": synced_at,
-                },
-            )
+            await self._postgres_upsert(connection, written, synced_at)
+            return
+        rows = [(_scoped(w.batch), u) for w in written for u in w.upserts]
+        if not rows:
             return
         if self.dialect == "sqlite":
-            await self._sqlite_upsert(
-                connection, cluster=cluster, rtype=rtype, upserts=upserts, synced_at=synced_at
-            )
+            synced = synced_at.strftime(_SQLITE_TIME)
+            # Plain tuples straight to sqlite3's executemany: SQLAlchemy's per-row parameter
+            # processing cost more than SQLite's own work (write ratio 0.42 -> see bench).
+            # Timestamps use SQLAlchemy's SQLite storage format so reads parse them back.
+            tuples = [
+                (
+                    *scope,
+                    u.namespace,
+                    u.name,
+                    u.uid,
+                    u.owner_uid,
+                    u.resource_version,
+                    u.created_at.strftime(_SQLITE_TIME),
+                    synced,
+                    u.deleted_at.strftime(_SQLITE_TIME) if u.deleted_at else None,
+                    u.labels.decode() if u.labels else None,
+                    u.object.decode(),  # text: a bytes value would be stored as a BLOB
+                )
+                for scope, u in rows
+            ]
+            await connection.exec_driver_sql(_SQLITE_UPSERT, tuples)
             return
-        rows = [
+        dicts = [
             {
-                "group": rtype.group,
-                "version": rtype.version,
-                "resource": rtype.resource,
-                "kind": rtype.kind,
-                "cluster": cluster,
+                **dict(zip(_SCOPE_COLUMNS, scope, strict=True)),
                 "namespace": u.namespace,
                 "name": u.name,
                 "uid": u.uid,
@@ -673,63 +678,32 @@ class ResourceWriter:
                 "labels": u.labels.decode() if u.labels else None,
                 "object": u.object.decode(),  # text columns: a bytes value would bind as BLOB
             }
-            for u in upserts
+            for scope, u in rows
         ]
-        await connection.execute(self._mysql_upsert_statement(), rows)
+        await connection.execute(self._mysql_upsert_statement(), dicts)
 
-    async def _sqlite_upsert(
-        self,
-        connection: AsyncConnection,
-        *,
-        cluster: str,
-        rtype: ResourceType,
-        upserts: list[Upsert],
-        synced_at: datetime,
+    async def _postgres_upsert(
+        self, connection: AsyncConnection, written: list[_Written], synced_at: datetime
     ) -> None:
-        # Plain tuples straight to sqlite3's executemany: SQLAlchemy's per-row parameter
-        # processing cost more than SQLite's own work (write ratio 0.42 -> see bench).
-        # Timestamps use SQLAlchemy's SQLite storage format so reads parse them back.
-        synced = synced_at.strftime(_SQLITE_TIME)
-        constant = (rtype.group, rtype.version, rtype.resource, rtype.kind, cluster)
-        rows = [
-            (
-                *constant,
-                u.namespace,
-                u.name,
-                u.uid,
-                u.owner_uid,
-                u.resource_version,
-                u.created_at.strftime(_SQLITE_TIME),
-                synced,
-                u.deleted_at.strftime(_SQLITE_TIME) if u.deleted_at else None,
-                u.labels.decode() if u.labels else None,
-                u.object.decode(),  # text: a bytes value would be stored as a BLOB
-            )
-            for u in upserts
+        new = [
+            (*_scoped(w.batch), *_copied(u), synced_at)
+            for w in written
+            if w.all_new
+            for u in w.upserts
         ]
-        await connection.exec_driver_sql(_SQLITE_UPSERT, rows)
-
-    async def _postgres_stage(self, connection: AsyncConnection, upserts: list[Upsert]) -> None:
-        # Every batch: a table created in a transaction that rolls back is gone again, and
-        # IF NOT EXISTS costs one round trip.
-        await connection.exec_driver_sql(_POSTGRES_STAGING)
-        rows = (_copied(u) for u in upserts)
-        await _postgres_copy(connection, _POSTGRES_COPY, _POSTGRES_COPY_TYPES, rows)
-
-    async def _postgres_copy_new(
-        self,
-        connection: AsyncConnection,
-        *,
-        cluster: str,
-        rtype: ResourceType,
-        upserts: list[Upsert],
-        synced_at: datetime,
-    ) -> None:
-        """New rows straight into ``resources`` by binary COPY: no staging table and no
-        conflict check, a fifth of PostgreSQL's CPU on an initial sync."""
-        constant = (rtype.group, rtype.version, rtype.resource, rtype.kind, cluster)
-        rows = ((*constant, *_copied(u), synced_at) for u in upserts)
-        await _postgres_copy(connection, _POSTGRES_COPY_NEW, _POSTGRES_COPY_NEW_TYPES, rows)
+        if new:
+            # Straight into ``resources`` by binary COPY: no staging table and no conflict
+            # check, a fifth of PostgreSQL's CPU on an initial sync.
+            await _postgres_copy(connection, _POSTGRES_COPY_NEW, _POSTGRES_COPY_NEW_TYPES, new)
+        staged = [
+            (*_scoped(w.batch), *_copied(u)) for w in written if not w.all_new for u in w.upserts
+        ]
+        if staged:
+            # Every time: a table created in a transaction that rolls back is gone again, and
+            # IF NOT EXISTS costs one round trip.
+            await connection.exec_driver_sql(_POSTGRES_STAGING)
+            await _postgres_copy(connection, _POSTGRES_COPY, _POSTGRES_COPY_TYPES, staged)
+            await connection.execute(_POSTGRES_UPSERT, {"synced_at": synced_at})
 
     @staticmethod
     def _mysql_upsert_statement() -> sa.Insert:

@@ -371,3 +371,32 @@ async def test_watch_filters_select_what_the_list_query_selects(
     watched = {e.name for e in await log.read(after=start, cluster="matchc") if matcher(e)}
     await writer.delete_cluster("matchc")
     assert watched == listed
+
+
+async def test_postgres_commits_wake_the_feed_at_once(
+    log_and_writer: tuple[ChangeLog, ResourceWriter],
+) -> None:
+    """The NOTIFY sent with the resourceVersion allocation reaches the feed at commit: with a
+    poll a minute apart, the events arrive within seconds only if it does. (The feed reads once
+    at start and once when LISTEN is in place, so at least the third batch needs the NOTIFY.)"""
+    log, writer = log_and_writer
+    if log.engine.dialect.name != "postgresql":
+        pytest.skip("NOTIFY/LISTEN is PostgreSQL's")
+    feed = ChangeFeed(log, poll_interval=60, notify_url=log.engine.url)
+    await feed.start()
+    scope = Scope("", "v1", "pods", "wakec")
+    pods = event_matcher(Query(types=(TypeFilter("", "v1", "pods"),), clusters=("wakec",)))
+    live = feed.subscribe(pods, after=feed.position, scope=scope, capacity=100)
+    try:
+        for batch in range(3):
+            await writer.apply(
+                cluster="wakec",
+                rtype=PODS,
+                changes=[upsert(make_object(PODS, name=f"w{batch}", cluster="wakec"))],
+            )
+            event = await live.next(5)
+            assert event is not None and event.name == f"w{batch}"
+    finally:
+        live.close()
+        await feed.stop()
+        await writer.delete_cluster("wakec")

@@ -5,7 +5,8 @@ subscription; a subscription keeps what its filter accepts. Events are read with
 objects, which are loaded only for the events some watcher's type and cluster take; with no
 watcher at all the feed reads nothing and moves to the log's head. Nothing is queried per watcher
 per tick: watchers only read the log themselves to catch up from an older resourceVersion.
-On PostgreSQL the writer's NOTIFY wakes the feed at once; elsewhere it polls every
+On PostgreSQL the writer's NOTIFY wakes the feed at once, and names the head its commit
+reached (so a feed without watchers moves there without a query); elsewhere it polls every
 ``poll_interval``.
 
 A subscription that falls ``capacity`` events behind is expired (the client gets 410 and
@@ -203,6 +204,7 @@ class ChangeFeed:
         self.poll_interval = poll_interval
         self.notify_url = notify_url
         self.position = 0
+        self._notified = 0  # the newest head a writer's NOTIFY named (commits are in rv order)
         self._subscriptions: set[Subscription] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -262,7 +264,9 @@ class ChangeFeed:
                 # sync would otherwise send every object it stored straight back (15% of the
                 # sync's CPU in our process, bench/sync.py --profile). A subscription made
                 # during the read has the log give it its backlog, as any other.
-                head = (await self.log.marks()).head
+                head = self._notified
+                if head <= self.position:  # a poll, or a NOTIFY already taken
+                    head = (await self.log.marks()).head
                 if not self._subscriptions:
                     self.position = max(self.position, head)
                     return
@@ -329,7 +333,9 @@ class ChangeFeed:
                 ) as connection:
                     await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     self.poke()  # anything committed before LISTEN took effect
-                    async for _ in connection.notifies():
+                    async for notify in connection.notifies():
+                        with contextlib.suppress(ValueError):
+                            self._notified = max(self._notified, int(notify.payload))
                         self._wake.set()
             except asyncio.CancelledError:
                 raise

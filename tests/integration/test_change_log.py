@@ -10,13 +10,14 @@ from typing import Any
 import orjson
 import pytest
 
-from clusterpedia.storage.changelog import ChangeEvent, ChangeLog
+from clusterpedia.storage.changelog import ChangeEvent, ChangeLog, Marks
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.migrate import ensure_schema
 from clusterpedia.storage.query import Query, TypeFilter
 from clusterpedia.storage.records import Delete, ResourceType
 from clusterpedia.storage.writer import ResourceWriter
 from clusterpedia.testing.objects import DEPLOYMENTS, PODS, make_object, upsert
+from clusterpedia.testing.waiting import eventually_async
 from clusterpedia.watch.feed import ChangeFeed, Expired, Scope
 from clusterpedia.watch.matcher import event_matcher
 
@@ -232,10 +233,16 @@ async def test_pruning_past_the_feed_cuts_only_the_watchers_that_miss_events(
 
 
 class CountingLog(ChangeLog):
-    """The real log, counting the events it reads and the objects it loads."""
+    """The real log, counting the events it reads, the objects it loads and its reads of the
+    marks."""
 
     events_read = 0
     objects_loaded = 0
+    marks_read = 0
+
+    async def marks(self) -> Marks:
+        self.marks_read += 1
+        return await super().marks()
 
     async def read(self, **kwargs: Any) -> list[ChangeEvent]:
         events = await super().read(**kwargs)
@@ -382,7 +389,8 @@ async def test_postgres_commits_wake_the_feed_at_once(
     log, writer = log_and_writer
     if log.engine.dialect.name != "postgresql":
         pytest.skip("NOTIFY/LISTEN is PostgreSQL's")
-    feed = ChangeFeed(log, poll_interval=60, notify_url=log.engine.url)
+    counting = CountingLog(log.engine)
+    feed = ChangeFeed(counting, poll_interval=60, notify_url=log.engine.url)
     await feed.start()
     scope = Scope("", "v1", "pods", "wakec")
     pods = event_matcher(Query(types=(TypeFilter("", "v1", "pods"),), clusters=("wakec",)))
@@ -396,6 +404,21 @@ async def test_postgres_commits_wake_the_feed_at_once(
             )
             event = await live.next(5)
             assert event is not None and event.name == f"w{batch}"
+        live.close()
+        # Without watchers, the NOTIFY's head moves the feed: no query at all.
+        marks_before = counting.marks_read
+        for batch in range(3):
+            await writer.apply(
+                cluster="wakec",
+                rtype=PODS,
+                changes=[upsert(make_object(PODS, name=f"idle{batch}", cluster="wakec"))],
+            )
+            head = (await log.marks()).head
+            await eventually_async(
+                lambda head=head: feed.position == head, timeout=5, interval=0.02
+            )
+        assert counting.marks_read == marks_before
+        assert counting.events_read == 3
     finally:
         live.close()
         await feed.stop()

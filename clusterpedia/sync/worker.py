@@ -51,7 +51,11 @@ class SyncSettings:
 
     page_size: int = 500
     batch_size: int = 500
-    batch_interval: float = 0.25  # seconds an event may wait for company before it is stored
+    # Seconds an event may wait for company before it is stored. Shorter than it was (0.25),
+    # because the writer's group commit joins the batches of all workers anyway; shorter still
+    # costs CPU per event (bench/sync.py, one member at 200 changes/s, ours/database: 645/155 us
+    # at 0.25 s, 845/215 us at 0.05 s; watch lag p50 195 and 127 ms).
+    batch_interval: float = 0.1
     watch_timeout: tuple[int, int] = (240, 420)  # randomised, as client-go does
     backoff_initial: float = 1.0
     backoff_max: float = 30.0

@@ -1,0 +1,54 @@
+"""Which PediaCluster.status changes are patched at once and which wait (sync/cluster.py)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from clusterpedia.sync.cluster import news
+
+
+def status(*, phase: str = "Syncing", objects: int = 10, watches: int = 1) -> dict[str, Any]:
+    return {
+        "apiserver": "127.0.0.1:6443",
+        "version": "v1.35.4",
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "message": ""}],
+        "watches": watches,
+        "syncResources": [
+            {
+                "group": "",
+                "resources": [
+                    {
+                        "name": "configmaps",
+                        "kind": "ConfigMap",
+                        "namespaced": True,
+                        "syncConditions": [
+                            {
+                                "version": "v1",
+                                "status": phase,
+                                "initialListPhase": False,
+                                "objects": objects,
+                                "lastEventTime": f"2026-12-01T15:00:{objects:02d}Z",
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def test_the_first_status_and_real_changes_go_at_once() -> None:
+    assert news(status(), None, since=0.0, progress_interval=15)
+    assert news(status(phase="Error"), status(), since=0.1, progress_interval=15)
+    changed = status()
+    changed["conditions"][0]["status"] = "False"
+    assert news(changed, status(), since=0.1, progress_interval=15)
+
+
+def test_progress_alone_waits_for_its_interval() -> None:
+    last = status(objects=10, watches=1)
+    busier = status(objects=11, watches=2)
+    assert not news(busier, last, since=1.0, progress_interval=15)
+    assert news(busier, last, since=15.0, progress_interval=15)
+    assert not news(copy.deepcopy(last), last, since=60.0, progress_interval=15)

@@ -19,7 +19,7 @@ from clusterpedia.storage.writer import ResourceWriter
 from clusterpedia.testing.objects import DEPLOYMENTS, PODS, make_object, upsert
 from clusterpedia.testing.waiting import eventually_async
 from clusterpedia.watch.feed import ChangeFeed, Expired, Scope
-from clusterpedia.watch.matcher import event_matcher
+from clusterpedia.watch.matcher import EventMatcher, event_matcher
 
 
 @pytest.fixture
@@ -30,6 +30,12 @@ async def log_and_writer(database_url: str) -> AsyncIterator[tuple[ChangeLog, Re
         yield ChangeLog(engine), ResourceWriter(engine)
     finally:
         await engine.dispose()
+
+
+def pods_of(cluster: str) -> tuple[EventMatcher, Scope]:
+    """What a watch of one cluster's Pods subscribes with."""
+    query = Query(types=(TypeFilter("", "v1", "pods"),), clusters=(cluster,))
+    return event_matcher(query), Scope("", "v1", "pods", cluster)
 
 
 def served_rv(event: ChangeEvent) -> int:
@@ -206,8 +212,7 @@ async def test_pruning_past_the_feed_cuts_only_the_watchers_that_miss_events(
     log, writer = log_and_writer
     feed = ChangeFeed(log, poll_interval=60)
     feed.position = (await log.marks()).head
-    scope = Scope("", "v1", "pods", "prunec")
-    pods = event_matcher(Query(types=(TypeFilter("", "v1", "pods"),), clusters=("prunec",)))
+    pods, scope = pods_of("prunec")
     behind = feed.subscribe(pods, after=feed.position, scope=scope, capacity=100)
     try:
         for i in range(5):
@@ -265,8 +270,7 @@ async def test_a_feed_without_watchers_moves_on_without_reading_events(
     counting = CountingLog(log.engine)
     feed = ChangeFeed(counting, poll_interval=60)
     feed.position = (await log.marks()).head
-    scope = Scope("", "v1", "pods", "idlec")
-    pods = event_matcher(Query(types=(TypeFilter("", "v1", "pods"),), clusters=("idlec",)))
+    pods, scope = pods_of("idlec")
     start = feed.position
     try:
         await writer.apply(
@@ -300,8 +304,7 @@ async def test_the_feed_loads_only_the_objects_its_watchers_take(
     counting = CountingLog(log.engine)
     feed = ChangeFeed(counting, poll_interval=60)
     feed.position = (await log.marks()).head
-    scope = Scope("", "v1", "pods", "selc")
-    pods = event_matcher(Query(types=(TypeFilter("", "v1", "pods"),), clusters=("selc",)))
+    pods, scope = pods_of("selc")
     watcher = feed.subscribe(pods, after=feed.position, scope=scope, capacity=100)
     try:
         deployments = [upsert(make_object(DEPLOYMENTS, name=f"d{i}")) for i in range(5)]
@@ -392,8 +395,7 @@ async def test_postgres_commits_wake_the_feed_at_once(
     counting = CountingLog(log.engine)
     feed = ChangeFeed(counting, poll_interval=60, notify_url=log.engine.url)
     await feed.start()
-    scope = Scope("", "v1", "pods", "wakec")
-    pods = event_matcher(Query(types=(TypeFilter("", "v1", "pods"),), clusters=("wakec",)))
+    pods, scope = pods_of("wakec")
     live = feed.subscribe(pods, after=feed.position, scope=scope, capacity=100)
     try:
         for batch in range(3):

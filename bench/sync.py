@@ -9,7 +9,7 @@ It starts etcd, a member and a host kube-apiserver, seeds the member, then measu
   as ``kubectl get --raw`` does (``sync_ratio`` is against this one), and the same list decoded
   into Python objects, the least a sync in Python must spend (``sync_ratio_parsed``);
 - initial sync: from applying the PediaCluster to the last row stored (``sync_ratio`` =
-  sync/floor, target <= 1.5 on PostgreSQL);
+  sync/floor, target <= 2.5 on PostgreSQL, issue 14);
 - peak RSS (VmHWM) of the ``clusterpedia run`` process (operator, workers and API server, run
   as users run it, in its own process) after N objects, and after 2N;
 - CPU per object of the initial sync, ours (the ``clusterpedia run`` process) and the

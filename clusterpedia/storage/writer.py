@@ -257,14 +257,10 @@ class _Plan:
     gone: list[Delete]  # deletes of stored rows
     all_new: bool  # no upsert has a row (trusted hint): PostgreSQL copies them straight in
 
-
-@dataclass
-class _Written:
-    """The upserts of one batch, stamped with their global resourceVersions."""
-
-    batch: _Batch
-    upserts: list[Upsert]
-    all_new: bool
+    @property
+    def logged(self) -> int:
+        """How many change-log events the plan writes."""
+        return len(self.changed) + len(self.gone)
 
 
 def _stamp(
@@ -376,24 +372,24 @@ class ResourceWriter:
         async with self._turns, self.engine.begin() as connection:
             # Reads first, before the head lock is taken.
             plans = [await self._plan(connection, batch, trust_new) for batch in batches]
-            count = sum(len(plan.changed) + len(plan.gone) for plan in plans)
+            count = sum(plan.logged for plan in plans)
             if not count:
                 return [0] * len(plans)
             rv = await self._allocate(connection, count)
             log: list[tuple[Any, ...]] = []
             now = _now()
-            written: list[_Written] = []
+            written: list[tuple[_Plan, list[Upsert]]] = []  # each plan, its stamped upserts
             for plan in plans:
                 stamped, rv = _stamp(plan, rv=rv, now=now, log=log)
                 if plan.gone:
                     await self._delete(connection, plan.batch, plan.gone)
-                written.append(_Written(plan.batch, stamped, plan.all_new))
+                written.append((plan, stamped))
             await self._upsert(connection, written)
             if self.dialect == "mysql":
-                for plan, done in zip(plans, written, strict=True):
-                    await self._index_labels(connection, plan.batch, done.upserts, plan.gone)
+                for plan, stamped in written:
+                    await self._index_labels(connection, plan.batch, stamped, plan.gone)
             await self._log(connection, log)
-            return [len(plan.changed) + len(plan.gone) for plan in plans]
+            return [plan.logged for plan in plans]
 
     async def _plan(self, connection: AsyncConnection, batch: _Batch, trust_new: bool) -> _Plan:
         """What of ``batch`` changes the stored rows. One worker writes a (cluster, type) and
@@ -630,15 +626,17 @@ class ResourceWriter:
         scope = (rtype.group, rtype.version, rtype.resource, cluster)
         await connection.exec_driver_sql(statement, [(*scope, *key) for key in keys])
 
-    async def _upsert(self, connection: AsyncConnection, written: list[_Written]) -> None:
-        """Insert or update the upserts of every batch of a group in one statement. On
+    async def _upsert(
+        self, connection: AsyncConnection, written: list[tuple[_Plan, list[Upsert]]]
+    ) -> None:
+        """Insert or update the stamped upserts of every batch of a group in one statement. On
         PostgreSQL the batches hinted all new are copied straight in (a unique key violation
-        then fails the transaction, and :meth:`apply` writes the batches again)."""
+        then fails the transaction, and :meth:`_apply_together` writes the batches again)."""
         synced_at = _now()
         if self.dialect == "postgresql":
             await self._postgres_upsert(connection, written, synced_at)
             return
-        rows = [(_scoped(w.batch), u) for w in written for u in w.upserts]
+        rows = [(_scoped(plan.batch), u) for plan, stamped in written for u in stamped]
         if not rows:
             return
         if self.dialect == "sqlite":
@@ -683,20 +681,26 @@ class ResourceWriter:
         await connection.execute(self._mysql_upsert_statement(), dicts)
 
     async def _postgres_upsert(
-        self, connection: AsyncConnection, written: list[_Written], synced_at: datetime
+        self,
+        connection: AsyncConnection,
+        written: list[tuple[_Plan, list[Upsert]]],
+        synced_at: datetime,
     ) -> None:
         new = [
-            (*_scoped(w.batch), *_copied(u), synced_at)
-            for w in written
-            if w.all_new
-            for u in w.upserts
+            (*_scoped(plan.batch), *_copied(u), synced_at)
+            for plan, stamped in written
+            if plan.all_new
+            for u in stamped
         ]
         if new:
             # Straight into ``resources`` by binary COPY: no staging table and no conflict
             # check, a fifth of PostgreSQL's CPU on an initial sync.
             await _postgres_copy(connection, _POSTGRES_COPY_NEW, _POSTGRES_COPY_NEW_TYPES, new)
         staged = [
-            (*_scoped(w.batch), *_copied(u)) for w in written if not w.all_new for u in w.upserts
+            (*_scoped(plan.batch), *_copied(u))
+            for plan, stamped in written
+            if not plan.all_new
+            for u in stamped
         ]
         if staged:
             # Every time: a table created in a transaction that rolls back is gone again, and

@@ -15,9 +15,9 @@ from typing import Any
 
 from clusterpedia.apiserver.negotiation import Form
 
+from clusterpedia.gvr import group_version
 from clusterpedia.kube.discovery import version_priority
 from clusterpedia.storage.catalog import SyncedType
-from clusterpedia.storage.records import group_version
 
 VERBS = ["get", "list", "watch"]
 V2_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"

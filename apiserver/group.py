@@ -22,12 +22,12 @@ from clusterpedia.apiserver.scope import narrow_clusters, visible_types
 from clusterpedia.apiserver.status import StatusError, json_response, not_found
 from clusterpedia.apiserver.tables import CLUSTER
 
+from clusterpedia.gvr import group_version
 from clusterpedia.kube.discovery import is_builtin_group
 from clusterpedia.search.params import query_from_request, split_list
 from clusterpedia.storage.catalog import TypeCatalog
 from clusterpedia.storage.query import TypeFilter
 from clusterpedia.storage.reader import ResourceReader
-from clusterpedia.storage.records import group_version
 
 GROUP, VERSION = "clusterpedia.io", "v1beta1"
 GROUP_VERSION = f"{GROUP}/{VERSION}"

@@ -25,7 +25,7 @@ from clusterpedia.apiserver.printers import (
 from clusterpedia.apiserver.status import StatusError
 
 from clusterpedia.storage.catalog import PrinterColumn, SyncedType
-from clusterpedia.sync.objects import CLUSTER_ANNOTATION
+from clusterpedia.storage.records import CLUSTER_ANNOTATION
 
 CLUSTER = Column("Cluster", description="The cluster the object was synced from.")
 INCLUDE_OBJECT = ("Metadata", "Object", "None")

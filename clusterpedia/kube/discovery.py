@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from clusterpedia.gvr import ResourceType
 from clusterpedia.kube.client import KubeClient
-from clusterpedia.storage.records import ResourceType
 
 # Groups whose resources are compiled into Kubernetes (a custom resource can't use them).
 _BUILTIN_GROUPS = {"", "apps", "batch", "autoscaling", "policy", "extensions"}

@@ -24,7 +24,6 @@ from typing import Any
 import orjson
 
 from clusterpedia.search.selectors import (
-    Requirement,
     parse_field_path,
     parse_field_selector,
     parse_label_selector,
@@ -40,6 +39,7 @@ from clusterpedia.storage.query import (
     TypeFilter,
     WhereSQL,
 )
+from clusterpedia.storage.selection import Requirement
 
 SEARCH_PREFIX = "search.clusterpedia.io/"
 FUZZY_NAME = "internalstorage.clusterpedia.io/fuzzy-name"

@@ -19,14 +19,19 @@ Unlike the original, list segments are supported; the last segment may not be a 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from clusterpedia.storage.errors import InvalidQuery
+from clusterpedia.storage.selection import (
+    NAME,
+    FieldPath,
+    FieldRequirement,
+    Index,
+    Key,
+    Requirement,
+    Segment,
+)
 
-Operator = Literal["exists", "!exists", "in", "notin", "gt", "lt"]
-
-_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _INTEGER = re.compile(r"^-?[0-9]{1,18}$")
 _SPECIAL = set(",=!<>()")
@@ -41,7 +46,7 @@ def validate_qualified_name(key: str, *, what: str) -> str:
     prefix, slash, name = key.rpartition("/")
     if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
         raise InvalidQuery(f"invalid {what} {key!r}: prefix must be a DNS subdomain")
-    if not name or len(name) > 63 or not _NAME.match(name):
+    if not name or len(name) > 63 or not NAME.match(name):
         raise InvalidQuery(
             f"invalid {what} {key!r}: name part must be at most 63 characters of "
             "alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
@@ -50,65 +55,12 @@ def validate_qualified_name(key: str, *, what: str) -> str:
 
 
 def validate_label_value(value: str) -> str:
-    if value and (len(value) > 63 or not _NAME.match(value)):
+    if value and (len(value) > 63 or not NAME.match(value)):
         raise InvalidQuery(
             f"invalid label value {value!r}: must be empty or at most 63 characters of "
             "alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
         )
     return value
-
-
-@dataclass(frozen=True, slots=True)
-class Key:
-    """One object key in a field path."""
-
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class Index:
-    """One list element (``[2]``), or every element (``[]``, index None)."""
-
-    index: int | None
-
-
-Segment = Key | Index
-
-
-@dataclass(frozen=True, slots=True)
-class FieldPath:
-    segments: tuple[Segment, ...]
-
-    @property
-    def has_wildcard(self) -> bool:
-        return any(isinstance(s, Index) and s.index is None for s in self.segments)
-
-    def __str__(self) -> str:
-        out = []
-        for segment in self.segments:
-            if isinstance(segment, Key):
-                out.append(
-                    f".{segment.name}" if _NAME.match(segment.name) else f"['{segment.name}']"
-                )
-            else:
-                out.append(f"[{'' if segment.index is None else segment.index}]")
-        return "".join(out).lstrip(".")
-
-
-@dataclass(frozen=True, slots=True)
-class Requirement:
-    """``key op values``; ``=``/``==`` are ``in`` with one value, ``!=`` is ``notin``."""
-
-    key: str
-    operator: Operator
-    values: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class FieldRequirement:
-    path: FieldPath
-    operator: Operator
-    values: tuple[str, ...] = ()
 
 
 class _Scanner:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clusterpedia.search.selectors import FieldPath, Index, Key, parse_field_path
+from clusterpedia.search.selectors import parse_field_path
 from clusterpedia.search.times import parse_search_time
 from clusterpedia.storage.condition import (
     COLUMNS,
@@ -54,6 +54,7 @@ from clusterpedia.storage.condition import (
     Value,
 )
 from clusterpedia.storage.errors import InvalidQuery
+from clusterpedia.storage.selection import FieldPath, Index, Key
 
 MAX_STATEMENT_LENGTH = 4096
 MAX_NODES = 500  # operands and conditions in one statement

@@ -16,7 +16,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from clusterpedia.storage.records import ResourceType
+from clusterpedia.gvr import ResourceType
 from clusterpedia.storage.schema import cluster_health, resource_types
 
 T = resource_types.c

@@ -29,7 +29,6 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
-from clusterpedia.search.selectors import FieldPath, FieldRequirement, Index, Key, Requirement
 from clusterpedia.storage.condition import (
     COMPARE,
     Between,
@@ -50,6 +49,7 @@ from clusterpedia.storage.condition import (
 from clusterpedia.storage.errors import InvalidQuery
 from clusterpedia.storage.query import OrderBy, OwnerFilter, Query, TypeFilter
 from clusterpedia.storage.schema import resource_labels, resources
+from clusterpedia.storage.selection import FieldPath, FieldRequirement, Index, Key, Requirement
 
 R = resources.c
 MAX_OWNER_SENIORITY = 8

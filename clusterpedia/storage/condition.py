@@ -15,7 +15,7 @@ from datetime import datetime
 from operator import eq, ge, gt, le, lt, ne
 from typing import Any, Literal
 
-from clusterpedia.search.selectors import FieldPath
+from clusterpedia.storage.selection import FieldPath
 
 Kind = Literal["text", "time", "int"]
 

@@ -8,8 +8,8 @@ from dataclasses import fields as dataclass_fields
 from datetime import datetime
 from typing import Literal
 
-from clusterpedia.search.selectors import FieldPath, FieldRequirement, Requirement
 from clusterpedia.storage.condition import Condition
+from clusterpedia.storage.selection import FieldPath, FieldRequirement, Requirement
 
 Column = Literal["cluster", "namespace", "name", "created_at", "resource_version"]
 ORDERABLE_COLUMNS: tuple[Column, ...] = (

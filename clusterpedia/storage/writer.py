@@ -43,16 +43,10 @@ from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from clusterpedia.gvr import ResourceType
 from clusterpedia.storage.errors import StorageFailed, StorageUnavailable, is_transient
 from clusterpedia.storage.grouping import GroupCommit
-from clusterpedia.storage.records import (
-    Change,
-    Delete,
-    ResourceType,
-    Upsert,
-    as_bytes,
-    stamp_resource_version,
-)
+from clusterpedia.storage.records import Change, Delete, Upsert, as_bytes, stamp_resource_version
 from clusterpedia.storage.schema import (
     HEAD,
     LABEL_KEY_MAX,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from clusterpedia.storage.records import ResourceType, Upsert, upsert_from_object
+from clusterpedia.gvr import ResourceType
+from clusterpedia.storage.records import CLUSTER_ANNOTATION, Upsert, upsert_from_object
 
-CLUSTER_ANNOTATION = "shadow.clusterpedia.io/cluster-name"
 # Served objects carry the global resourceVersion; the member's own is kept here.
 MEMBER_RV_ANNOTATION = "shadow.clusterpedia.io/member-resource-version"
 # Set on Secrets stored without their values (the default; --store-secret-data keeps them).

@@ -9,11 +9,12 @@ from typing import Any
 
 import orjson
 
+from clusterpedia.gvr import ResourceType
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.migrate import ensure_schema
 from clusterpedia.storage.query import Item
 from clusterpedia.storage.reader import ResourceReader
-from clusterpedia.storage.records import ResourceType, Upsert, upsert_from_object
+from clusterpedia.storage.records import Upsert, upsert_from_object
 from clusterpedia.storage.writer import ResourceWriter
 
 PODS = ResourceType(group="", version="v1", resource="pods", kind="Pod")

@@ -13,11 +13,11 @@ from typing import Any
 
 import orjson
 
-from clusterpedia.search.selectors import FieldPath, FieldRequirement, Index, Requirement
 from clusterpedia.storage.changelog import ChangeEvent
 from clusterpedia.storage.errors import InvalidQuery
 from clusterpedia.storage.query import Query
 from clusterpedia.storage.records import parse_timestamp
+from clusterpedia.storage.selection import FieldPath, FieldRequirement, Index, Requirement
 
 EventMatcher = Callable[[ChangeEvent], bool]
 _MISSING = object()

@@ -32,10 +32,10 @@ from clusterpedia.apiserver.testing import (
 )
 
 from clusterpedia.certs import issue_serving_certificate
+from clusterpedia.gvr import ResourceType
 from clusterpedia.storage.catalog import PrinterColumn, SyncedType, TypeCatalog
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.migrate import ensure_schema
-from clusterpedia.storage.records import ResourceType
 from clusterpedia.storage.writer import ResourceWriter
 from clusterpedia.testing.aggregation import (
     READER_ROLE,

@@ -10,11 +10,12 @@ from typing import Any
 import orjson
 import pytest
 
+from clusterpedia.gvr import ResourceType
 from clusterpedia.storage.changelog import ChangeEvent, ChangeLog, Marks
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.migrate import ensure_schema
 from clusterpedia.storage.query import Query, TypeFilter
-from clusterpedia.storage.records import Delete, ResourceType
+from clusterpedia.storage.records import Delete
 from clusterpedia.storage.writer import ResourceWriter
 from clusterpedia.testing.objects import DEPLOYMENTS, PODS, make_object, upsert
 from clusterpedia.testing.waiting import eventually_async

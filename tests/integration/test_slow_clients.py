@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import pytest
 from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse, start_server
 
+from clusterpedia.gvr import ResourceType
 from clusterpedia.storage.catalog import SyncedType, TypeCatalog
-from clusterpedia.storage.records import ResourceType
 from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.databases import fresh_database
 from clusterpedia.testing.objects import make_object, storage, upsert

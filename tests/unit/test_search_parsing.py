@@ -8,11 +8,6 @@ import pytest
 
 from clusterpedia.search.params import parse_order_by, query_from_request
 from clusterpedia.search.selectors import (
-    FieldPath,
-    FieldRequirement,
-    Index,
-    Key,
-    Requirement,
     parse_field_path,
     parse_field_selector,
     parse_label_selector,
@@ -20,6 +15,7 @@ from clusterpedia.search.selectors import (
 from clusterpedia.search.times import parse_search_time
 from clusterpedia.storage.errors import InvalidQuery
 from clusterpedia.storage.query import OrderBy, OwnerFilter
+from clusterpedia.storage.selection import FieldPath, FieldRequirement, Index, Key, Requirement
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ resolve against a real member)."""
 
 from __future__ import annotations
 
+from clusterpedia.gvr import ResourceType
 from clusterpedia.kube.discovery import (
     APIGroup,
     APIResource,
@@ -10,7 +11,6 @@ from clusterpedia.kube.discovery import (
     SyncTarget,
     resolve_sync_resources,
 )
-from clusterpedia.storage.records import ResourceType
 
 LIST_WATCH = frozenset({"get", "list", "watch"})
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from clusterpedia.gvr import ResourceType
 from clusterpedia.kube.access import access_from_spec
 from clusterpedia.kube.client import KubeError
 from clusterpedia.kube.discovery import SyncTarget
-from clusterpedia.storage.records import Change, ResourceType
+from clusterpedia.storage.records import Change
 from clusterpedia.sync.cluster import ClusterSettings, ClusterSynchro
 from clusterpedia.sync.worker import ResourceSyncer, SyncSettings
 from clusterpedia.testing.waiting import eventually_async

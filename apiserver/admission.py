@@ -9,6 +9,7 @@ from short requests; health paths are never refused, so probes keep telling the 
 from __future__ import annotations
 
 from aiohttp import web
+
 from clusterpedia.apiserver.chain import Handler
 from clusterpedia.apiserver.status import StatusError
 from clusterpedia.apiserver.system import HEALTH_PATHS

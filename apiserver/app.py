@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
+
 from clusterpedia.apiserver.admission import Admission
 from clusterpedia.apiserver.authn import Authenticator, authentication
 from clusterpedia.apiserver.authz import Authorizer, authorization
@@ -32,7 +33,6 @@ from clusterpedia.apiserver.group import GroupServer
 from clusterpedia.apiserver.resources import ResourcesServer
 from clusterpedia.apiserver.system import SystemServer, version_info
 from clusterpedia.apiserver.watch import WatchServer
-
 from clusterpedia.storage.catalog import TypeCatalog
 from clusterpedia.storage.reader import ResourceReader
 

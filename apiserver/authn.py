@@ -25,10 +25,10 @@ from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
-from clusterpedia.apiserver.chain import Handler
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from clusterpedia.apiserver.chain import Handler
 from clusterpedia.kube.client import KubeClient, KubeError
 
 logger = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
-from clusterpedia.apiserver.requestinfo import REQUEST_INFO, first_values, parse_request
-from clusterpedia.apiserver.status import StatusError, no_route
 from sqlalchemy.exc import DBAPIError
 
+from clusterpedia.apiserver.requestinfo import REQUEST_INFO, first_values, parse_request
+from clusterpedia.apiserver.status import StatusError, no_route
 from clusterpedia.storage.errors import InvalidQuery, StorageError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

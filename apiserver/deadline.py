@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 from aiohttp import web
+
 from clusterpedia.apiserver.chain import Handler
 from clusterpedia.apiserver.status import StatusError
 

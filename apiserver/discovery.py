@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from clusterpedia.apiserver.negotiation import Form
-
 from clusterpedia.gvr import group_version
 from clusterpedia.kube.discovery import version_priority
 from clusterpedia.storage.catalog import SyncedType

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
 from clusterpedia.apiserver.chain import Handler
 from clusterpedia.apiserver.discovery import v2_content_type
 from clusterpedia.apiserver.lists import metadata_wrapper, page_body
@@ -21,7 +22,6 @@ from clusterpedia.apiserver.requestinfo import all_values, split_path
 from clusterpedia.apiserver.scope import narrow_clusters, visible_types
 from clusterpedia.apiserver.status import StatusError, json_response, not_found
 from clusterpedia.apiserver.tables import CLUSTER
-
 from clusterpedia.gvr import group_version
 from clusterpedia.kube.discovery import is_builtin_group
 from clusterpedia.search.params import query_from_request, split_list

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+
 from clusterpedia.apiserver.status import StatusError
 
 logger = logging.getLogger(__name__)

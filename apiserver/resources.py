@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
 from clusterpedia.apiserver import discovery
 from clusterpedia.apiserver.chain import Handler
 from clusterpedia.apiserver.lists import (
@@ -31,7 +32,6 @@ from clusterpedia.apiserver.scope import narrow_clusters, visible_types
 from clusterpedia.apiserver.status import StatusError, json_response, no_route, not_found
 from clusterpedia.apiserver.tables import TableBuilder, include_object
 from clusterpedia.apiserver.watch import WatchServer
-
 from clusterpedia.search.params import query_from_request
 from clusterpedia.storage.catalog import SyncedType, TypeCatalog
 from clusterpedia.storage.query import Query, TypeFilter

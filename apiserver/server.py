@@ -10,6 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from aiohttp import web
+
 from clusterpedia.apiserver.admission import Admission
 from clusterpedia.apiserver.app import build_app, build_layers
 from clusterpedia.apiserver.authn import Authenticator, load_config
@@ -18,7 +19,6 @@ from clusterpedia.apiserver.deadline import RequestDeadline
 from clusterpedia.apiserver.protocol import StatusAppRunner
 from clusterpedia.apiserver.tls import ServingCertificate, ServingTLS, self_signed
 from clusterpedia.apiserver.watch import WatchServer, WatchSettings
-
 from clusterpedia.kube.client import KubeClient, KubeError
 from clusterpedia.kube.host import host_access
 from clusterpedia.storage.catalog import TypeCatalog

@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from clusterpedia.apiserver.chain import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from clusterpedia import __version__
+from clusterpedia.apiserver.chain import Handler
 
 logger = logging.getLogger(__name__)
 HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})

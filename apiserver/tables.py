@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
 from clusterpedia.apiserver.printers import (
     AGE,
     NAME,
@@ -23,7 +24,6 @@ from clusterpedia.apiserver.printers import (
     parse_time,
 )
 from clusterpedia.apiserver.status import StatusError
-
 from clusterpedia.storage.catalog import PrinterColumn, SyncedType
 from clusterpedia.storage.records import CLUSTER_ANNOTATION
 

@@ -11,8 +11,8 @@ import urllib.request
 from typing import Any
 
 import orjson
-from clusterpedia.apiserver.server import APIServer, ServerConfig
 
+from clusterpedia.apiserver.server import APIServer, ServerConfig
 from clusterpedia.testing.aggregation import register_apiservice
 from clusterpedia.testing.controlplane import APIServer as HostServer
 

@@ -23,11 +23,11 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
 from clusterpedia.apiserver.lists import EXTRA_HEADERS, as_partial, metadata_wrapper
 from clusterpedia.apiserver.negotiation import Form
 from clusterpedia.apiserver.status import StatusError
 from clusterpedia.apiserver.tables import TableBuilder
-
 from clusterpedia.search.params import parse_bool, parse_int
 from clusterpedia.storage.catalog import SyncedType
 from clusterpedia.storage.changelog import ChangeEvent

@@ -13,6 +13,7 @@ import logging
 import threading
 
 import kopf
+
 from clusterpedia.operator.handlers import OperatorConfig, Runtime, registry
 
 logger = logging.getLogger(__name__)

@@ -21,9 +21,9 @@ from pathlib import Path
 import orjson
 import pytest
 import yaml
-from clusterpedia.apiserver.testing import PREFIX
 from sqlalchemy.engine import make_url
 
+from clusterpedia.apiserver.testing import PREFIX
 from clusterpedia.testing.consistency import (
     ConfigMapChurn,
     change_log_report,

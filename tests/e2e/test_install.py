@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from clusterpedia.apiserver.testing import PREFIX, register_apiservice
 
+from clusterpedia.apiserver.testing import PREFIX, register_apiservice
 from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.product import ProductProcess
 from clusterpedia.testing.waiting import eventually

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 import yaml
-from clusterpedia.apiserver.testing import PREFIX
 
+from clusterpedia.apiserver.testing import PREFIX
 from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.databases import fresh_database, require_server
 from clusterpedia.testing.objects import configmaps_of, pediacluster

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import yaml
-from clusterpedia.apiserver.testing import PREFIX, register_apiservice
 
+from clusterpedia.apiserver.testing import PREFIX, register_apiservice
 from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.objects import gadget_crd, pediacluster
 from clusterpedia.testing.product import ProductProcess, console_script

@@ -18,8 +18,8 @@ from typing import Any
 import kubernetes
 import orjson
 import yaml
-from clusterpedia.apiserver.testing import PREFIX
 
+from clusterpedia.apiserver.testing import PREFIX
 from clusterpedia.storage.changelog import ChangeLog
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.testing.consistency import ConfigMapChurn, member_state

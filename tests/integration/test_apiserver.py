@@ -23,6 +23,7 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
+
 from clusterpedia.apiserver.testing import (
     PREFIX,
     ServerThread,
@@ -30,7 +31,6 @@ from clusterpedia.apiserver.testing import (
     register_apiservice,
     start_server,
 )
-
 from clusterpedia.certs import issue_serving_certificate
 from clusterpedia.gvr import ResourceType
 from clusterpedia.storage.catalog import PrinterColumn, SyncedType, TypeCatalog

@@ -19,10 +19,10 @@ from typing import Any
 
 import orjson
 import pytest
-from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse, start_server
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse, start_server
 from clusterpedia.search.params import query_from_request
 from clusterpedia.storage.catalog import SyncedType, TypeCatalog
 from clusterpedia.storage.changelog import ChangeEvent

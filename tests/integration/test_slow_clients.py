@@ -15,8 +15,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse, start_server
 
+from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse, start_server
 from clusterpedia.gvr import ResourceType
 from clusterpedia.storage.catalog import SyncedType, TypeCatalog
 from clusterpedia.testing.controlplane import APIServer

@@ -20,9 +20,9 @@ from typing import Any
 
 import kubernetes
 import pytest
+
 from clusterpedia.apiserver.testing import PREFIX, ServerThread, register_apiservice, start_server
 from clusterpedia.apiserver.watch import WatchSettings
-
 from clusterpedia.storage.catalog import SyncedType, TypeCatalog
 from clusterpedia.storage.changelog import ChangeLog
 from clusterpedia.storage.engine import create_engine

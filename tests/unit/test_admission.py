@@ -7,6 +7,7 @@ import asyncio
 import orjson
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+
 from clusterpedia.apiserver.admission import Admission
 from clusterpedia.apiserver.chain import build_chain, with_recovery
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from clusterpedia.apiserver import discovery
 from clusterpedia.apiserver.authz import attributes_of
 from clusterpedia.apiserver.negotiation import Form, negotiate
@@ -14,7 +15,6 @@ from clusterpedia.apiserver.printers import PRINTERS, human_duration
 from clusterpedia.apiserver.requestinfo import parse_request
 from clusterpedia.apiserver.status import StatusError
 from clusterpedia.apiserver.tables import NAME, TableBuilder, evaluate
-
 from clusterpedia.kubeconfig import KubeconfigError, add_clusterpedia_clusters
 from clusterpedia.storage.catalog import SyncedType
 

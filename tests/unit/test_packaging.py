@@ -99,3 +99,19 @@ def test_packaged_crds_equal_the_manifests() -> None:
         if p.name != "kustomization.yaml"
     }
     assert packaged == manifests
+
+
+def test_the_source_tree_resolves_the_mapped_folders_as_the_wheel_does() -> None:
+    """clusterpedia/apiserver and clusterpedia/operator link to the top-level folders, so mypy,
+    ruff and `python -c` from a checkout read the files one edits, not an installed copy."""
+    for name in ("apiserver", "operator"):
+        link = ROOT / "clusterpedia" / name
+        assert link.is_symlink() and link.resolve() == (ROOT / name).resolve()
+    probe = subprocess.run(
+        [sys.executable, "-c", "import clusterpedia.apiserver.app as m; print(m.__file__)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(probe.stdout.strip()).parent == ROOT / "clusterpedia" / "apiserver"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import orjson
 import pytest
+
 from clusterpedia.apiserver.negotiation import Form
 from clusterpedia.apiserver.status import StatusError
 from clusterpedia.apiserver.tables import TableBuilder
 from clusterpedia.apiserver.watch import EventEncoder, WatchSettings, parse_watch_request
-
 from clusterpedia.search.params import query_from_request
 from clusterpedia.storage.catalog import SyncedType
 from clusterpedia.storage.changelog import ChangeEvent

@@ -33,8 +33,7 @@ from clusterpedia.apiserver.group import GroupServer
 from clusterpedia.apiserver.resources import ResourcesServer
 from clusterpedia.apiserver.system import SystemServer, version_info
 from clusterpedia.apiserver.watch import WatchServer
-from clusterpedia.storage.catalog import TypeCatalog
-from clusterpedia.storage.reader import ResourceReader
+from clusterpedia.storage import Catalog, ObjectReads
 
 # A label selector or a list of names can be long, but not megabytes: aiohttp refuses longer
 # request lines and headers before any handler runs.
@@ -44,8 +43,8 @@ MAX_BODY = 1024 * 1024
 
 def build_layers(
     *,
-    reader: ResourceReader,
-    catalog: TypeCatalog,
+    reader: ObjectReads,
+    catalog: Catalog,
     authenticator: Authenticator,
     authorizer: Authorizer,
     check_clusters: bool,

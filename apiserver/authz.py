@@ -27,7 +27,7 @@ from clusterpedia.apiserver.scope import ALLOWED_CLUSTERS
 from clusterpedia.apiserver.status import StatusError
 from clusterpedia.apiserver.system import HEALTH_PATHS
 from clusterpedia.kube.client import KubeClient, KubeError
-from clusterpedia.storage.catalog import TypeCatalog
+from clusterpedia.storage import Catalog
 
 logger = logging.getLogger(__name__)
 MASTERS = "system:masters"
@@ -113,7 +113,7 @@ def _forbidden(user: User, info: RequestInfo, reason: str) -> StatusError:
     return StatusError(403, message, details=details)
 
 
-def authorization(authorizer: Authorizer, *, catalog: TypeCatalog, check_clusters: bool) -> Any:
+def authorization(authorizer: Authorizer, *, catalog: Catalog, check_clusters: bool) -> Any:
     """The filter: 401 without a user, 403 when the host's RBAC says no."""
 
     async def authorize(request: web.Request, delegate: Handler) -> web.StreamResponse:
@@ -138,7 +138,7 @@ def authorization(authorizer: Authorizer, *, catalog: TypeCatalog, check_cluster
 
 
 async def _narrow_to_permitted_clusters(
-    request: web.Request, authorizer: Authorizer, user: User, catalog: TypeCatalog
+    request: web.Request, authorizer: Authorizer, user: User, catalog: Catalog
 ) -> None:
     parts = split_path(request.path)
     if parts[:3] != ["apis", "clusterpedia.io", "v1beta1"] or len(parts) < 4:

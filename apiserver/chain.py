@@ -12,11 +12,10 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
-from sqlalchemy.exc import DBAPIError
 
 from clusterpedia.apiserver.requestinfo import REQUEST_INFO, first_values, parse_request
 from clusterpedia.apiserver.status import StatusError, no_route
-from clusterpedia.storage.errors import InvalidQuery, StorageError
+from clusterpedia.storage import InvalidQuery, StorageError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Layer = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
@@ -64,7 +63,7 @@ async def with_recovery(request: web.Request, delegate: Handler) -> web.StreamRe
         return error.response()
     except InvalidQuery as error:
         return StatusError.from_reason(error.reason, error.message).response()
-    except (StorageError, DBAPIError) as error:
+    except StorageError as error:
         logger.warning("storage failed for %s %s: %s", request.method, request.path_qs, error)
         return StatusError(503, "the storage is unavailable; try again").response()
     except web.HTTPException:

@@ -16,7 +16,7 @@ from typing import Any
 from clusterpedia.apiserver.negotiation import Form
 from clusterpedia.gvr import group_version
 from clusterpedia.kube.discovery import version_priority
-from clusterpedia.storage.catalog import SyncedType
+from clusterpedia.storage import SyncedType
 
 VERBS = ["get", "list", "watch"]
 V2_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"

@@ -25,9 +25,7 @@ from clusterpedia.apiserver.tables import CLUSTER
 from clusterpedia.gvr import group_version
 from clusterpedia.kube.discovery import is_builtin_group
 from clusterpedia.search.params import query_from_request, split_list
-from clusterpedia.storage.catalog import TypeCatalog
-from clusterpedia.storage.query import TypeFilter
-from clusterpedia.storage.reader import ResourceReader
+from clusterpedia.storage import Catalog, ObjectReads, TypeFilter
 
 GROUP, VERSION = "clusterpedia.io", "v1beta1"
 GROUP_VERSION = f"{GROUP}/{VERSION}"
@@ -101,7 +99,7 @@ def aggregated_group(form: Form) -> dict[str, Any]:
 class GroupServer:
     """Serves the clusterpedia.io group's own paths."""
 
-    def __init__(self, *, reader: ResourceReader, catalog: TypeCatalog):
+    def __init__(self, *, reader: ObjectReads, catalog: Catalog):
         self.reader = reader
         self.catalog = catalog
 

@@ -33,9 +33,7 @@ from clusterpedia.apiserver.status import StatusError, json_response, no_route, 
 from clusterpedia.apiserver.tables import TableBuilder, include_object
 from clusterpedia.apiserver.watch import WatchServer
 from clusterpedia.search.params import query_from_request
-from clusterpedia.storage.catalog import SyncedType, TypeCatalog
-from clusterpedia.storage.query import Query, TypeFilter
-from clusterpedia.storage.reader import ResourceReader
+from clusterpedia.storage import Catalog, ObjectReads, Query, SyncedType, TypeFilter
 
 PREFIX = ["apis", "clusterpedia.io", "v1beta1", "resources"]
 LIST_FORMS = {Form.JSON, Form.TABLE, Form.METADATA}
@@ -48,8 +46,8 @@ class ResourcesServer:
     def __init__(
         self,
         *,
-        reader: ResourceReader,
-        catalog: TypeCatalog,
+        reader: ObjectReads,
+        catalog: Catalog,
         version: dict[str, Any],
         watch: WatchServer | None = None,
     ):
@@ -263,7 +261,7 @@ class ResourcesServer:
             head, tail = envelope(kind, api_version, list_metadata(resource_version=head_rv))
             return web.Response(body=head + tail, content_type="application/json")
         if query.limit is None and query.offset is None and not query.continue_token:
-            head_rv = str(await self.reader.head())  # before the rows: see ResourceReader.list
+            head_rv = str(await self.reader.head())  # before the rows: see ObjectReads.list
             head, tail = envelope(kind, api_version, list_metadata(resource_version=head_rv))
             items = self.reader.stream(query)
             if wrap is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from clusterpedia.storage.catalog import SyncedType, TypeCatalog
+from clusterpedia.storage import Catalog, SyncedType
 
 ALLOWED_CLUSTERS = web.RequestKey("allowed_clusters", frozenset)
 
@@ -18,7 +18,7 @@ def allowed_clusters(request: web.Request) -> frozenset[str] | None:
 
 
 async def visible_types(
-    request: web.Request, catalog: TypeCatalog, *, cluster: str | None = None
+    request: web.Request, catalog: Catalog, *, cluster: str | None = None
 ) -> list[SyncedType]:
     """The synced types of ``cluster`` (or of every cluster) that this request may see."""
     allowed = allowed_clusters(request)

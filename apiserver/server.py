@@ -8,7 +8,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import sqlalchemy as sa
 from aiohttp import web
 
 from clusterpedia.apiserver.admission import Admission
@@ -21,11 +20,7 @@ from clusterpedia.apiserver.tls import ServingCertificate, ServingTLS, self_sign
 from clusterpedia.apiserver.watch import WatchServer, WatchSettings
 from clusterpedia.kube.client import KubeClient, KubeError
 from clusterpedia.kube.host import host_access
-from clusterpedia.storage.catalog import TypeCatalog
-from clusterpedia.storage.changelog import ChangeLog
-from clusterpedia.storage.engine import create_engine
-from clusterpedia.storage.migrate import ensure_schema
-from clusterpedia.storage.reader import ResourceReader
+from clusterpedia.storage import Database
 from clusterpedia.watch.feed import ChangeFeed
 from clusterpedia.watch.retention import Retention, prune_periodically
 
@@ -71,27 +66,21 @@ class APIServer:
 
     def __init__(self, config: ServerConfig):
         self.config = config
-        self.engine = create_engine(config.storage_url)
+        self.storage = Database(config.storage_url, allow_where_sql=config.allow_where_sql)
         self.host = KubeClient(host_access(config.kubeconfig))
         self.certificate: ServingCertificate | None = None
         self.tls: ServingTLS | None = None
         self.authenticator: Authenticator | None = None
-        self.reader: ResourceReader | None = None
         self._runner: web.AppRunner | None = None
         self._reloader: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self.port = config.port
-        log = ChangeLog(self.engine)
-        postgres = self.engine.dialect.name == "postgresql"
+        changes = self.storage.changes
         self.feed = ChangeFeed(
-            log,
-            poll_interval=config.watch_poll_interval * (10 if postgres else 1),
-            notify_url=self.engine.url if postgres else None,
+            changes,
+            poll_interval=config.watch_poll_interval * (10 if changes.pushes else 1),
+            listen=changes.pushes,
         )
-
-    async def _ready(self) -> None:
-        async with self.engine.connect() as connection:
-            await connection.execute(sa.text("SELECT 1"))
 
     def _certificate(self) -> ServingCertificate:
         if self.config.cert_file and self.config.key_file:
@@ -104,7 +93,7 @@ class APIServer:
         return self_signed(directory, self.config.hosts)
 
     async def start(self) -> None:
-        await ensure_schema(self.engine)
+        await self.storage.migrate()
         auth_config = await load_config(self.host)
         if not auth_config.client_ca:
             logger.warning(
@@ -114,19 +103,17 @@ class APIServer:
         self.certificate = self._certificate()
         self.tls = ServingTLS(self.certificate, client_ca=auth_config.client_ca)
         self.authenticator = Authenticator(host=self.host, config=auth_config)
-        catalog = TypeCatalog(self.engine)
-        self.reader = ResourceReader(self.engine, allow_where_sql=self.config.allow_where_sql)
         await self.feed.start()
         self._pruner = asyncio.create_task(
             prune_periodically(self.feed.log, self.config.retention), name="change log pruner"
         )
         layers = build_layers(
-            reader=self.reader,
-            catalog=catalog,
+            reader=self.storage.objects,
+            catalog=self.storage.catalog,
             authenticator=self.authenticator,
             authorizer=Authorizer(host=self.host),
             check_clusters=self.config.check_clusters,
-            ready=self._ready,
+            ready=self.storage.ping,
             watch=WatchServer(self.feed, self.config.watch),
             admission=Admission(
                 max_inflight=self.config.max_requests_inflight,
@@ -180,6 +167,4 @@ class APIServer:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.host.close()
-        if self.reader is not None:
-            await self.reader.close()
-        await self.engine.dispose()
+        await self.storage.close()

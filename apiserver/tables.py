@@ -24,8 +24,7 @@ from clusterpedia.apiserver.printers import (
     parse_time,
 )
 from clusterpedia.apiserver.status import StatusError
-from clusterpedia.storage.catalog import PrinterColumn, SyncedType
-from clusterpedia.storage.records import CLUSTER_ANNOTATION
+from clusterpedia.storage import CLUSTER_ANNOTATION, PrinterColumn, SyncedType
 
 CLUSTER = Column("Cluster", description="The cluster the object was synced from.")
 INCLUDE_OBJECT = ("Metadata", "Object", "None")

@@ -29,9 +29,7 @@ from clusterpedia.apiserver.negotiation import Form
 from clusterpedia.apiserver.status import StatusError
 from clusterpedia.apiserver.tables import TableBuilder
 from clusterpedia.search.params import parse_bool, parse_int
-from clusterpedia.storage.catalog import SyncedType
-from clusterpedia.storage.changelog import ChangeEvent
-from clusterpedia.storage.query import Query
+from clusterpedia.storage import ChangeEvent, Query, SyncedType
 from clusterpedia.watch.feed import ChangeFeed, Ended, Expired, Scope, Subscription
 from clusterpedia.watch.matcher import event_matcher
 

@@ -356,8 +356,7 @@ def write_kubeconfig(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the API server and the operator until SIGTERM/SIGINT; non-zero if either died."""
-    from clusterpedia.storage.config import describe, resolve_storage_url
-    from clusterpedia.storage.engine import StorageURLError
+    from clusterpedia.storage import StorageURLError, describe, resolve_storage_url
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -32,9 +32,7 @@ import kubernetes
 from clusterpedia.kube.access import InvalidClusterConfig, access_from_spec
 from clusterpedia.kube.client import KubeClient, KubeError
 from clusterpedia.kube.host import host_access
-from clusterpedia.storage.engine import create_engine
-from clusterpedia.storage.migrate import ensure_schema
-from clusterpedia.storage.writer import ResourceWriter
+from clusterpedia.storage import Database
 from clusterpedia.sync.cluster import ClusterSettings, condition
 from clusterpedia.sync.manager import SyncManager, fingerprint
 from clusterpedia.sync.worker import SyncSettings
@@ -68,7 +66,7 @@ class Runtime:
         self.config = config
         self.host: KubeClient | None = None
         self.manager: SyncManager | None = None
-        self._engine: Any = None
+        self.storage: Database | None = None
 
     def __copy__(self) -> Runtime:
         return self
@@ -93,12 +91,13 @@ async def startup(memo: Runtime, settings: kopf.OperatorSettings, **_: Any) -> N
     )
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    engine = create_engine(memo.config.storage_url)
-    await ensure_schema(engine)
-    memo._engine = engine
+    storage = Database(memo.config.storage_url)
+    await storage.migrate()
+    memo.storage = storage
     memo.host = KubeClient(host_access(memo.config.kubeconfig))
     memo.manager = SyncManager(
-        ResourceWriter(engine),
+        storage.writes,
+        storage.catalog,
         report_for=lambda name: lambda status: memo.patch_status(name, status),
         settings=memo.config.sync,
         cluster_settings=memo.config.cluster,
@@ -139,8 +138,8 @@ async def cleanup(memo: Runtime, **_: Any) -> None:
         await memo.manager.stop_all()
     if memo.host is not None:
         await memo.host.close()
-    if memo._engine is not None:
-        await memo._engine.dispose()
+    if memo.storage is not None:
+        await memo.storage.close()
 
 
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")

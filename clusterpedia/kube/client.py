@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from clusterpedia.backoff import retry_after
 from clusterpedia.kube.access import MemberAccess
 
 logger = logging.getLogger(__name__)
@@ -47,10 +48,13 @@ def printable(text: str, *, limit: int = ERROR_TEXT_LIMIT) -> str:
 class KubeError(RuntimeError):
     """A member request failed; ``status`` is the HTTP status (0 for transport errors)."""
 
-    def __init__(self, message: str, *, status: int = 0, reason: str = ""):
+    def __init__(
+        self, message: str, *, status: int = 0, reason: str = "", retry_after: float | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after  # seconds the member asked us to wait (429, 503)
 
 
 class Expired(KubeError):
@@ -89,13 +93,10 @@ class TokenBucket:
             await asyncio.sleep(wait)
 
 
-def retry_after(response: aiohttp.ClientResponse) -> float:
-    """A 429's ``Retry-After`` in seconds (1 when absent or not a number), at most 60."""
-    try:
-        seconds = float(response.headers.get("Retry-After", "1"))
-    except ValueError:
-        seconds = 1.0
-    return min(max(seconds, 0.0), 60.0)
+def _throttled_for(response: aiohttp.ClientResponse) -> float:
+    """How long a 429 asks us to wait: its ``Retry-After``, or 1 s without one."""
+    seconds = retry_after(response.headers)
+    return 1.0 if seconds is None else seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +193,7 @@ class KubeClient:
             f"{response.method} {path}: {response.status} {message}",
             status=response.status,
             reason=reason,
+            retry_after=retry_after(response.headers),
         )
 
     async def _json(self, method: str, path: str, *, timeout: float, **kwargs: Any) -> Any:
@@ -204,7 +206,7 @@ class KubeClient:
                     method, self._url(path), timeout=aiohttp.ClientTimeout(total=timeout), **kwargs
                 ) as response:
                     if response.status == 429 and attempt < self.throttle_retries:
-                        wait = retry_after(response)
+                        wait = _throttled_for(response)
                         logger.info(
                             "%s %s: 429 from the member; retrying in %.0fs", method, path, wait
                         )
@@ -323,7 +325,7 @@ class KubeClient:
         try:
             async with session.get(self._url(path), params=query, timeout=timeout) as response:
                 if response.status == 429:  # wait as asked; the worker then opens it again
-                    await asyncio.sleep(retry_after(response))
+                    await asyncio.sleep(_throttled_for(response))
                 if response.status >= 300:
                     raise await self._error(response, path)
                 self.open_watches += 1

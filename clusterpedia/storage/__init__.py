@@ -1,1 +1,89 @@
-"""Storage: schema, batched writer and query compiler for SQLite, PostgreSQL and MySQL."""
+"""Storage: one port (``port.py``) over SQLite, PostgreSQL and MySQL/MariaDB.
+
+The rest of the product imports this package only: the port's Protocols, the values they
+take and return, its errors, and :class:`Database`, the one implementation. What is inside
+(writer, reader, compiler, change log, the per-database backends in ``dialects/``) may change
+without any caller noticing; ``tests/unit/test_layering.py`` holds everyone to it.
+"""
+
+from clusterpedia.storage.catalog import PrinterColumn, SyncedType
+from clusterpedia.storage.changelog import ChangeEvent, Marks
+from clusterpedia.storage.config import describe, resolve_storage_url
+from clusterpedia.storage.database import Database
+from clusterpedia.storage.engine import StorageURLError, dialect_of
+from clusterpedia.storage.errors import (
+    ContinueExpired,
+    InvalidQuery,
+    StorageError,
+    StorageFailed,
+    StorageUnavailable,
+)
+from clusterpedia.storage.port import Catalog, Changes, ObjectReads, ObjectWrites, Storage
+from clusterpedia.storage.query import (
+    ORDERABLE_COLUMNS,
+    Item,
+    OrderBy,
+    OwnerFilter,
+    Page,
+    Query,
+    TypeFilter,
+    WhereSQL,
+)
+from clusterpedia.storage.records import (
+    CLUSTER_ANNOTATION,
+    Change,
+    Delete,
+    Upsert,
+    parse_timestamp,
+    upsert_from_object,
+)
+from clusterpedia.storage.selection import (
+    FieldPath,
+    FieldRequirement,
+    Index,
+    Key,
+    Requirement,
+    Segment,
+)
+
+__all__ = [
+    "CLUSTER_ANNOTATION",
+    "ORDERABLE_COLUMNS",
+    "Catalog",
+    "Change",
+    "ChangeEvent",
+    "Changes",
+    "ContinueExpired",
+    "Database",
+    "Delete",
+    "FieldPath",
+    "FieldRequirement",
+    "Index",
+    "InvalidQuery",
+    "Item",
+    "Key",
+    "Marks",
+    "ObjectReads",
+    "ObjectWrites",
+    "OrderBy",
+    "OwnerFilter",
+    "Page",
+    "PrinterColumn",
+    "Query",
+    "Requirement",
+    "Segment",
+    "Storage",
+    "StorageError",
+    "StorageFailed",
+    "StorageURLError",
+    "StorageUnavailable",
+    "SyncedType",
+    "TypeFilter",
+    "Upsert",
+    "WhereSQL",
+    "describe",
+    "dialect_of",
+    "parse_timestamp",
+    "resolve_storage_url",
+    "upsert_from_object",
+]

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from clusterpedia.gvr import ResourceType
+from clusterpedia.storage.errors import database_errors
 from clusterpedia.storage.schema import cluster_health, resource_types
 
 T = resource_types.c
@@ -109,6 +110,7 @@ class TypeCatalog:
         self._cached: tuple[float, list[SyncedType]] | None = None
         self._health: tuple[float, dict[str, tuple[bool, str]]] | None = None
 
+    @database_errors("writing the type catalog")
     async def replace(self, cluster: str, types: Sequence[SyncedType]) -> None:
         """Make ``types`` the whole entry of ``cluster``."""
         async with self.engine.begin() as connection:
@@ -132,6 +134,7 @@ class TypeCatalog:
                 )
         self._cached = None
 
+    @database_errors("recording cluster health")
     async def set_health(self, cluster: str, *, healthy: bool, reason: str) -> None:
         """Record ``cluster``'s health as its synchro sees it now."""
         async with self.engine.begin() as connection:
@@ -141,6 +144,7 @@ class TypeCatalog:
             )
         self._health = None
 
+    @database_errors("reading cluster health")
     async def health(self) -> dict[str, tuple[bool, str]]:
         """cluster -> (healthy, reason), for clusters whose health was recorded."""
         cached = self._health
@@ -152,6 +156,7 @@ class TypeCatalog:
         self._health = (time.monotonic(), found)
         return found
 
+    @database_errors("reading the type catalog")
     async def all(self) -> list[SyncedType]:
         """Every cluster's types, ordered by cluster, group, version, resource."""
         cached = self._cached

@@ -10,6 +10,7 @@ whether anything it needed could have been removed under it.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +19,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from clusterpedia.storage.dialects import dialect_for
+from clusterpedia.storage.errors import database_errors
 from clusterpedia.storage.records import as_bytes
 from clusterpedia.storage.schema import HEAD, PRUNED, change_log, change_log_marks
 
@@ -74,7 +77,19 @@ _COLUMNS = (L.rv, L.type, L.group, L.version, L.resource, L.cluster, L.namespace
 class ChangeLog:
     def __init__(self, engine: AsyncEngine):
         self.engine = engine
+        self._dialect = dialect_for(engine)
 
+    @property
+    def pushes(self) -> bool:
+        """Whether :meth:`notifications` announces commits (otherwise: poll)."""
+        return self._dialect.pushes_changes
+
+    def notifications(self) -> AsyncIterator[int | None]:
+        """The head each commit reached, as writers announce it; ``None`` when announcements
+        may have been missed (at every (re)connection). Only where :attr:`pushes`."""
+        return self._dialect.notifications()
+
+    @database_errors("reading the change log")
     async def marks(self) -> Marks:
         async with self.engine.connect() as connection:
             result = await connection.execute(
@@ -83,6 +98,7 @@ class ChangeLog:
             rows = {name: rv for name, rv in result}
         return Marks(head=int(rows.get(HEAD, 0)), pruned=int(rows.get(PRUNED, 0)))
 
+    @database_errors("reading the change log")
     async def read(
         self,
         *,
@@ -122,6 +138,7 @@ class ChangeLog:
             for rv, kind, g, v, r, c, ns, name, labels, data in rows
         ]
 
+    @database_errors("reading the change log")
     async def load(self, events: list[ChangeEvent]) -> list[ChangeEvent]:
         """Fill in the objects of ``events``; return those whose rows were pruned meanwhile."""
         wanted = {event.rv: event for event in events}
@@ -131,6 +148,7 @@ class ChangeLog:
                 wanted.pop(int(rv)).object = as_bytes(data)
         return list(wanted.values())
 
+    @database_errors("pruning the change log")
     async def prune(self, *, max_age: timedelta | None, max_events: int | None) -> int:
         """Drop events older than ``max_age`` and beyond the newest ``max_events``; return how
         many rows were deleted. Safe to run from several replicas at once."""

@@ -1,6 +1,13 @@
-"""Errors the storage raises, and which database errors are worth retrying."""
+"""Errors the storage raises, and which database errors are worth retrying.
+
+Nothing above the storage sees a driver's or SQLAlchemy's exception: every read and write
+raises :class:`StorageError` (or :class:`InvalidQuery` for a query built wrong).
+"""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
 
 from sqlalchemy.exc import DBAPIError
 
@@ -57,3 +64,19 @@ def is_transient(error: BaseException) -> bool:
         return args[0] in _MYSQL_TRANSIENT
     message = str(original).lower()
     return "database is locked" in message or "database is busy" in message
+
+
+def storage_error(error: DBAPIError, what: str) -> StorageError:
+    """``error`` as the storage reports it: unavailable when a retry may cure it."""
+    if is_transient(error):
+        return StorageUnavailable(f"{what}: database unavailable ({error.orig})")
+    return StorageFailed(f"{what}: {error.orig}")
+
+
+@contextlib.asynccontextmanager
+async def database_errors(what: str) -> AsyncIterator[None]:
+    """Database errors inside as :class:`StorageError`; also a decorator of coroutines."""
+    try:
+        yield
+    except DBAPIError as error:
+        raise storage_error(error, what) from error

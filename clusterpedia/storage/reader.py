@@ -18,17 +18,16 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from clusterpedia.storage.compiler import Compiler
-from clusterpedia.storage.errors import InvalidQuery
+from clusterpedia.storage.dialects import Dialect, dialect_for
+from clusterpedia.storage.errors import InvalidQuery, database_errors
 from clusterpedia.storage.query import Item, Page, Query
 from clusterpedia.storage.records import as_bytes
 from clusterpedia.storage.schema import HEAD, change_log_marks, resources
-from clusterpedia.storage.threaded import ThreadedReads
 
 logger = logging.getLogger(__name__)
 R = resources.c
@@ -85,11 +84,11 @@ class ResourceReader:
 
     def __init__(self, engine: AsyncEngine, *, allow_where_sql: bool = False):
         self.engine = engine
-        self.dialect = engine.dialect.name
-        self.compiler = Compiler(self.dialect)
+        self.dialect = dialect_for(engine)
+        self.compiler = Compiler(self.dialect.name)
         self.allow_where_sql = allow_where_sql
         # PostgreSQL pages and gets go through the sync driver in threads (threaded.py says why).
-        self.threaded = ThreadedReads(engine.url) if self.dialect == "postgresql" else None
+        self.threaded = self.dialect.threaded_reads()
 
     async def close(self) -> None:
         """Release the threaded readers (the engine belongs to the caller)."""
@@ -97,6 +96,7 @@ class ResourceReader:
             threaded, self.threaded = self.threaded, None
             await asyncio.get_running_loop().run_in_executor(None, threaded.close)
 
+    @database_errors("reading objects")
     async def _rows(self, statement: Any, query: Query | None = None) -> list[Any]:
         if self.threaded is not None and (query is None or query.where_sql is None):
             return await self.threaded.all(statement)
@@ -106,13 +106,7 @@ class ResourceReader:
             return list((await connection.execute(statement)).all())
 
     def _data_column(self, metadata_only: bool) -> ColumnElement[Any]:
-        if not metadata_only:
-            return R.object
-        if self.dialect == "postgresql":
-            document = sa.cast(sa.func.convert_from(R.object, "UTF8"), JSONB)
-            return sa.cast(document.op("->")(sa.literal("metadata")), sa.Text)
-        function = sa.func.JSON_EXTRACT if self.dialect == "mysql" else sa.func.json_extract
-        return function(R.object, sa.literal("$.metadata"))
+        return self.dialect.metadata_of(R.object) if metadata_only else R.object
 
     def _after(self, keys: Sequence[SortKey], values: Sequence[Any]) -> ColumnElement[bool]:
         """Rows strictly after ``values`` in the order of ``keys``."""
@@ -121,7 +115,7 @@ class ResourceReader:
             for (expression, _, _), value in zip(keys, values, strict=True)
         ]
         directions = {descending for _, descending, _ in keys}
-        if len(directions) == 1 and self.dialect != "mysql":
+        if len(directions) == 1 and self.dialect.row_value_seek:
             # One row-value comparison: PostgreSQL and SQLite seek the index with it.
             left = sa.tuple_(*(expression for expression, _, _ in keys))
             right = sa.tuple_(*binds)
@@ -245,7 +239,7 @@ class ResourceReader:
                 *(expression.desc() if desc else expression.asc() for expression, desc, _ in keys)
             )
         )
-        async with self._connection(query) as connection:
+        async with database_errors("streaming objects"), self._connection(query) as connection:
             result = await connection.stream(statement.execution_options(yield_per=500))
             async for (data,) in result:
                 yield as_bytes(data)
@@ -266,7 +260,7 @@ class ResourceReader:
         return as_bytes(rows[0][0]) if rows else None
 
     def _connection(self, query: Query) -> _ReadConnection:
-        return _ReadConnection(self.engine, read_only=query.where_sql is not None)
+        return _ReadConnection(self.dialect, read_only=query.where_sql is not None)
 
 
 class _ReadConnection:
@@ -276,8 +270,9 @@ class _ReadConnection:
     in the database first, so neither the database nor the connection's cleanup waits for
     work nobody will read."""
 
-    def __init__(self, engine: AsyncEngine, *, read_only: bool):
-        self.engine = engine
+    def __init__(self, dialect: Dialect, *, read_only: bool):
+        self.dialect = dialect
+        self.engine = dialect.engine
         self.read_only = read_only
         self._context: Any = None
         self.connection: AsyncConnection | None = None
@@ -286,11 +281,7 @@ class _ReadConnection:
         self._context = self.engine.connect()
         self.connection = await self._context.__aenter__()
         if self.read_only:
-            dialect = self.engine.dialect.name
-            if dialect == "sqlite":
-                await self.connection.exec_driver_sql("PRAGMA query_only = ON")
-            else:
-                await self.connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+            await self.dialect.begin_read_only(self.connection)
         return self.connection
 
     async def __aexit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
@@ -300,8 +291,7 @@ class _ReadConnection:
                 await self._interrupt()
             if self.read_only:
                 await self.connection.rollback()
-                if self.engine.dialect.name == "sqlite":
-                    await self.connection.exec_driver_sql("PRAGMA query_only = OFF")
+                await self.dialect.end_read_only(self.connection)
         finally:
             await self._context.__aexit__(exc_type, exc, traceback)
         if self.read_only and isinstance(exc, DBAPIError):
@@ -312,14 +302,6 @@ class _ReadConnection:
         assert self.connection is not None
         try:
             raw = await self.connection.get_raw_connection()
-            driver: Any = raw.driver_connection
-            dialect = self.engine.dialect.name
-            if dialect == "sqlite":
-                await driver.interrupt()  # sqlite3's interrupt, called at once from this thread
-            elif dialect == "postgresql":
-                await driver.cancel_safe(timeout=5)
-            else:  # MySQL/MariaDB: KILL QUERY from another connection
-                async with self.engine.connect() as killer:
-                    await killer.exec_driver_sql(f"KILL QUERY {int(driver.thread_id())}")
+            await self.dialect.interrupt(raw.driver_connection)
         except Exception as error:  # the read is abandoned either way
             logger.warning("could not interrupt a cancelled read: %s", error)

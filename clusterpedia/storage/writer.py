@@ -15,7 +15,7 @@ order, and a reader that sees rv N has every rv below it (``storage/changelog.py
 this). Every writer takes this lock before touching any other row, so writers cannot deadlock.
 The lock is held for one group; ``bench/sync.py`` and ``bench/fleet.py`` measure what that costs.
 
-Per dialect, one upsert statement for all batches of a group:
+Per dialect (``storage/dialects/``), one upsert statement for all batches of a group:
 
 - PostgreSQL: binary ``COPY`` of the rows into a temporary table, then one ``INSERT ...
   SELECT ... ON CONFLICT DO UPDATE ... WHERE rv differs`` (constant SQL text). Batches of rows
@@ -31,28 +31,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql as mysql_dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from clusterpedia.backoff import Backoff
 from clusterpedia.gvr import ResourceType
+from clusterpedia.storage.dialects import Scope, dialect_for
+from clusterpedia.storage.dialects.base import scope_of
 from clusterpedia.storage.errors import StorageFailed, StorageUnavailable, is_transient
 from clusterpedia.storage.grouping import GroupCommit
 from clusterpedia.storage.records import Change, Delete, Upsert, as_bytes, stamp_resource_version
 from clusterpedia.storage.schema import (
     HEAD,
-    LABEL_KEY_MAX,
-    LABEL_VALUE_MAX,
     cluster_health,
-    resource_labels,
     resource_types,
     resources,
 )
@@ -68,148 +65,15 @@ DELETE_BATCH = 1000
 # Changes in one group transaction: a few initial-list pages, or hundreds of watch batches.
 GROUP_MAX_CHANGES = 2000
 
-_SCOPE_COLUMNS = ("group", "version", "resource", "kind", "cluster")  # what rows of a batch share
-_UPDATED_COLUMNS = (
-    "kind",
-    "uid",
-    "owner_uid",
-    "created_at",
-    "synced_at",
-    "deleted_at",
-    "labels",
-    "object",
-)
-
-# PostgreSQL: rows arrive by binary COPY into a per-connection temporary table (psycopg
-# formats COPY rows in C; binding arrays of parameters instead spent half the write time in
-# Python array formatting), then one INSERT ... SELECT upserts the group's batches.
-_POSTGRES_STAGING = """
-CREATE TEMPORARY TABLE IF NOT EXISTS resources_staging (
-    "group" text, version text, resource text, kind text, cluster text,
-    namespace text, name text, uid text, owner_uid text, resource_version text,
-    created_at timestamp, deleted_at timestamp, labels text, object bytea
-) ON COMMIT DELETE ROWS
-"""
-_POSTGRES_COPY = (
-    'COPY resources_staging ("group", version, resource, kind, cluster, namespace, name, uid,'
-    " owner_uid, resource_version, created_at, deleted_at, labels, object)"
-    " FROM STDIN (FORMAT BINARY)"
-)
-_POSTGRES_COPY_TYPES = [
-    "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
-    "timestamp", "timestamp", "text", "bytea",
-]  # fmt: skip
-# Every column a query filters or sorts on; not ``object``, whose statistics no plan uses and
-# whose sampling would read (and decompress) thousands of objects each time.
-_POSTGRES_ANALYZE = "ANALYZE resources ({})".format(
-    ", ".join(f'"{column.name}"' for column in resources.columns if column.name != "object")
-)
-_POSTGRES_COPY_NEW = (
-    'COPY resources ("group", version, resource, kind, cluster, namespace, name, uid, owner_uid,'
-    " resource_version, created_at, deleted_at, labels, object, synced_at)"
-    " FROM STDIN (FORMAT BINARY)"
-)
-_POSTGRES_COPY_NEW_TYPES = [
-    "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
-    "timestamp", "timestamp", "jsonb", "bytea", "timestamp",
-]  # fmt: skip
-# One statement for every batch of a group (so staged rows are used once, then go at commit).
-_POSTGRES_UPSERT = sa.text(
-    """
-INSERT INTO resources ("group", version, resource, kind, cluster, namespace, name, uid,
-                       owner_uid, resource_version, created_at, synced_at, deleted_at, labels,
-                       object)
-SELECT s."group", s.version, s.resource, s.kind, s.cluster, s.namespace, s.name, s.uid,
-       s.owner_uid, s.resource_version, s.created_at, :synced_at, s.deleted_at, s.labels::jsonb,
-       s.object
-FROM resources_staging AS s
-ON CONFLICT ON CONSTRAINT uq_resources_key DO UPDATE SET
-    kind = excluded.kind, uid = excluded.uid, owner_uid = excluded.owner_uid,
-    resource_version = excluded.resource_version, created_at = excluded.created_at,
-    synced_at = excluded.synced_at, deleted_at = excluded.deleted_at, labels = excluded.labels,
-    object = excluded.object
-WHERE resources.resource_version IS DISTINCT FROM excluded.resource_version
-"""
-)
-
-
-_LOG_COLUMNS = (
-    "rv", "type", "group", "version", "resource", "cluster", "namespace", "name", "labels",
-    "object", "logged_at",
-)  # fmt: skip
-_QUOTED_LOG_COLUMNS = ", ".join(f'"{c}"' for c in _LOG_COLUMNS)  # PostgreSQL and SQLite
-_POSTGRES_LOG_COPY = f"COPY change_log ({_QUOTED_LOG_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-_POSTGRES_LOG_TYPES = [
-    "int8", "text", "text", "text", "text", "text", "text", "text", "text", "bytea", "timestamp",
-]  # fmt: skip
-NOTIFY_CHANNEL = "clusterpedia_change_log"
-_ALLOCATE = sa.text("UPDATE change_log_marks SET rv = rv + :n WHERE name = :head RETURNING rv")
-# PostgreSQL: the same, and a NOTIFY of the new head (delivered at commit) in the same round trip.
-_POSTGRES_ALLOCATE = sa.text(
-    "UPDATE change_log_marks SET rv = rv + :n WHERE name = :head"
-    f" RETURNING rv, pg_notify('{NOTIFY_CHANNEL}', rv::text)"
-)
-# MariaDB has no UPDATE ... RETURNING: LAST_INSERT_ID(expr) remembers the value per session.
-_MYSQL_ALLOCATE = sa.text(
-    "UPDATE change_log_marks SET rv = LAST_INSERT_ID(rv + :n) WHERE name = :head"
-)
-_LABEL_COLUMNS = ("group", "version", "resource", "cluster", "namespace", "name", "key", "value")
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
-_SQLITE_UPSERT = """
-INSERT INTO resources ("group", version, resource, kind, cluster, namespace, name, uid,
-                       owner_uid, resource_version, created_at, synced_at, deleted_at, labels,
-                       object)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT ("group", version, resource, cluster, namespace, name) DO UPDATE SET
-    kind = excluded.kind, uid = excluded.uid, owner_uid = excluded.owner_uid,
-    resource_version = excluded.resource_version, created_at = excluded.created_at,
-    synced_at = excluded.synced_at, deleted_at = excluded.deleted_at, labels = excluded.labels,
-    object = excluded.object
-WHERE resources.resource_version IS NOT excluded.resource_version
-"""
-
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _scope(table: sa.Table, cluster: str, rtype: ResourceType | None) -> list[Any]:
-    """Conditions selecting one cluster's rows (of one resource type) in ``table``."""
-    conditions = [table.c.cluster == cluster]
-    if rtype is not None:
-        conditions += [
-            table.c.group == rtype.group,
-            table.c.version == rtype.version,
-            table.c.resource == rtype.resource,
-        ]
-    return conditions
-
-
-async def _postgres_copy(
-    connection: AsyncConnection, statement: str, types: list[str], rows: Iterable[tuple[Any, ...]]
-) -> None:
-    """``rows`` into PostgreSQL by binary COPY on the transaction's own connection (psycopg
-    formats COPY rows in C: binding arrays of parameters spent half the write time in Python)."""
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    assert driver is not None
-    async with driver.cursor() as cursor, cursor.copy(statement) as copy:
-        copy.set_types(types)
-        for row in rows:
-            await copy.write_row(row)
-
-
-def _scoped(batch: _Batch) -> tuple[str, str, str, str, str]:
-    """The columns every row of ``batch`` shares, in the order the COPY statements name them."""
+def _scoped(batch: _Batch) -> Scope:
+    """The columns every row of ``batch`` shares."""
     rtype = batch.rtype
     return rtype.group, rtype.version, rtype.resource, rtype.kind, batch.cluster
-
-
-def _copied(u: Upsert) -> tuple[Any, ...]:
-    """An upsert's own columns, in the order both PostgreSQL COPY statements name them."""
-    labels = u.labels.decode() if u.labels else None
-    return (u.namespace, u.name, u.uid, u.owner_uid, u.resource_version, u.created_at,
-            u.deleted_at, labels, u.object)  # fmt: skip
 
 
 def _dedupe(changes: Sequence[Change]) -> tuple[list[Upsert], list[Delete]]:
@@ -294,22 +158,11 @@ class ResourceWriter:
 
     def __init__(self, engine: AsyncEngine):
         self.engine = engine
-        self.dialect = engine.dialect.name
-        # Driver-level SQL: label rows are many and tiny, so no per-row parameter processing.
-        # Idempotent, so a wrong "is_new" hint can never fail a batch.
-        self._label_insert = (
-            f"INSERT INTO resource_labels ({', '.join(f'`{c}`' for c in _LABEL_COLUMNS)})"
-            f" VALUES ({', '.join(['%s'] * len(_LABEL_COLUMNS))})"
-            " ON DUPLICATE KEY UPDATE `value` = VALUES(`value`)"
-        )
+        self.dialect = dialect_for(engine)
         self._rows_written = 0
         self._analyze_at = ANALYZE_FIRST_AT
-        # SQLite has one writer at a time: a transaction that read first and then writes
-        # fails at once (SQLITE_BUSY, no busy wait) whenever another one committed meanwhile.
-        # With a member of 250 types, 250 workers retried into each other for minutes; taking
-        # turns here costs nothing the database would not have serialised anyway.
         self._turns: contextlib.AbstractAsyncContextManager[Any] = (
-            asyncio.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
+            asyncio.Lock() if self.dialect.serial_writes else contextlib.nullcontext()
         )
         self._groups: GroupCommit[_Batch, int] = GroupCommit(
             self._commit_group,
@@ -378,11 +231,18 @@ class ResourceWriter:
                 if plan.gone:
                     await self._delete(connection, plan.batch, plan.gone)
                 written.append((plan, stamped))
-            await self._upsert(connection, written)
-            if self.dialect == "mysql":
+            groups = [(_scoped(plan.batch), plan.all_new, stamped) for plan, stamped in written]
+            await self.dialect.upsert(connection, groups, _now())
+            if self.dialect.indexes_labels:
                 for plan, stamped in written:
-                    await self._index_labels(connection, plan.batch, stamped, plan.gone)
-            await self._log(connection, log)
+                    await self.dialect.index_labels(
+                        connection,
+                        cluster=plan.batch.cluster,
+                        rtype=plan.batch.rtype,
+                        upserts=stamped,
+                        deleted=[d.key for d in plan.gone],
+                    )
+            await self.dialect.log(connection, log)
             return [plan.logged for plan in plans]
 
     async def _plan(self, connection: AsyncConnection, batch: _Batch, trust_new: bool) -> _Plan:
@@ -412,15 +272,7 @@ class ResourceWriter:
     async def _allocate(self, connection: AsyncConnection, count: int) -> int:
         """Take ``count`` global resourceVersions; return the first. Locks the head row until
         the transaction ends; on PostgreSQL the commit wakes the watch readers."""
-        parameters = {"n": count, "head": HEAD}
-        if self.dialect == "mysql":
-            await connection.execute(_MYSQL_ALLOCATE, parameters)
-            head = (await connection.exec_driver_sql("SELECT LAST_INSERT_ID()")).scalar_one()
-        elif self.dialect == "postgresql":
-            head = (await connection.execute(_POSTGRES_ALLOCATE, parameters)).one()[0]
-        else:
-            head = (await connection.execute(_ALLOCATE, parameters)).scalar_one()
-        return int(head) - count + 1
+        return await self.dialect.allocate(connection, count, head=HEAD) - count + 1
 
     async def _stored(
         self,
@@ -435,35 +287,11 @@ class ResourceWriter:
             return {}
         rows = await connection.execute(
             sa.select(resources.c.namespace, resources.c.name, *columns).where(
-                *_scope(resources, cluster, rtype), self._keys_condition(keys)
+                *scope_of(resources, cluster, rtype), self.dialect.keys_condition(keys)
             )
         )
         wanted = set(keys)
         return {(ns, name): tuple(rest) for ns, name, *rest in rows if (ns, name) in wanted}
-
-    def _keys_condition(self, keys: list[tuple[str, str]]) -> Any:
-        """Rows among ``keys``, or a superset the caller filters: SQLite seeks the name index
-        with ``name IN`` but only the (type, cluster) prefix with a row-value IN."""
-        if self.dialect == "sqlite":
-            return resources.c.name.in_(sorted({name for _, name in keys}))
-        return sa.tuple_(resources.c.namespace, resources.c.name).in_(keys)
-
-    async def _log(self, connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
-        """Append ``rows`` (one value per ``_LOG_COLUMNS``) to the change log."""
-        if self.dialect == "postgresql":
-            await _postgres_copy(connection, _POSTGRES_LOG_COPY, _POSTGRES_LOG_TYPES, rows)
-            return
-        if self.dialect == "sqlite":
-            full = [(*row[:9], row[9].decode(), row[10].strftime(_SQLITE_TIME)) for row in rows]
-            placeholders = ", ".join("?" * len(_LOG_COLUMNS))
-            columns = _QUOTED_LOG_COLUMNS
-        else:
-            full = [(*row[:9], row[9].decode(), row[10]) for row in rows]
-            placeholders = ", ".join(["%s"] * len(_LOG_COLUMNS))
-            columns = ", ".join(f"`{c}`" for c in _LOG_COLUMNS)
-        await connection.exec_driver_sql(
-            f"INSERT INTO change_log ({columns}) VALUES ({placeholders})", full
-        )
 
     async def _maybe_analyze(self, rows: int) -> None:
         """Refresh the planner statistics as the table grows (at 1k, 2k, 4k, ... rows written
@@ -475,19 +303,15 @@ class ResourceWriter:
         then the planner believes the table empty and sorts a whole type for every page (43 ms
         instead of 0.6 ms for a page of 500 at 20k pods, bench/api.py). InnoDB recalculates
         its statistics itself after 10% of a table changes."""
-        if self.dialect not in ("sqlite", "postgresql"):
+        if not self.dialect.analyze_statements:
             return
         self._rows_written += rows
         if self._rows_written < self._analyze_at:
             return
         self._analyze_at = self._rows_written * 2
         async with self.engine.begin() as connection:
-            if self.dialect == "sqlite":
-                # Sampled statistics: enough for index choice, and cheap at any table size.
-                await connection.exec_driver_sql("PRAGMA analysis_limit=1000")
-                await connection.exec_driver_sql("ANALYZE")
-            else:
-                await connection.exec_driver_sql(_POSTGRES_ANALYZE)
+            for statement in self.dialect.analyze_statements:
+                await connection.exec_driver_sql(statement)
         logger.debug("refreshed planner statistics after %d rows", self._rows_written)
 
     async def _read(self, query: sa.Select[Any], *, what: str) -> list[Any]:
@@ -503,7 +327,7 @@ class ResourceWriter:
         """``namespace/name`` (or ``name``) -> stored member resourceVersion."""
         query = sa.select(
             resources.c.namespace, resources.c.name, resources.c.resource_version
-        ).where(*_scope(resources, cluster, rtype))
+        ).where(*scope_of(resources, cluster, rtype))
         rows = await self._read(query, what=f"read resource versions of {cluster}/{rtype}")
         return {(f"{namespace}/{name}" if namespace else name): rv for namespace, name, rv in rows}
 
@@ -518,7 +342,7 @@ class ResourceWriter:
                 removed += await self.apply(
                     cluster=cluster, rtype=target, changes=[Delete(ns, name) for ns, name in keys]
                 )
-        catalog = sa.delete(resource_types).where(*_scope(resource_types, cluster, rtype))
+        catalog = sa.delete(resource_types).where(*scope_of(resource_types, cluster, rtype))
         health = sa.delete(cluster_health).where(cluster_health.c.cluster == cluster)
 
         async def forget() -> None:
@@ -546,175 +370,22 @@ class ResourceWriter:
     ) -> list[tuple[str, str]]:
         query = (
             sa.select(resources.c.namespace, resources.c.name)
-            .where(*_scope(resources, cluster, rtype))
+            .where(*scope_of(resources, cluster, rtype))
             .limit(limit)
         )
         rows = await self._read(query, what=f"read keys of {cluster}/{rtype}")
         return [(ns, name) for ns, name in rows]
 
-    async def _index_labels(
-        self,
-        connection: AsyncConnection,
-        batch: _Batch,
-        upserts: list[Upsert],
-        deletes: list[Delete],
-    ) -> None:
-        """Replace the label rows of every object in the batch (MySQL only)."""
-        cluster, rtype = batch.cluster, batch.rtype
-        keys = [u.key for u in upserts if not u.is_new] + [d.key for d in deletes]
-        if keys:
-            await self._delete_keys(
-                connection, resource_labels, cluster=cluster, rtype=rtype, keys=keys
-            )
-        constant = (rtype.group, rtype.version, rtype.resource, cluster)
-        rows = [
-            (*constant, u.namespace, u.name, key, value)
-            for u in upserts
-            if u.labels
-            for key, value in orjson.loads(u.labels).items()
-            # Kubernetes allows only short ASCII keys and values; anything else cannot match a
-            # valid selector, so it is not indexed.
-            if len(key) <= LABEL_KEY_MAX
-            and isinstance(value, str)
-            and len(value) <= LABEL_VALUE_MAX
-            and key.isascii()
-            and value.isascii()
-        ]
-        if rows:
-            await connection.exec_driver_sql(self._label_insert, rows)
-
     async def _delete(
         self, connection: AsyncConnection, batch: _Batch, deletes: list[Delete]
     ) -> None:
-        keys = [d.key for d in deletes]
-        await self._delete_keys(
-            connection, resources, cluster=batch.cluster, rtype=batch.rtype, keys=keys
+        await self.dialect.delete_keys(
+            connection,
+            resources,
+            cluster=batch.cluster,
+            rtype=batch.rtype,
+            keys=[d.key for d in deletes],
         )
-
-    async def _delete_keys(
-        self,
-        connection: AsyncConnection,
-        table: sa.Table,
-        *,
-        cluster: str,
-        rtype: ResourceType,
-        keys: list[tuple[str, str]],
-    ) -> None:
-        """Delete the rows of ``keys`` (namespace, name) of one cluster and type from ``table``.
-
-        PostgreSQL and MariaDB seek the index for every pair of ``(namespace, name) IN (...)``;
-        SQLite seeks only the (type, cluster) prefix and scans the rest, so there each key is
-        its own statement of one prepared executemany, in-process and cheap."""
-        if self.dialect != "sqlite":
-            await connection.execute(
-                sa.delete(table).where(
-                    *_scope(table, cluster, rtype),
-                    sa.tuple_(table.c.namespace, table.c.name).in_(keys),
-                )
-            )
-            return
-        statement = (
-            f'DELETE FROM {table.name} WHERE "group" = ? AND version = ? AND resource = ?'
-            " AND cluster = ? AND namespace = ? AND name = ?"
-        )
-        scope = (rtype.group, rtype.version, rtype.resource, cluster)
-        await connection.exec_driver_sql(statement, [(*scope, *key) for key in keys])
-
-    async def _upsert(
-        self, connection: AsyncConnection, written: list[tuple[_Plan, list[Upsert]]]
-    ) -> None:
-        """Insert or update the stamped upserts of every batch of a group in one statement. On
-        PostgreSQL the batches hinted all new are copied straight in (a unique key violation
-        then fails the transaction, and :meth:`_apply_together` writes the batches again)."""
-        synced_at = _now()
-        if self.dialect == "postgresql":
-            await self._postgres_upsert(connection, written, synced_at)
-            return
-        rows = [(_scoped(plan.batch), u) for plan, stamped in written for u in stamped]
-        if not rows:
-            return
-        if self.dialect == "sqlite":
-            synced = synced_at.strftime(_SQLITE_TIME)
-            # Plain tuples straight to sqlite3's executemany: SQLAlchemy's per-row parameter
-            # processing cost more than SQLite's own work (write ratio 0.42 -> see bench).
-            # Timestamps use SQLAlchemy's SQLite storage format so reads parse them back.
-            tuples = [
-                (
-                    *scope,
-                    u.namespace,
-                    u.name,
-                    u.uid,
-                    u.owner_uid,
-                    u.resource_version,
-                    u.created_at.strftime(_SQLITE_TIME),
-                    synced,
-                    u.deleted_at.strftime(_SQLITE_TIME) if u.deleted_at else None,
-                    u.labels.decode() if u.labels else None,
-                    u.object.decode(),  # text: a bytes value would be stored as a BLOB
-                )
-                for scope, u in rows
-            ]
-            await connection.exec_driver_sql(_SQLITE_UPSERT, tuples)
-            return
-        dicts = [
-            {
-                **dict(zip(_SCOPE_COLUMNS, scope, strict=True)),
-                "namespace": u.namespace,
-                "name": u.name,
-                "uid": u.uid,
-                "owner_uid": u.owner_uid,
-                "resource_version": u.resource_version,
-                "created_at": u.created_at,
-                "synced_at": synced_at,
-                "deleted_at": u.deleted_at,
-                "labels": u.labels.decode() if u.labels else None,
-                "object": u.object.decode(),  # text columns: a bytes value would bind as BLOB
-            }
-            for scope, u in rows
-        ]
-        await connection.execute(self._mysql_upsert_statement(), dicts)
-
-    async def _postgres_upsert(
-        self,
-        connection: AsyncConnection,
-        written: list[tuple[_Plan, list[Upsert]]],
-        synced_at: datetime,
-    ) -> None:
-        new = [
-            (*_scoped(plan.batch), *_copied(u), synced_at)
-            for plan, stamped in written
-            if plan.all_new
-            for u in stamped
-        ]
-        if new:
-            # Straight into ``resources`` by binary COPY: no staging table and no conflict
-            # check, a fifth of PostgreSQL's CPU on an initial sync.
-            await _postgres_copy(connection, _POSTGRES_COPY_NEW, _POSTGRES_COPY_NEW_TYPES, new)
-        staged = [
-            (*_scoped(plan.batch), *_copied(u))
-            for plan, stamped in written
-            if not plan.all_new
-            for u in stamped
-        ]
-        if staged:
-            # Every time: a table created in a transaction that rolls back is gone again, and
-            # IF NOT EXISTS costs one round trip.
-            await connection.exec_driver_sql(_POSTGRES_STAGING)
-            await _postgres_copy(connection, _POSTGRES_COPY, _POSTGRES_COPY_TYPES, staged)
-            await connection.execute(_POSTGRES_UPSERT, {"synced_at": synced_at})
-
-    @staticmethod
-    def _mysql_upsert_statement() -> sa.Insert:
-        insert = mysql_dialect.insert(resources)
-        changed = resources.c.resource_version != insert.inserted.resource_version
-        # MySQL evaluates SET left to right with updated values: resource_version goes last,
-        # and a list (not a dict) keeps SQLAlchemy from reordering the assignments.
-        assignments: list[tuple[str, Any]] = [
-            (column, sa.func.IF(changed, insert.inserted[column], resources.c[column]))
-            for column in _UPDATED_COLUMNS
-        ]
-        assignments.append(("resource_version", insert.inserted.resource_version))
-        return insert.on_duplicate_key_update(assignments)
 
     def _database_error(self, error: Exception) -> DBAPIError | None:
         """``error`` as SQLAlchemy's wrapper if it came from the database: statements sent on
@@ -729,6 +400,7 @@ class ResourceWriter:
         return None
 
     async def _retrying(self, operation: Callable[[], Awaitable[T]], *, what: str) -> T:
+        backoff = Backoff(RETRY_BASE_DELAY * 2, RETRY_BASE_DELAY * 2**RETRY_ATTEMPTS)
         for attempt in range(1, RETRY_ATTEMPTS + 1):
             try:
                 return await operation()
@@ -742,7 +414,7 @@ class ResourceWriter:
                     raise StorageUnavailable(
                         f"{what}: database unavailable ({error.orig})"
                     ) from error
-                delay = RETRY_BASE_DELAY * 2**attempt * (0.5 + random.random())
+                delay = backoff.next_delay()
                 logger.warning(
                     "%s failed (%s); retry %d in %.2fs", what, error.orig, attempt, delay
                 )

@@ -28,9 +28,7 @@ from clusterpedia.kube.discovery import (
     is_builtin_group,
     resolve_sync_resources,
 )
-from clusterpedia.storage.catalog import PrinterColumn, SyncedType, TypeCatalog
-from clusterpedia.storage.errors import StorageError
-from clusterpedia.storage.writer import ResourceWriter
+from clusterpedia.storage import Catalog, ObjectWrites, PrinterColumn, StorageError, SyncedType
 from clusterpedia.sync.metrics import MEMBER_REQUESTS, MEMBER_WATCHES
 from clusterpedia.sync.worker import ResourceSyncer, SyncSettings
 
@@ -111,7 +109,8 @@ class ClusterSynchro:
         name: str,
         access: MemberAccess,
         sync_resources: Sequence[Mapping[str, Any]],
-        writer: ResourceWriter,
+        writer: ObjectWrites,
+        catalog: Catalog,
         report: StatusReport | None = None,
         settings: SyncSettings | None = None,
         cluster_settings: ClusterSettings | None = None,
@@ -124,6 +123,7 @@ class ClusterSynchro:
         self.access = access
         self.sync_resources = list(sync_resources)
         self.writer = writer
+        self.catalog = catalog
         self.report = report
         self.settings = settings or SyncSettings()
         self.cluster_settings = cluster_settings or ClusterSettings()
@@ -288,7 +288,7 @@ class ClusterSynchro:
     async def _publish_health(self) -> None:
         """Record the health for every replica's API (the warning on stale clusters)."""
         try:
-            await TypeCatalog(self.writer.engine).set_health(
+            await self.catalog.set_health(
                 self.name,
                 healthy=bool(self.healthy),
                 reason="" if self.healthy else self.health_message[:500],
@@ -317,7 +317,7 @@ class ClusterSynchro:
         if types == self._published:
             return
         try:
-            await TypeCatalog(self.writer.engine).replace(self.name, types)
+            await self.catalog.replace(self.name, types)
             self._published = types
         except Exception as error:  # retried at the next discovery round
             logger.warning("cluster %s: could not record its resource types: %s", self.name, error)

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from clusterpedia.kube.access import MemberAccess, redact_url
-from clusterpedia.storage.writer import ResourceWriter
+from clusterpedia.storage import Catalog, ObjectWrites
 from clusterpedia.sync.cluster import ClusterSettings, ClusterSynchro, StatusReport
 from clusterpedia.sync.worker import SyncSettings
 
@@ -31,13 +31,15 @@ class SyncManager:
 
     def __init__(
         self,
-        writer: ResourceWriter,
+        writer: ObjectWrites,
+        catalog: Catalog,
         *,
         report_for: Callable[[str], StatusReport | None] = lambda name: None,
         settings: SyncSettings | None = None,
         cluster_settings: ClusterSettings | None = None,
     ):
         self.writer = writer
+        self.catalog = catalog
         self.report_for = report_for
         self.settings = settings or SyncSettings()
         self.cluster_settings = cluster_settings or ClusterSettings()
@@ -72,6 +74,7 @@ class SyncManager:
             access=access,
             sync_resources=sync_resources,
             writer=self.writer,
+            catalog=self.catalog,
             report=self.report_for(name),
             settings=self.settings,
             cluster_settings=self.cluster_settings,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from clusterpedia.gvr import ResourceType
-from clusterpedia.storage.records import CLUSTER_ANNOTATION, Upsert, upsert_from_object
+from clusterpedia.storage import CLUSTER_ANNOTATION, Upsert, upsert_from_object
 
 # Served objects carry the global resourceVersion; the member's own is kept here.
 MEMBER_RV_ANNOTATION = "shadow.clusterpedia.io/member-resource-version"

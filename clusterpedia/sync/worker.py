@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from clusterpedia.backoff import Backoff
 from clusterpedia.kube.client import (
     REQUEST_TIMEOUT,
     WATCH_IDLE_TIMEOUT,
@@ -36,9 +37,7 @@ from clusterpedia.kube.client import (
     KubeError,
 )
 from clusterpedia.kube.discovery import SyncTarget
-from clusterpedia.storage.errors import StorageError
-from clusterpedia.storage.records import Change, Delete, Upsert
-from clusterpedia.storage.writer import ResourceWriter
+from clusterpedia.storage import Change, Delete, ObjectWrites, StorageError, Upsert
 from clusterpedia.sync import metrics
 from clusterpedia.sync.objects import object_key, prepare
 
@@ -131,7 +130,7 @@ class ResourceSyncer:
         cluster: str,
         target: SyncTarget,
         client: KubeClient,
-        writer: ResourceWriter,
+        writer: ObjectWrites,
         settings: SyncSettings | None = None,
         list_slots: Sequence[asyncio.Semaphore] = (),
     ):
@@ -160,7 +159,7 @@ class ResourceSyncer:
 
     async def run(self, *, resource_version: str | None = None) -> None:
         """List and watch until cancelled (resuming the watch at ``resource_version`` if given)."""
-        backoff = self.settings.backoff_initial
+        backoff = Backoff(self.settings.backoff_initial, self.settings.backoff_max)
         while True:
             try:
                 if resource_version is None:
@@ -168,7 +167,7 @@ class ResourceSyncer:
                         for slot in self.list_slots:
                             await slots.enter_async_context(slot)
                         resource_version = await self.relist()
-                    backoff = self.settings.backoff_initial
+                    backoff.reset()
                 resource_version = await self.watch_once(resource_version)
             except Expired:
                 logger.info(
@@ -181,10 +180,11 @@ class ResourceSyncer:
                 self._mark("Error", "ResourceWatchFailed", str(error))
                 metrics.ERRORS.labels(*self._labels, "member").inc()
                 metrics.WATCH_RESTARTS.labels(*self._labels).inc()
+                delay = backoff.next_delay(error.retry_after)
                 logger.warning(
-                    "%s/%s: %s; retrying in %.0fs", self.cluster, self.target.rtype, error, backoff
+                    "%s/%s: %s; retrying in %.0fs", self.cluster, self.target.rtype, error, delay
                 )
-                backoff = await self._back_off(backoff)
+                await asyncio.sleep(delay)
                 self.status.watch_restarts += 1
             except StorageError as error:
                 # The writer already retried; pause, then relist so nothing is lost.
@@ -193,7 +193,7 @@ class ResourceSyncer:
                 logger.warning(
                     "%s/%s: storage failing (%s); pausing", self.cluster, self.target.rtype, error
                 )
-                backoff = await self._back_off(backoff)
+                await backoff.wait()
                 resource_version = None
             except Exception as error:
                 # A bug must not end the worker silently: say so, then start over with a relist.
@@ -202,13 +202,8 @@ class ResourceSyncer:
                 logger.exception(
                     "%s/%s: unexpected failure; relisting", self.cluster, self.target.rtype
                 )
-                backoff = await self._back_off(backoff)
+                await backoff.wait()
                 resource_version = None
-
-    async def _back_off(self, backoff: float) -> float:
-        """Sleep about ``backoff`` seconds (jittered); return the next, doubled, backoff."""
-        await asyncio.sleep(backoff * (0.5 + random.random()))
-        return min(backoff * 2, self.settings.backoff_max)
 
     async def relist(self) -> str:
         """Make the stored rows equal to a fresh list; return the list's resourceVersion."""

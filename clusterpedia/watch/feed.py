@@ -22,11 +22,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 
-import psycopg
-from sqlalchemy.engine import URL
-
-from clusterpedia.storage.changelog import ChangeEvent, ChangeLog
-from clusterpedia.storage.writer import NOTIFY_CHANNEL
+from clusterpedia.storage import ChangeEvent, Changes
 from clusterpedia.watch.matcher import EventMatcher
 
 logger = logging.getLogger(__name__)
@@ -195,14 +191,15 @@ class ChangeFeed:
 
     def __init__(
         self,
-        log: ChangeLog,
+        log: Changes,
         *,
         poll_interval: float,
-        notify_url: URL | None = None,
+        listen: bool = False,
     ):
         self.log = log
         self.poll_interval = poll_interval
-        self.notify_url = notify_url
+        # Wake on the commits the storage announces (log.pushes), polling only as a fallback.
+        self.listen = listen and log.pushes
         self.position = 0
         self._notified = 0  # the newest head a writer's NOTIFY named (commits are in rv order)
         self._subscriptions: set[Subscription] = set()
@@ -216,7 +213,7 @@ class ChangeFeed:
     async def start(self) -> None:
         self.position = (await self.log.marks()).head
         self._tasks.append(asyncio.create_task(self._follow(), name="change feed"))
-        if self.notify_url is not None:
+        if self.listen:
             self._tasks.append(asyncio.create_task(self._listen(), name="change feed listener"))
         logger.info("change feed following the log from resourceVersion %d", self.position)
 
@@ -321,24 +318,8 @@ class ChangeFeed:
         self.position = upto
 
     async def _listen(self) -> None:
-        """PostgreSQL: wake the feed on the writers' NOTIFY; reconnect when it drops."""
-        assert self.notify_url is not None
-        conninfo = self.notify_url.set(drivername="postgresql").render_as_string(
-            hide_password=False
-        )
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    conninfo, autocommit=True
-                ) as connection:
-                    await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    self.poke()  # anything committed before LISTEN took effect
-                    async for notify in connection.notifies():
-                        with contextlib.suppress(ValueError):
-                            self._notified = max(self._notified, int(notify.payload))
-                        self._wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                logger.warning("change feed LISTEN connection lost (%s); reconnecting", error)
-                await asyncio.sleep(2)
+        """Wake the feed on each commit the storage announces (PostgreSQL's NOTIFY)."""
+        async for head in self.log.notifications():
+            if head is not None:
+                self._notified = max(self._notified, head)
+            self._wake.set()

@@ -13,11 +13,16 @@ from typing import Any
 
 import orjson
 
-from clusterpedia.storage.changelog import ChangeEvent
-from clusterpedia.storage.errors import InvalidQuery
-from clusterpedia.storage.query import Query
-from clusterpedia.storage.records import parse_timestamp
-from clusterpedia.storage.selection import FieldPath, FieldRequirement, Index, Requirement
+from clusterpedia.storage import (
+    ChangeEvent,
+    FieldPath,
+    FieldRequirement,
+    Index,
+    InvalidQuery,
+    Query,
+    Requirement,
+    parse_timestamp,
+)
 
 EventMatcher = Callable[[ChangeEvent], bool]
 _MISSING = object()

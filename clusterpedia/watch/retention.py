@@ -1,7 +1,7 @@
 """Keep the change log bounded: prune by age and by count, in the background.
 
 Every serving process runs this; pruning is idempotent, so replicas sharing a database may
-race harmlessly. Deletes go in small transactions (``ChangeLog.prune``) and never touch the
+race harmlessly. Deletes go in small transactions (``Changes.prune``) and never touch the
 ``head`` row the writers lock, so sync never waits for pruning.
 """
 
@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from clusterpedia.storage.changelog import ChangeLog
+from clusterpedia.storage import Changes
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class Retention:
     interval: float = 30.0
 
 
-async def prune_periodically(log: ChangeLog, retention: Retention) -> None:
+async def prune_periodically(log: Changes, retention: Retention) -> None:
     while True:
         await asyncio.sleep(retention.interval)
         try:

@@ -394,7 +394,7 @@ async def test_postgres_commits_wake_the_feed_at_once(
     if log.engine.dialect.name != "postgresql":
         pytest.skip("NOTIFY/LISTEN is PostgreSQL's")
     counting = CountingLog(log.engine)
-    feed = ChangeFeed(counting, poll_interval=60, notify_url=log.engine.url)
+    feed = ChangeFeed(counting, poll_interval=60, listen=True)
     await feed.start()
     pods, scope = pods_of("wakec")
     live = feed.subscribe(pods, after=feed.position, scope=scope, capacity=100)

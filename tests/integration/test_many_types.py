@@ -19,6 +19,7 @@ from functools import partial
 import pytest
 
 from clusterpedia.kube.access import access_from_kubeconfig
+from clusterpedia.storage.catalog import TypeCatalog
 from clusterpedia.sync.cluster import ClusterSettings, ClusterSynchro
 from clusterpedia.sync.worker import SyncSettings
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
@@ -180,6 +181,7 @@ async def test_250_custom_types_sync_without_a_health_flap_or_a_leak(
                     sync_resources=[{"group": "*", "resources": ["*"]}],
                     all_custom_resources=True,
                     writer=writer,
+                    catalog=TypeCatalog(writer.engine),
                     settings=SETTINGS,
                     cluster_settings=PROBES,
                 )

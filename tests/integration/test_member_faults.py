@@ -28,6 +28,7 @@ import pytest_asyncio
 
 from clusterpedia.kube.access import access_from_kubeconfig
 from clusterpedia.kube.client import KubeClient
+from clusterpedia.storage.catalog import TypeCatalog
 from clusterpedia.storage.writer import ResourceWriter
 from clusterpedia.sync.cluster import ClusterSettings, ClusterSynchro
 from clusterpedia.sync.worker import SyncSettings
@@ -71,6 +72,7 @@ class Rig:
             access=access_from_kubeconfig(self.proxy.kubeconfig()),
             sync_resources=CONFIGMAPS,
             writer=self.writer,
+            catalog=TypeCatalog(self.writer.engine),
             settings=SETTINGS,
             cluster_settings=PROBES,
         )
@@ -127,6 +129,7 @@ async def rig(database: str, member_clusters: list[APIServer]) -> AsyncIterator[
                 access=access_from_kubeconfig(second.kubeconfig.read_bytes()),
                 sync_resources=CONFIGMAPS,
                 writer=writer,
+                catalog=TypeCatalog(writer.engine),
                 # Its quiet watches get a bookmark only every minute or two.
                 settings=replace(SETTINGS, watch_idle_timeout=300),
                 cluster_settings=PROBES,
@@ -332,6 +335,7 @@ async def test_a_member_served_under_a_path_syncs(
                 access=access_from_kubeconfig(proxy.kubeconfig()),
                 sync_resources=CONFIGMAPS,
                 writer=writer,
+                catalog=TypeCatalog(writer.engine),
                 settings=SETTINGS,
                 cluster_settings=PROBES,
             )

@@ -52,6 +52,17 @@ class Storage:
         return len(changes)
 
 
+class Catalog:
+    def __init__(self) -> None:
+        self.health: dict[str, tuple[bool, str]] = {}
+
+    async def set_health(self, cluster: str, *, healthy: bool, reason: str) -> None:
+        self.health[cluster] = (healthy, reason)
+
+    async def replace(self, cluster: str, types: Sequence[Any]) -> None:
+        pass
+
+
 async def test_an_unexpected_exception_is_reported_and_followed_by_a_relist() -> None:
     member, storage = FlakyMember(), Storage()
     syncer = ResourceSyncer(
@@ -110,6 +121,7 @@ async def test_an_unexpected_exception_in_the_cluster_loop_is_reported_and_survi
         access=access_from_spec({"apiserver": "https://10.0.0.1", "tokenData": "dA=="}),
         sync_resources=[],
         writer=Storage(),  # type: ignore[arg-type]
+        catalog=Catalog(),  # type: ignore[arg-type]
         report=report,
         cluster_settings=ClusterSettings(probe_interval=0.05, status_interval=0.01),
     )

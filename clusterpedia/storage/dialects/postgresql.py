@@ -1,0 +1,186 @@
+"""PostgreSQL: binary COPY for rows, one upsert from a staging table, NOTIFY with each
+allocation, LISTEN for the watch feed, and page reads on threads with the sync driver."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
+
+from clusterpedia.backoff import Backoff
+from clusterpedia.storage.dialects.base import QUOTED_LOG_COLUMNS, Dialect, StampedGroup
+from clusterpedia.storage.records import Upsert
+from clusterpedia.storage.schema import resources
+from clusterpedia.storage.threaded import ThreadedReads
+
+logger = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "clusterpedia_change_log"
+
+# Rows go into a temporary staging table by binary COPY (psycopg formats COPY rows in C;
+# binding arrays of parameters instead spent half the write time in Python array
+# formatting), then one INSERT ... SELECT upserts the group's batches.
+_STAGING = """
+CREATE TEMPORARY TABLE IF NOT EXISTS resources_staging (
+    "group" text, version text, resource text, kind text, cluster text,
+    namespace text, name text, uid text, owner_uid text, resource_version text,
+    created_at timestamp, deleted_at timestamp, labels text, object bytea
+) ON COMMIT DELETE ROWS
+"""
+_COPY = (
+    'COPY resources_staging ("group", version, resource, kind, cluster, namespace, name, uid,'
+    " owner_uid, resource_version, created_at, deleted_at, labels, object)"
+    " FROM STDIN (FORMAT BINARY)"
+)
+_COPY_TYPES = [
+    "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
+    "timestamp", "timestamp", "text", "bytea",
+]  # fmt: skip
+# Every column a query filters or sorts on; not ``object``, whose statistics no plan uses and
+# whose sampling would read (and decompress) thousands of objects each time.
+_ANALYZE = "ANALYZE resources ({})".format(
+    ", ".join(f'"{column.name}"' for column in resources.columns if column.name != "object")
+)
+_COPY_NEW = (
+    'COPY resources ("group", version, resource, kind, cluster, namespace, name, uid, owner_uid,'
+    " resource_version, created_at, deleted_at, labels, object, synced_at)"
+    " FROM STDIN (FORMAT BINARY)"
+)
+_COPY_NEW_TYPES = [
+    "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
+    "timestamp", "timestamp", "jsonb", "bytea", "timestamp",
+]  # fmt: skip
+# One statement for every batch of a group (so staged rows are used once, then go at commit).
+_UPSERT = sa.text(
+    """
+INSERT INTO resources ("group", version, resource, kind, cluster, namespace, name, uid,
+                       owner_uid, resource_version, created_at, synced_at, deleted_at, labels,
+                       object)
+SELECT s."group", s.version, s.resource, s.kind, s.cluster, s.namespace, s.name, s.uid,
+       s.owner_uid, s.resource_version, s.created_at, :synced_at, s.deleted_at, s.labels::jsonb,
+       s.object
+FROM resources_staging AS s
+ON CONFLICT ON CONSTRAINT uq_resources_key DO UPDATE SET
+    kind = excluded.kind, uid = excluded.uid, owner_uid = excluded.owner_uid,
+    resource_version = excluded.resource_version, created_at = excluded.created_at,
+    synced_at = excluded.synced_at, deleted_at = excluded.deleted_at, labels = excluded.labels,
+    object = excluded.object
+WHERE resources.resource_version IS DISTINCT FROM excluded.resource_version
+"""
+)
+_LOG_COPY = f"COPY change_log ({QUOTED_LOG_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+_LOG_TYPES = [
+    "int8", "text", "text", "text", "text", "text", "text", "text", "text", "bytea", "timestamp",
+]  # fmt: skip
+# The head's increment and a NOTIFY of the new head (delivered at commit) in one round trip.
+_ALLOCATE = sa.text(
+    "UPDATE change_log_marks SET rv = rv + :n WHERE name = :head"
+    f" RETURNING rv, pg_notify('{NOTIFY_CHANNEL}', rv::text)"
+)
+
+
+async def _copy(
+    connection: AsyncConnection, statement: str, types: list[str], rows: Iterable[tuple[Any, ...]]
+) -> None:
+    """``rows`` by binary COPY on the transaction's own connection (psycopg formats COPY rows
+    in C: binding arrays of parameters spent half the write time in Python)."""
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    async with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        copy.set_types(types)
+        for row in rows:
+            await copy.write_row(row)
+
+
+def _copied(u: Upsert) -> tuple[Any, ...]:
+    """An upsert's own columns, in the order both COPY statements name them."""
+    labels = u.labels.decode() if u.labels else None
+    return (u.namespace, u.name, u.uid, u.owner_uid, u.resource_version, u.created_at,
+            u.deleted_at, labels, u.object)  # fmt: skip
+
+
+class PostgreSQL(Dialect):
+    name = "postgresql"
+    pushes_changes = True
+    analyze_statements = (_ANALYZE,)
+
+    async def allocate(self, connection: AsyncConnection, count: int, *, head: str) -> int:
+        return int((await connection.execute(_ALLOCATE, {"n": count, "head": head})).one()[0])
+
+    async def upsert(
+        self, connection: AsyncConnection, groups: Sequence[StampedGroup], synced_at: datetime
+    ) -> None:
+        """Batches hinted all new are copied straight in (a unique key violation then fails
+        the transaction, and the writer applies the batches again, trusting no hint)."""
+        new = [
+            (*scope, *_copied(u), synced_at)
+            for scope, all_new, upserts in groups
+            if all_new
+            for u in upserts
+        ]
+        if new:
+            # Straight into ``resources`` by binary COPY: no staging table and no conflict
+            # check, a fifth of PostgreSQL's CPU on an initial sync.
+            await _copy(connection, _COPY_NEW, _COPY_NEW_TYPES, new)
+        staged = [
+            (*scope, *_copied(u))
+            for scope, all_new, upserts in groups
+            if not all_new
+            for u in upserts
+        ]
+        if staged:
+            # Every time: a table created in a transaction that rolls back is gone again, and
+            # IF NOT EXISTS costs one round trip.
+            await connection.exec_driver_sql(_STAGING)
+            await _copy(connection, _COPY, _COPY_TYPES, staged)
+            await connection.execute(_UPSERT, {"synced_at": synced_at})
+
+    async def log(self, connection: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+        await _copy(connection, _LOG_COPY, _LOG_TYPES, rows)
+
+    def metadata_of(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        document = sa.cast(sa.func.convert_from(column, "UTF8"), JSONB)
+        return sa.cast(document.op("->")(sa.literal("metadata")), sa.Text)
+
+    def threaded_reads(self) -> ThreadedReads | None:
+        return ThreadedReads(self.engine.url)
+
+    async def interrupt(self, driver: Any) -> None:
+        await driver.cancel_safe(timeout=5)
+
+    async def notifications(self) -> AsyncIterator[int | None]:
+        """LISTEN on a connection of its own, reconnecting (with backoff) when it drops."""
+        conninfo = self.engine.url.set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+        backoff = Backoff(0.5, 5.0)
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    conninfo, autocommit=True
+                ) as connection:
+                    await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    backoff.reset()
+                    yield None  # anything committed before LISTEN took effect
+                    async for notify in connection.notifies():
+                        try:
+                            yield int(notify.payload)
+                        except ValueError:
+                            yield None
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                delay = backoff.next_delay()
+                logger.warning(
+                    "change log LISTEN connection lost (%s); reconnecting in %.1fs", error, delay
+                )
+                await asyncio.sleep(delay)

@@ -6,13 +6,14 @@ object is read once. Age cells are computed at response time, never cached.
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from clusterpedia.apiserver import jsonpath
 from clusterpedia.apiserver.printers import (
     AGE,
     NAME,
@@ -25,6 +26,8 @@ from clusterpedia.apiserver.printers import (
 )
 from clusterpedia.apiserver.status import StatusError
 from clusterpedia.storage import CLUSTER_ANNOTATION, PrinterColumn, SyncedType
+
+logger = logging.getLogger(__name__)
 
 CLUSTER = Column("Cluster", description="The cluster the object was synced from.")
 INCLUDE_OBJECT = ("Metadata", "Object", "None")
@@ -51,8 +54,9 @@ class TableBuilder:
             self.columns = [CLUSTER, *([NAME] if printer.name_first else []), *printer.columns]
             self._row = printer.row
             self._name_first = printer.name_first
-        elif synced is not None and synced.printer_columns:
+        elif synced is not None and (paths := _parsed_columns(synced)):
             self.custom = synced.printer_columns
+            self._paths = paths
             self.columns = [
                 CLUSTER,
                 NAME,
@@ -70,16 +74,12 @@ class TableBuilder:
 
     def _custom_row(self, obj: Obj) -> list[Any]:
         cells: list[Any] = [(obj.get("metadata") or {}).get("name")]
-        for column in self.custom:
-            value = evaluate(column.json_path, obj)
-            if column.type == "date" and isinstance(value, str):
-                when = parse_time(value)
-                value = (
-                    human_duration((datetime.now(UTC) - when).total_seconds()) if when else value
-                )
-            elif isinstance(value, dict | list):
-                value = orjson.dumps(value).decode()
-            cells.append(value)
+        for column, path in zip(self.custom, self._paths, strict=True):
+            try:
+                found = jsonpath.find(path, obj)
+            except jsonpath.NoValue:
+                found = []
+            cells.append(_cell(column.type, found[0]) if found else None)
         return cells
 
     def definitions(self) -> list[dict[str, Any]]:
@@ -126,52 +126,34 @@ def _column_type(kind: str) -> str:
     return kind if kind in ("integer", "number", "boolean", "date", "string") else "string"
 
 
-# -- the JSONPath subset CRD printer columns use ------------------------------------------
+def _parsed_columns(synced: SyncedType) -> list[tuple[jsonpath.Step, ...]]:
+    """Each printer column's parsed path; none when one does not parse, so the type gets the
+    default columns, as kube-apiserver gives it."""
+    try:
+        return [jsonpath.parse(column.json_path) for column in synced.printer_columns]
+    except jsonpath.JSONPathError as error:
+        logger.warning("%s: printer columns ignored: %s", synced.rtype, error)
+        return []
 
-_STEP = re.compile(
-    r"""\.(?P<field>[A-Za-z0-9_\-]+)
-      | \[(?P<index>-?\d+)\]
-      | \[\?\(@\.(?P<key>[A-Za-z0-9_\-.]+)\s*==\s*(?P<quote>["'])(?P<value>[^"']*)(?P=quote)\)\]
-      | \[['"](?P<quoted>[^'"]+)['"]\]""",
-    re.VERBOSE,
-)
 
-
-def evaluate(path: str, obj: Any) -> Any:
-    """The value at a CRD column's JSONPath (``.spec.replicas``,
-    ``.status.conditions[?(@.type=="Ready")].status``); None when absent or unsupported."""
-    expression = path.strip()
-    if expression.startswith("{") and expression.endswith("}"):
-        expression = expression[1:-1]
-    expression = expression.removeprefix("$")
-    position, current = 0, obj
-    while position < len(expression):
-        match = _STEP.match(expression, position)
-        if match is None:
-            return None
-        position = match.end()
-        if match["field"] is not None or match["quoted"] is not None:
-            key = match["field"] if match["field"] is not None else match["quoted"]
-            current = current.get(key) if isinstance(current, dict) else None
-        elif match["index"] is not None:
-            index = int(match["index"])
-            current = (
-                current[index]
-                if isinstance(current, list) and -len(current) <= index < len(current)
-                else None
-            )
-        else:
-            if not isinstance(current, list):
-                return None
-            current = next(
-                (
-                    item
-                    for item in current
-                    if isinstance(item, dict)
-                    and str(evaluate("." + match["key"], item)) == match["value"]
-                ),
-                None,
-            )
-        if current is None:
-            return None
-    return current
+def _cell(kind: str, value: Any) -> Any:
+    """A column's cell as kube-apiserver's CRD table convertor makes it from the first value
+    its path found (``cellForJSONValue``; strings printed as client-go prints them)."""
+    if value is None:
+        return None
+    if kind == "string" or kind not in ("integer", "number", "boolean", "date"):
+        return jsonpath.go_text(value)
+    if kind == "integer":
+        return (
+            int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        )
+    if kind == "number":
+        return (
+            float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        )
+    if kind == "boolean":
+        return value if isinstance(value, bool) else None
+    if not isinstance(value, str):
+        return None
+    when = parse_time(value)
+    return human_duration((datetime.now(UTC) - when).total_seconds()) if when else "<invalid>"

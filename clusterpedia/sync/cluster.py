@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -333,24 +333,7 @@ class ClusterSynchro:
             crds = await self.client.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
         except KubeError:
             return {}  # not readable with these credentials: default columns
-        columns: dict[tuple[str, str, str], tuple[PrinterColumn, ...]] = {}
-        for crd in crds.get("items") or ():
-            spec = crd.get("spec") or {}
-            plural = (spec.get("names") or {}).get("plural", "")
-            for version in spec.get("versions") or ():
-                columns[(spec.get("group", ""), version.get("name", ""), plural)] = tuple(
-                    PrinterColumn(
-                        name=str(c.get("name", "")),
-                        type=str(c.get("type", "string")),
-                        json_path=str(c.get("jsonPath", "")),
-                        description=str(c.get("description", "")),
-                        format=str(c.get("format", "")),
-                        priority=int(c.get("priority", 0)),
-                    )
-                    for c in version.get("additionalPrinterColumns") or ()
-                    if c.get("name") and c.get("jsonPath")
-                )
-        return columns
+        return printer_columns(crds.get("items") or ())
 
     def _start_worker(self, key: tuple[str, str, str], target: SyncTarget) -> None:
         syncer = ResourceSyncer(
@@ -475,3 +458,27 @@ class ClusterSynchro:
             self._last_report, self._last_report_at = status, time.monotonic()
         except Exception as error:  # a failed patch is retried at the next interval
             logger.warning("cluster %s: status report failed: %s", self.name, error)
+
+
+def printer_columns(
+    crds: Iterable[Mapping[str, Any]],
+) -> dict[tuple[str, str, str], tuple[PrinterColumn, ...]]:
+    """(group, version, plural) -> the additionalPrinterColumns of that CRD version."""
+    columns: dict[tuple[str, str, str], tuple[PrinterColumn, ...]] = {}
+    for crd in crds:
+        spec = crd.get("spec") or {}
+        plural = (spec.get("names") or {}).get("plural", "")
+        for version in spec.get("versions") or ():
+            columns[(spec.get("group", ""), version.get("name", ""), plural)] = tuple(
+                PrinterColumn(
+                    name=str(c.get("name", "")),
+                    type=str(c.get("type", "string")),
+                    json_path=str(c.get("jsonPath", "")),
+                    description=str(c.get("description", "")),
+                    format=str(c.get("format", "")),
+                    priority=int(c.get("priority", 0)),
+                )
+                for c in version.get("additionalPrinterColumns") or ()
+                if c.get("name") and c.get("jsonPath")
+            )
+    return columns

@@ -14,7 +14,7 @@ from clusterpedia.apiserver.negotiation import Form, negotiate
 from clusterpedia.apiserver.printers import PRINTERS, human_duration
 from clusterpedia.apiserver.requestinfo import parse_request
 from clusterpedia.apiserver.status import StatusError
-from clusterpedia.apiserver.tables import NAME, TableBuilder, evaluate
+from clusterpedia.apiserver.tables import NAME, TableBuilder
 from clusterpedia.kubeconfig import KubeconfigError, add_clusterpedia_clusters
 from clusterpedia.storage.catalog import SyncedType
 
@@ -133,17 +133,6 @@ def test_pod_status_like_kubectl() -> None:
     }
     cells = PRINTERS[("", "pods")].row(pod)
     assert cells[:4] == ["p", "1/2", "CrashLoopBackOff", "5"]
-
-
-def test_jsonpath_subset_of_crd_columns() -> None:
-    obj = {"spec": {"replicas": 3, "items": [{"n": 1}]}, "status": {"conditions": [
-        {"type": "Synced", "status": "False"}, {"type": "Ready", "status": "True"}]}}  # fmt: skip
-    assert evaluate(".spec.replicas", obj) == 3
-    assert evaluate(".spec.items[0].n", obj) == 1
-    assert evaluate('.status.conditions[?(@.type=="Ready")].status', obj) == "True"
-    assert evaluate(".spec.missing.deeper", obj) is None
-    assert evaluate(".spec.items[7]", obj) is None
-    assert evaluate("{.spec.replicas}", obj) == 3
 
 
 def test_custom_resources_without_columns_get_name_and_age() -> None:

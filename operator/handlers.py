@@ -33,8 +33,9 @@ from clusterpedia.kube.access import InvalidClusterConfig, access_from_spec
 from clusterpedia.kube.client import KubeClient, KubeError
 from clusterpedia.kube.host import host_access
 from clusterpedia.storage import Database
-from clusterpedia.sync.cluster import ClusterSettings, condition
+from clusterpedia.sync.cluster_synchro import ClusterSettings
 from clusterpedia.sync.manager import SyncManager, fingerprint
+from clusterpedia.sync.status import SynchroState, conditions
 from clusterpedia.sync.worker import SyncSettings
 
 GROUP, VERSION = "cluster.clusterpedia.io", "v1alpha2"
@@ -239,23 +240,8 @@ async def reconcile(memo: Runtime, name: str, spec: Mapping[str, Any]) -> None:
     except InvalidClusterConfig as error:
         logger.warning("PediaCluster %s is invalid: %s", name, error)
         await memo.manager.stop(name)
-        invalid = condition("Validated", False, "InvalidConfig", str(error))
-        await memo.patch_status(
-            name,
-            {
-                "conditions": [
-                    invalid,
-                    condition("SynchroRunning", False, "InvalidConfig", str(error)),
-                    condition("ClusterHealthy", None, "MonitorStop"),
-                    condition(
-                        "Ready",
-                        False,
-                        "NotReady",
-                        "Validated condition is False, reason is InvalidConfig",
-                    ),
-                ]
-            },
-        )
+        state = SynchroState(invalid_config=str(error))
+        await memo.patch_status(name, {"conditions": conditions(state)})
         return
     await memo.manager.apply(
         name,

@@ -15,7 +15,7 @@ import orjson
 
 from clusterpedia.kube.access import MemberAccess, redact_url
 from clusterpedia.storage import Catalog, ObjectWrites
-from clusterpedia.sync.cluster import ClusterSettings, ClusterSynchro, StatusReport
+from clusterpedia.sync.cluster_synchro import ClusterSettings, ClusterSynchro, StatusReport
 from clusterpedia.sync.worker import SyncSettings
 
 logger = logging.getLogger(__name__)

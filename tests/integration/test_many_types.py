@@ -20,7 +20,7 @@ import pytest
 
 from clusterpedia.kube.access import access_from_kubeconfig
 from clusterpedia.storage.catalog import TypeCatalog
-from clusterpedia.sync.cluster import ClusterSettings, ClusterSynchro
+from clusterpedia.sync.cluster_synchro import ClusterSettings, ClusterSynchro
 from clusterpedia.sync.worker import SyncSettings
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.databases import fresh_database, require_server

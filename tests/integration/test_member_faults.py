@@ -30,7 +30,7 @@ from clusterpedia.kube.access import access_from_kubeconfig
 from clusterpedia.kube.client import KubeClient
 from clusterpedia.storage.catalog import TypeCatalog
 from clusterpedia.storage.writer import ResourceWriter
-from clusterpedia.sync.cluster import ClusterSettings, ClusterSynchro
+from clusterpedia.sync.cluster_synchro import ClusterSettings, ClusterSynchro
 from clusterpedia.sync.worker import SyncSettings
 from clusterpedia.testing.consistency import member_state, seed_configmaps, stored_state
 from clusterpedia.testing.controlplane import APIServer

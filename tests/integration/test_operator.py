@@ -18,7 +18,7 @@ from clusterpedia.operator.runner import OperatorThread
 from clusterpedia.storage.catalog import TypeCatalog
 from clusterpedia.storage.query import Query, TypeFilter
 from clusterpedia.storage.reader import ResourceReader
-from clusterpedia.sync.cluster import ClusterSettings
+from clusterpedia.sync.cluster_synchro import ClusterSettings
 from clusterpedia.sync.worker import SyncSettings
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.objects import storage

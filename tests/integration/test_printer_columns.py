@@ -16,7 +16,7 @@ import yaml
 
 from clusterpedia.apiserver.tables import TableBuilder
 from clusterpedia.storage import SyncedType
-from clusterpedia.sync.cluster import printer_columns
+from clusterpedia.sync.resource_negotiator import printer_columns
 from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.waiting import eventually
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from clusterpedia.sync.cluster import news
+from clusterpedia.sync.status import news
 
 
 def status(*, phase: str = "Syncing", objects: int = 10, watches: int = 1) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from clusterpedia.kube.access import access_from_spec
 from clusterpedia.kube.client import KubeError
 from clusterpedia.kube.discovery import SyncTarget
 from clusterpedia.storage.records import Change
-from clusterpedia.sync.cluster import ClusterSettings, ClusterSynchro
+from clusterpedia.sync.cluster_synchro import ClusterSettings, ClusterSynchro
 from clusterpedia.sync.worker import ResourceSyncer, SyncSettings
 from clusterpedia.testing.waiting import eventually_async
 
@@ -124,8 +124,8 @@ async def test_an_unexpected_exception_in_the_cluster_loop_is_reported_and_survi
         catalog=Catalog(),  # type: ignore[arg-type]
         report=report,
         cluster_settings=ClusterSettings(probe_interval=0.05, status_interval=0.01),
+        client=OddMember(),  # type: ignore[arg-type]
     )
-    synchro.client = OddMember()  # type: ignore[assignment]
     synchro.start()
     try:
 

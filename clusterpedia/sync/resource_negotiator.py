@@ -1,0 +1,123 @@
+"""Which of a member's resource types to sync: its discovery resolved against the
+PediaCluster's syncResources, and the chosen types (with their CRD printer columns) recorded
+in the catalog for every replica's discovery."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from clusterpedia.kube.client import KubeClient, KubeError
+from clusterpedia.kube.discovery import (
+    SyncResourcesError,
+    SyncTarget,
+    discover,
+    is_builtin_group,
+    resolve_sync_resources,
+)
+from clusterpedia.storage import Catalog, PrinterColumn, SyncedType
+
+logger = logging.getLogger(__name__)
+
+
+class ResourceNegotiator:
+    def __init__(
+        self,
+        name: str,
+        client: KubeClient,
+        catalog: Catalog,
+        sync_resources: Sequence[Mapping[str, Any]],
+        *,
+        all_custom_resources: bool = False,
+    ):
+        self.name = name
+        self.client = client
+        self.catalog = catalog
+        self.sync_resources = list(sync_resources)
+        self.all_custom_resources = all_custom_resources
+        self.sync_error = ""  # syncResources cannot be resolved against the member
+        self.warnings: list[str] = []  # entries that name nothing the member serves
+        self._published: list[SyncedType] | None = None
+
+    async def negotiate(self) -> list[SyncTarget] | None:
+        """The types to sync now; None when discovery failed or syncResources does not
+        resolve (the workers then stay as they are)."""
+        try:
+            targets, warnings = resolve_sync_resources(
+                await discover(self.client),
+                self.sync_resources,
+                all_custom_resources=self.all_custom_resources,
+            )
+        except SyncResourcesError as error:
+            self.sync_error = str(error)
+            return None
+        except KubeError as error:
+            logger.warning("cluster %s: discovery failed: %s", self.name, error)
+            return None
+        self.sync_error = ""
+        self.warnings = warnings
+        return targets
+
+    async def publish(self, targets: Sequence[SyncTarget]) -> None:
+        """Record what this cluster syncs, for every replica's discovery."""
+        columns = await self._printer_columns(targets)
+        types = [
+            SyncedType(
+                cluster=self.name,
+                group=t.rtype.group,
+                version=t.rtype.version,
+                resource=t.rtype.resource,
+                kind=t.rtype.kind,
+                namespaced=t.namespaced,
+                singular=t.singular,
+                short_names=t.short_names,
+                categories=t.categories,
+                printer_columns=columns.get((t.rtype.group, t.rtype.version, t.rtype.resource), ()),
+            )
+            for t in targets
+        ]
+        if types == self._published:
+            return
+        try:
+            await self.catalog.replace(self.name, types)
+            self._published = types
+        except Exception as error:  # retried at the next discovery round
+            logger.warning("cluster %s: could not record its resource types: %s", self.name, error)
+
+    async def _printer_columns(
+        self, targets: Sequence[SyncTarget]
+    ) -> dict[tuple[str, str, str], tuple[PrinterColumn, ...]]:
+        """Each synced custom resource's additionalPrinterColumns for its synced version, read
+        from one list of the member's CRDs (built-in kinds and aggregated APIs have none)."""
+        if all(is_builtin_group(t.rtype.group) for t in targets):
+            return {}
+        try:
+            crds = await self.client.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
+        except KubeError:
+            return {}  # not readable with these credentials: default columns
+        return printer_columns(crds.get("items") or ())
+
+
+def printer_columns(
+    crds: Iterable[Mapping[str, Any]],
+) -> dict[tuple[str, str, str], tuple[PrinterColumn, ...]]:
+    """(group, version, plural) -> the additionalPrinterColumns of that CRD version."""
+    columns: dict[tuple[str, str, str], tuple[PrinterColumn, ...]] = {}
+    for crd in crds:
+        spec = crd.get("spec") or {}
+        plural = (spec.get("names") or {}).get("plural", "")
+        for version in spec.get("versions") or ():
+            columns[(spec.get("group", ""), version.get("name", ""), plural)] = tuple(
+                PrinterColumn(
+                    name=str(c.get("name", "")),
+                    type=str(c.get("type", "string")),
+                    json_path=str(c.get("jsonPath", "")),
+                    description=str(c.get("description", "")),
+                    format=str(c.get("format", "")),
+                    priority=int(c.get("priority", 0)),
+                )
+                for c in version.get("additionalPrinterColumns") or ()
+                if c.get("name") and c.get("jsonPath")
+            )
+    return columns

@@ -35,9 +35,9 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from clusterpedia.cli import tune_garbage_collector
 from clusterpedia.kube.access import access_from_kubeconfig
 from clusterpedia.kube.client import KubeClient
+from clusterpedia.process import tune_garbage_collector
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.schema import HEAD, change_log_marks, resources
 from clusterpedia.testing.benchmarks import (

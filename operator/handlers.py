@@ -27,11 +27,10 @@ from typing import Any
 from urllib.parse import quote
 
 import kopf
-import kubernetes
 
 from clusterpedia.kube.access import InvalidClusterConfig, access_from_spec
 from clusterpedia.kube.client import KubeClient, KubeError
-from clusterpedia.kube.host import host_access
+from clusterpedia.kube.host import host_access, host_credentials
 from clusterpedia.storage import Database
 from clusterpedia.sync.cluster_synchro import ClusterSettings
 from clusterpedia.sync.manager import SyncManager, fingerprint
@@ -106,30 +105,18 @@ async def startup(memo: Runtime, settings: kopf.OperatorSettings, **_: Any) -> N
 
 
 @kopf.on.login(registry=registry)
-def login(
-    memo: Runtime, settings: kopf.OperatorSettings, logger: Any, **_: Any
-) -> kopf.ConnectionInfo | None:
-    """Kopf talks to the host with the same credentials as our own host client."""
-    if not memo.config.kubeconfig:
-        return kopf.login_with_kubeconfig(settings=settings, logger=logger) or (
-            kopf.login_with_service_account(settings=settings, logger=logger)
-        )
-    client_config = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=memo.config.kubeconfig, client_configuration=client_config
-    )
-    # The client keeps a kubeconfig token as "Bearer <token>" under "BearerToken" (v32+) or
-    # "authorization" (before).
-    api_key = client_config.api_key or {}
-    bearer = api_key.get("BearerToken") or api_key.get("authorization") or ""
-    token = bearer.removeprefix("Bearer ").strip()
+def login(memo: Runtime, **_: Any) -> kopf.ConnectionInfo:
+    """Kopf talks to the host as our own host client does: one provider of both."""
+    credentials = host_credentials(memo.config.kubeconfig)
     return kopf.ConnectionInfo(
-        server=client_config.host,
-        ca_path=client_config.ssl_ca_cert,
-        certificate_path=client_config.cert_file,
-        private_key_path=client_config.key_file,
-        token=token or None,
-        insecure=not client_config.verify_ssl,
+        server=credentials.server,
+        ca_data=credentials.ca_data,
+        insecure=credentials.insecure,
+        certificate_data=credentials.certificate_data,
+        private_key_data=credentials.private_key_data,
+        token=credentials.token,
+        username=credentials.username,
+        password=credentials.password,
     )
 
 

@@ -1,14 +1,16 @@
-"""Access to the host cluster (where PediaClusters live) for our own requests.
+"""Access to the host cluster (where PediaClusters live): one provider for our own client and
+for Kopf's login, so both always talk to the same server as the same identity.
 
-The same rule Kopf's login and kubectl follow: ``$KUBECONFIG`` (or an explicit path), then
-``~/.kube/config``, then the in-cluster service account. Unlike a PediaCluster's kubeconfig,
-this one belongs to our own machine, so file references in it are read.
+The rule kubectl follows: ``$KUBECONFIG`` (or an explicit path), then ``~/.kube/config``, then
+the in-cluster service account. Unlike a PediaCluster's kubeconfig, this one belongs to our
+own machine, so file references in it are read.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -37,14 +39,61 @@ def _inline_files(config: dict, base: Path) -> dict:  # type: ignore[type-arg]
     return config
 
 
+@dataclass(frozen=True)
+class HostCredentials:
+    """The host's server and identity as data (what Kopf's ``ConnectionInfo`` takes)."""
+
+    server: str
+    ca_data: bytes | None
+    insecure: bool
+    certificate_data: bytes | None
+    private_key_data: bytes | None
+    token: str | None
+    username: str | None
+    password: str | None
+    kubeconfig: bytes  # the same, as a self-contained kubeconfig (files inlined)
+
+
+def _data(value: str | None) -> bytes | None:
+    return base64.b64decode(value) if value else None
+
+
+def host_credentials(kubeconfig: str | None = None) -> HostCredentials:
+    """The host's credentials; raises :class:`InvalidClusterConfig` if none are found."""
+    config = _host_config(kubeconfig)
+    access = access_from_kubeconfig(yaml.safe_dump(config).encode())  # validates it all
+
+    def named(section: str, name: str | None) -> dict:  # type: ignore[type-arg]
+        entry = next(e for e in config.get(section) or [] if e.get("name") == name)
+        return entry.get(section[:-1]) or {}
+
+    context = named("contexts", config.get("current-context"))
+    cluster = named("clusters", context.get("cluster"))
+    user = named("users", context.get("user")) if context.get("user") else {}
+    return HostCredentials(
+        server=access.server,
+        ca_data=_data(cluster.get("certificate-authority-data")),
+        insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        certificate_data=_data(user.get("client-certificate-data")),
+        private_key_data=_data(user.get("client-key-data")),
+        token=user.get("token") or None,
+        username=user.get("username") or None,
+        password=user.get("password") or None,
+        kubeconfig=yaml.safe_dump(config).encode(),
+    )
+
+
 def host_access(kubeconfig: str | None = None) -> MemberAccess:
-    """The host cluster's access; raises :class:`InvalidClusterConfig` if none is found."""
+    """The host cluster's access for our own client."""
+    return access_from_kubeconfig(host_credentials(kubeconfig).kubeconfig)
+
+
+def _host_config(kubeconfig: str | None) -> dict:  # type: ignore[type-arg]
     candidates = [kubeconfig, os.environ.get("KUBECONFIG"), str(Path.home() / ".kube" / "config")]
     for candidate in candidates:
         if candidate and Path(candidate.split(os.pathsep)[0]).is_file():
             path = Path(candidate.split(os.pathsep)[0])
-            config = _inline_files(yaml.safe_load(path.read_text()) or {}, path.parent)
-            return access_from_kubeconfig(yaml.safe_dump(config).encode())
+            return _inline_files(yaml.safe_load(path.read_text()) or {}, path.parent)
     host, port = (
         os.environ.get("KUBERNETES_SERVICE_HOST"),
         os.environ.get("KUBERNETES_SERVICE_PORT"),
@@ -69,7 +118,7 @@ def host_access(kubeconfig: str | None = None) -> MemberAccess:
                 {"name": "u", "user": {"token": (SERVICE_ACCOUNT / "token").read_text().strip()}}
             ],
         }
-        return access_from_kubeconfig(yaml.safe_dump(config).encode())
+        return config
     raise InvalidClusterConfig(
         "no host cluster access: set --kubeconfig or KUBECONFIG, or run inside a cluster"
     )

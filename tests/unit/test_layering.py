@@ -18,11 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Bottom to top. A unit imports only units of lower layers.
 LAYERS: list[set[str]] = [
-    {"__init__", "gvr", "backoff", "memory", "certs"},
+    {"__init__", "gvr", "backoff", "memory", "certs", "settings", "process"},
     {"storage", "kube"},
     {"search", "watch", "sync", "kubeconfig", "testing"},
     {"apiserver", "operator"},
-    {"playground"},
+    {"playground", "compose"},
     {"cli"},
 ]
 # Storage modules the search language builds values of (syntax trees and errors, no database).

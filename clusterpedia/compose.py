@@ -1,0 +1,141 @@
+"""The composition root of ``clusterpedia run``: the API server and the operator built from one
+:class:`~clusterpedia.settings.RunSettings`, started, stopped together.
+
+The only module that knows every part; each part gets its own section of the settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from clusterpedia import memory, process
+from clusterpedia.apiserver.server import APIServer, ServerConfig
+from clusterpedia.apiserver.watch import WatchSettings
+from clusterpedia.kube.client import KubeError
+from clusterpedia.settings import RunSettings
+from clusterpedia.watch.retention import Retention
+
+if TYPE_CHECKING:
+    from clusterpedia.operator.handlers import OperatorConfig
+
+
+def server_config(settings: RunSettings, storage_url: str) -> ServerConfig:
+    serving, watch = settings.serving, settings.watch
+    return ServerConfig(
+        storage_url=storage_url,
+        kubeconfig=settings.host.kubeconfig,
+        bind_address=serving.bind_address,
+        port=serving.secure_port,
+        cert_file=serving.tls_cert_file,
+        key_file=serving.tls_private_key_file,
+        cert_dir=serving.cert_dir,
+        check_clusters=serving.authorize_clusters,
+        allow_where_sql=serving.allow_where_sql,
+        watch=WatchSettings(
+            capacity=watch.watch_queue_size, bookmark_interval=watch.watch_bookmark_interval
+        ),
+        watch_poll_interval=watch.watch_poll_interval,
+        max_requests_inflight=serving.max_requests_inflight,
+        max_watches=serving.max_watches,
+        request_timeout=serving.request_timeout,
+        idle_connection_timeout=serving.idle_connection_timeout,
+        retention=Retention(
+            max_age=timedelta(seconds=watch.change_log_max_age)
+            if watch.change_log_max_age > 0
+            else None,
+            max_events=watch.change_log_max_events or None,
+        ),
+    )
+
+
+def operator_config(settings: RunSettings, storage_url: str) -> OperatorConfig:
+    # Imported here only: Kopf and the kubernetes client it loads hold 50 MB that a server
+    # run with --no-operator has no use for.
+    from clusterpedia.operator.handlers import OperatorConfig
+    from clusterpedia.sync.worker import SyncSettings
+
+    sync = settings.sync
+    return OperatorConfig(
+        storage_url=storage_url,
+        kubeconfig=settings.host.kubeconfig,
+        sync=SyncSettings(
+            store_secret_data=sync.store_secret_data,
+            max_object_bytes=sync.max_object_bytes,
+            page_size=sync.page_size,
+            kube_api_qps=sync.kube_api_qps,
+            kube_api_burst=sync.kube_api_burst,
+            list_concurrency=sync.member_list_concurrency,
+            process_list_concurrency=sync.max_concurrent_lists,
+        ),
+        allow_http_credentials=sync.allow_http_credentials,
+    )
+
+
+async def _print_clusters(server: APIServer) -> None:
+    """Say which PediaClusters the host has (a start-up line, never fatal)."""
+    try:
+        found = await server.host.get("/apis/cluster.clusterpedia.io/v1alpha2/pediaclusters")
+    except KubeError as error:
+        print(f"clusterpedia: cannot list PediaClusters: {error}", file=sys.stderr, flush=True)
+        return
+    names = sorted(item["metadata"]["name"] for item in found.get("items") or [])
+    listed = ", ".join(names) if names else "none yet"
+    print(f"clusterpedia: {len(names)} PediaClusters: {listed}", file=sys.stderr, flush=True)
+
+
+async def serve(settings: RunSettings, storage_url: str) -> int:
+    """Run the API server and (unless ``--no-operator``) the operator until SIGTERM/SIGINT;
+    non-zero if either failed."""
+    process.limit_tls_read_buffers()  # before the listener accepts a connection
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server = APIServer(server_config(settings, storage_url))
+    try:
+        await server.start()
+    except Exception as error:
+        print(f"clusterpedia: the API server failed to start: {error}", file=sys.stderr)
+        await server.stop()
+        return 1
+    bind = settings.serving.bind_address
+    print(f"clusterpedia: serving https://{bind}:{server.port}", file=sys.stderr)
+    await _print_clusters(server)
+    operator = None
+    if not settings.operator.no_operator:
+        from clusterpedia.operator.runner import OperatorThread
+
+        operator = OperatorThread(
+            operator_config(settings, storage_url),
+            standalone=not settings.operator.peering,
+            priority=settings.operator.priority,
+            peering_name=settings.operator.peering_name,
+        )
+        try:
+            await loop.run_in_executor(None, operator.start)
+        except RuntimeError as error:
+            print(f"clusterpedia: {error}", file=sys.stderr)
+            await server.stop()
+            return 1
+    process.tune_garbage_collector()
+    trimmer = asyncio.create_task(memory.trim_freed_memory(), name="memory trimmer")
+    code = 0
+    # One shared shutdown: a signal stops both sides; the operator dying stops the server.
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+        if operator is not None and operator.failed:
+            print(f"clusterpedia: the operator stopped: {operator.error!r}", file=sys.stderr)
+            code = 1
+            break
+    trimmer.cancel()
+    process.exit_by_deadline(settings.process.shutdown_grace_period)
+    if operator is not None:
+        await loop.run_in_executor(None, operator.stop)
+    await server.stop()
+    return code

@@ -9,12 +9,23 @@ from short requests; health paths are never refused, so probes keep telling the 
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import Counter, Gauge
 
 from clusterpedia.apiserver.chain import Handler
 from clusterpedia.apiserver.status import StatusError
 from clusterpedia.apiserver.system import HEALTH_PATHS
 
 RETRY_AFTER_SECONDS = 1
+IN_FLIGHT = Gauge(
+    "clusterpedia_apiserver_in_flight",
+    "Requests being served; kind=watch counts open watch streams apart.",
+    ["kind"],
+)
+REFUSED = Counter(
+    "clusterpedia_apiserver_refused_total",
+    "Requests answered 429 because too many were in flight.",
+    ["kind"],
+)
 
 
 class Admission:
@@ -26,8 +37,10 @@ class Admission:
         if request.path in HEALTH_PATHS:
             return await delegate(request)
         watch = request.query.get("watch") in ("true", "1")
+        kind = "watch" if watch else "request"
         if self.inflight[watch] >= self.limits[watch]:
             what = "watches" if watch else "requests"
+            REFUSED.labels(kind).inc()
             raise StatusError(
                 429,
                 f"Too many {what} in flight ({self.limits[watch]}), please try again later.",
@@ -35,7 +48,10 @@ class Admission:
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
         self.inflight[watch] += 1
+        gauge = IN_FLIGHT.labels(kind)
+        gauge.inc()
         try:
             return await delegate(request)
         finally:
             self.inflight[watch] -= 1
+            gauge.dec()

@@ -72,10 +72,11 @@ def test_kill_9_during_initial_sync_and_churn_loses_nothing(
         )
 
         with ConfigMapChurn([member], namespace) as churn:
-            time.sleep(3)
+            eventually(lambda: churn.changes >= 30, what="the members change")
             product.kill()  # mid-churn: batches in flight are lost with the process
             product.start()
-            time.sleep(3)
+            killed_at = churn.changes
+            eventually(lambda: churn.changes >= killed_at + 30, what="changes after the restart")
         assert churn.changes > 50
         eventually(
             lambda: converged(database_url, cluster, member, namespace),

@@ -5,9 +5,9 @@ layer, every database."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -222,6 +222,13 @@ def test_custom_resource_printer_columns_come_from_the_member_crd(
     assert row.split() == [f"e2e-{dialect}", f"{dialect}-two", "g1", "teal", "3"]
 
 
+def open_watches(product: ProductProcess, host: APIServer) -> float:
+    """The watch streams the product serves now, from its metrics."""
+    text = product.get_as_front_proxy(host, "/metrics", user="monitoring").decode()
+    found = re.search(r'^clusterpedia_apiserver_in_flight\{kind="watch"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def printed(expected: set[tuple[str, ...]], lines: list[str]) -> bool:
     """Every row of ``expected`` (event, namespace, cluster, name) is among ``lines``."""
     return expected <= {tuple(line.split()[:4]) for line in lines}
@@ -242,13 +249,15 @@ def test_kubectl_watch_follows_both_members_through_the_aggregator(
         "get", "pods", "-A", "-l", "app=watched", "-w", "--output-watch-events",
     ]  # fmt: skip
     lines: list[str] = []
+    watches_before = open_watches(product, host)
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as kc:
         assert kc.stdout is not None
         stdout = kc.stdout
         reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")))
         reader.start()
         try:
-            time.sleep(3)  # kubectl lists (nothing matches), then watches
+            # kubectl lists (nothing matches), then watches: wait for its watch to be open.
+            eventually(lambda: open_watches(product, host) > watches_before, what="kubectl watches")
             pod = {
                 "apiVersion": "v1",
                 "kind": "Pod",

@@ -11,7 +11,6 @@ timeout are in tests/integration/test_watch_api.py.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +82,18 @@ async def _logged(url: str, after: int) -> tuple[int, list[int]]:
         await engine.dispose()
 
 
+def seen_after(informer: Informer, events: int) -> None:
+    """Wait until ``informer`` has seen ``events`` more events than now."""
+    target = len(informer.seen) + events
+    eventually(lambda: len(informer.seen) >= target, timeout=60, what=f"{events} more events")
+
+
+def changed_after(churn: ConfigMapChurn, changes: int) -> None:
+    """Wait until the members made ``changes`` more changes than now."""
+    target = churn.changes + changes
+    eventually(lambda: churn.changes >= target, timeout=60, what=f"{changes} more changes")
+
+
 def test_an_informer_sees_every_change_once_across_restarts_and_replicas(
     host: APIServer, member_clusters: list[APIServer], tmp_path: Path
 ) -> None:
@@ -119,15 +130,16 @@ def test_an_informer_sees_every_change_once_across_restarts_and_replicas(
                     namespace=NAMESPACE,
                     timeout_seconds=2,  # each resume goes to the other replica
                 )
-                time.sleep(5)
+                # Each step waits for the churn (or the informer) to move on, not for a time.
+                seen_after(informer, 40)  # the informer follows live changes
                 syncer.stop()  # sync stops; members keep changing
-                time.sleep(3)
+                changed_after(churn, 45)
                 syncer.start()  # relists: what changed meanwhile becomes events
-                time.sleep(5)
+                seen_after(informer, 30)
                 server.stop()  # its watch breaks mid-stream
-                time.sleep(2)
+                changed_after(churn, 30)
                 server.start()
-                time.sleep(5)
+                seen_after(informer, 40)
             eventually(
                 lambda: served_state(server, host) == members_state(members),
                 timeout=60,

@@ -1,4 +1,5 @@
-"""Authentication as an aggregated API server must do it (reference A4, A6).
+"""Authentication as an aggregated API server must do it (k8s.io/apiserver's delegating
+authenticator: front-proxy request headers, then TokenReview).
 
 Two authenticators, in kube-apiserver's delegating order:
 

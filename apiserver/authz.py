@@ -1,4 +1,5 @@
-"""Authorization by SubjectAccessReview against the host cluster (reference A7).
+"""Authorization by SubjectAccessReview against the host cluster, as kube-apiserver's webhook
+authorizer delegates it.
 
 Attributes are those kube-apiserver derives from the whole path (``resources`` in group
 ``clusterpedia.io``, verb ``get``, the inner path as name and subresource), so the RBAC that

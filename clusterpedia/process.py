@@ -30,8 +30,8 @@ def tune_garbage_collector() -> None:
     """Collect young objects every 50,000 allocations instead of 700, and freeze what start-up
     allocated. A member's list page parses into ~100k dicts and lists that live until the
     page is stored; with the defaults the collector ran ~150 times per page and re-scanned
-    every survivor, a third of the sync's CPU (reference/performance.md: "parse and keep" is
-    10x slower than "parse and discard"). Nearly everything here is freed by reference
+    every survivor, a third of the sync's CPU ("parse and keep" measured 10x slower than
+    "parse and discard"). Nearly everything here is freed by reference
     counting; cycles are still collected, just less often."""
     gc.set_threshold(50_000, 20, 20)
     gc.freeze()

@@ -1,7 +1,6 @@
 """The database schema: one definition (SQLAlchemy Core) for SQLite, PostgreSQL and MySQL.
 
-Column types chosen on measured evidence (``shared/reference/performance.md``, re-measured by
-``bench/storage.py``):
+Column types chosen on measured evidence (``bench/storage.py`` measures them):
 
 - ``object`` holds the member's JSON exactly as it will be served. PostgreSQL stores it as
   ``bytea``: ``jsonb`` must parse and re-encode every ~5 KB object on write and ingests 2-3x

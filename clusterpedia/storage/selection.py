@@ -46,9 +46,9 @@ class FieldPath:
         out = []
         for segment in self.segments:
             if isinstance(segment, Key):
-                out.append(
-                    f".{segment.name}" if NAME.match(segment.name) else f"['{segment.name}']"
-                )
+                # A dot inside a key would read back as two keys: such keys get brackets.
+                bare = NAME.match(segment.name) and "." not in segment.name
+                out.append(f".{segment.name}" if bare else f"['{segment.name}']")
             else:
                 out.append(f"[{'' if segment.index is None else segment.index}]")
         return "".join(out).lstrip(".")

@@ -1,6 +1,7 @@
 """One asyncio task per (cluster, resource type): list, then watch, forever.
 
-The algorithm of client-go's Reflector (reference C1), storing instead of caching:
+The algorithm of client-go's Reflector (``k8s.io/client-go/tools/cache/reflector.go``),
+storing instead of caching:
 
 1. seed the ``namespace/name -> resourceVersion`` map of this type from the database, so a
    restart writes only what changed and deletes what disappeared while we were away;

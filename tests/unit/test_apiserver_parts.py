@@ -18,7 +18,7 @@ from clusterpedia.apiserver.tables import NAME, TableBuilder
 from clusterpedia.kubeconfig import KubeconfigError, add_clusterpedia_clusters
 from clusterpedia.storage.catalog import SyncedType
 
-# What kubectl sends (reference B2, B3).
+# What kubectl 1.35 sends for `get` (its Accept header, Table first).
 TABLE = ",".join(
     [
         "application/json;as=Table;v=v1;g=meta.k8s.io",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 import subprocess
 import sys
 import sysconfig
@@ -115,3 +116,18 @@ def test_the_source_tree_resolves_the_mapped_folders_as_the_wheel_does() -> None
         check=True,
     )
     assert Path(probe.stdout.strip()).parent == ROOT / "clusterpedia" / "apiserver"
+
+
+def test_no_comment_cites_a_document_outside_the_repository() -> None:
+    """Comments once cited design notes ("reference C1", ``reference/performance.md``) that a
+    reader of the repository cannot open; cite a public source or a benchmark instead."""
+    pattern = re.compile(r"reference [A-C][0-9]|reference/[a-z]+\.md")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for folder in ("clusterpedia", "apiserver", "operator", "tests", "bench")
+        for path in (ROOT / folder).rglob("*.py")
+        if path.resolve() != Path(__file__).resolve()
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not offenders, offenders

@@ -1,6 +1,7 @@
 """bench/sync.py keeps running: a tiny run on SQLite prints every figure as JSON.
 
-No timing is asserted (figures vary by machine); the full run is the README command.
+No timing is asserted (figures vary by machine), but the figures must be plausible: consistent
+with each other and within what a process can do. The full run is the README command.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "sync.py"
 
@@ -45,3 +48,10 @@ def test_sync_benchmark_prints_its_figures_as_json(assets) -> None:  # type: ign
         "event_cpu_us",
     ):
         assert figures[key] > 0, key
+    ratio = figures["initial_sync_s"] / figures["floor_list_s"]
+    assert figures["sync_ratio"] == pytest.approx(ratio, rel=0.05)  # figures are rounded
+    # Storing every object cannot take less than a fifth of merely listing them.
+    assert figures["sync_ratio"] > 0.2
+    assert figures["lag_p50_ms"] <= figures["lag_p99_ms"]
+    for key in ("rss_n_mb", "rss_2n_mb"):
+        assert 20 < figures[key] < 8192, key  # a Python process with its libraries loaded

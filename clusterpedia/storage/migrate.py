@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from clusterpedia.storage.dialects import backend_named
 from clusterpedia.storage.schema import (
     HEAD,
     PRUNED,
@@ -36,18 +37,6 @@ async def _stored_version(connection: AsyncConnection) -> int | None:
     return None if version is None else int(version)
 
 
-async def _prefer_lz4(connection: AsyncConnection) -> None:
-    """Compress stored objects with lz4 (PostgreSQL >= 14): several times cheaper than the
-    default pglz on both write and read (bench/storage.py)."""
-    try:
-        async with connection.begin_nested():
-            await connection.exec_driver_sql(
-                "ALTER TABLE resources ALTER COLUMN object SET COMPRESSION lz4"
-            )
-    except DBAPIError as error:
-        logger.info("lz4 compression unavailable (%s); PostgreSQL's default is used", error.orig)
-
-
 async def _add_marks(connection: AsyncConnection) -> None:
     """The change log's ``head`` and ``pruned`` rows, unless present."""
     present = set((await connection.execute(sa.select(change_log_marks.c.name))).scalars())
@@ -74,8 +63,8 @@ async def ensure_schema(engine: AsyncEngine) -> int:
                 if found == SCHEMA_VERSION:
                     return found
                 await connection.run_sync(metadata.create_all, checkfirst=True)
-                if found is None and connection.dialect.name == "postgresql":
-                    await _prefer_lz4(connection)
+                if found is None:
+                    await backend_named(connection.dialect.name).after_create(connection)
                 # Versions 2 and 3 only added tables (resource_types, cluster_health), which
                 # create_all made above. Version 4 added the change log and stores objects with
                 # the global resourceVersion stamped in: older rows lack it, so they are dropped

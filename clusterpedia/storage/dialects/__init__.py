@@ -9,16 +9,37 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from clusterpedia.storage.dialects.base import Dialect, Scope, StampedGroup
+from clusterpedia.storage.dialects.base import Dialect, Queries, Scope, StampedGroup
 from clusterpedia.storage.dialects.mysql import MySQL
 from clusterpedia.storage.dialects.postgresql import PostgreSQL
 from clusterpedia.storage.dialects.sqlite import SQLite
 
-__all__ = ["Dialect", "Scope", "StampedGroup", "dialect_for"]
+__all__ = [
+    "Dialect",
+    "Queries",
+    "Scope",
+    "StampedGroup",
+    "backend_named",
+    "dialect_for",
+    "queries_for",
+]
 
 _BACKENDS: dict[str, type[Dialect]] = {"sqlite": SQLite, "postgresql": PostgreSQL, "mysql": MySQL}
+
+
+def backend_named(name: str) -> type[Dialect]:
+    """The backend of the database SQLAlchemy calls ``name`` (MariaDB is ``mysql``)."""
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unsupported dialect {name}") from None
 
 
 def dialect_for(engine: AsyncEngine) -> Dialect:
     """The backend of ``engine``'s database (MariaDB is SQLAlchemy's ``mysql``)."""
     return _BACKENDS[engine.dialect.name](engine)
+
+
+def queries_for(name: str) -> Queries:
+    """How the database called ``name`` reads JSON and labels (no engine needed)."""
+    return backend_named(name).queries

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from clusterpedia.gvr import ResourceType
+from clusterpedia.storage.condition import Condition
+from clusterpedia.storage.query import TypeFilter
 from clusterpedia.storage.records import Upsert
 from clusterpedia.storage.schema import resources
+from clusterpedia.storage.selection import FieldPath, Index, Key, Requirement
 from clusterpedia.storage.threaded import ThreadedReads
 
 logger = logging.getLogger(__name__)
@@ -33,6 +39,102 @@ QUOTED_LOG_COLUMNS = ", ".join(f'"{c}"' for c in LOG_COLUMNS)  # PostgreSQL and 
 ALLOCATE = sa.text("UPDATE change_log_marks SET rv = rv + :n WHERE name = :head RETURNING rv")
 
 
+R = resources.c
+_names = itertools.count()
+
+
+def unique(prefix: str) -> str:
+    """A name no other part of the statement uses (aliases, bind parameters)."""
+    return f"{prefix}_{next(_names)}"
+
+
+def json_path(segments: tuple[Key | Index, ...]) -> str:
+    """``$."a"."b"[0]`` / ``$."a"[*]`` for MySQL, SQLite and PostgreSQL jsonpath.
+
+    Keys were validated as qualified names (no quotes or backslashes), so quoting is safe.
+    """
+    out = ["$"]
+    for segment in segments:
+        if isinstance(segment, Key):
+            out.append(f'."{segment.name}"')
+        else:
+            out.append("[*]" if segment.index is None else f"[{segment.index}]")
+    return "".join(out)
+
+
+class Queries:
+    """How one database reads JSON, labels and patterns: the dialect half of the query
+    compiler (``storage/compiler.py`` holds what all share). Needs no engine, so the SQL of
+    every dialect can be compiled offline."""
+
+    name = ""
+
+    def binary(self, expression: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Byte-wise comparison and order for extracted JSON text, as for the name columns."""
+        return expression
+
+    def document(self) -> ColumnElement[Any]:
+        """The stored object as this database's JSON."""
+        return R.object
+
+    def scalar_text(self, path: FieldPath) -> ColumnElement[Any]:
+        """The text of the scalar at ``path`` (no wildcards), NULL when missing."""
+        raise NotImplementedError
+
+    def wildcard_exists(self, path: FieldPath) -> ColumnElement[bool]:
+        raise NotImplementedError
+
+    def wildcard_matches(
+        self, path: FieldPath, values: list[str], *, negate: bool
+    ) -> ColumnElement[bool]:
+        """Some element at ``path`` is one of ``values`` (none is, with ``negate``)."""
+        raise NotImplementedError
+
+    def label(
+        self, requirement: Requirement, *, single_type: TypeFilter | None
+    ) -> ColumnElement[bool]:
+        """A label requirement over the labels' JSON text (SQLite and MySQL)."""
+        key, operator, values = requirement.key, requirement.operator, list(requirement.values)
+        text = self.label_text(key)
+        if operator == "in":
+            # No JSON index here: a substring test on the stored labels text (written by
+            # orjson with no spaces, keys and values free of quotes) skips the JSON parse of
+            # rows that cannot match; the exact predicate then decides.
+            needles = [orjson.dumps({key: value})[1:-1].decode() for value in values]
+            prefilter = sa.or_(*(sa.func.instr(R.labels, needle) > 0 for needle in needles))
+            return sa.and_(prefilter, text.in_(values))
+        if operator == "notin":
+            return sa.or_(text.is_(None), text.not_in(values))
+        if operator == "exists":
+            return text.is_not(None)
+        if operator == "!exists":
+            return text.is_(None)
+        number = self.label_number(text)
+        return number > int(values[0]) if operator == "gt" else number < int(values[0])
+
+    def label_text(self, key: str) -> ColumnElement[Any]:
+        return sa.func.json_extract(R.labels, sa.literal(f'$."{key}"'))
+
+    def label_number(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        """``text`` as a 64-bit integer, NULL when it is not one."""
+        raise NotImplementedError
+
+    def like(self, operand: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
+        """A case-sensitive LIKE."""
+        return operand.like(pattern, escape="\\")
+
+    def position(self, column: ColumnElement[Any], needle: str) -> ColumnElement[Any]:
+        """Where ``needle`` starts in ``column`` (1-based; 0 when absent)."""
+        return sa.func.instr(column, needle)
+
+    def widens(self, condition: Condition) -> bool:
+        """Whether a whereSQLStatement's text columns must be compared as full Unicode."""
+        return False
+
+    def widened(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return column
+
+
 def scope_of(table: sa.Table, cluster: str, rtype: ResourceType | None) -> list[Any]:
     """Conditions selecting one cluster's rows (of one resource type) in ``table``."""
     conditions = [table.c.cluster == cluster]
@@ -49,6 +151,7 @@ class Dialect:
     """A database's way of doing what the storage needs; subclasses override what differs."""
 
     name = ""
+    queries = Queries()
     # One writer at a time (SQLite): the writer takes turns instead of failing into retries.
     serial_writes = False
     # Label selectors read a side table of (key, value) rows (MySQL has no usable JSON index).
@@ -62,6 +165,22 @@ class Dialect:
 
     def __init__(self, engine: AsyncEngine):
         self.engine = engine
+
+    # -- connections ----------------------------------------------------------------------
+
+    @classmethod
+    def configure(cls, url: URL, options: dict[str, Any]) -> URL:
+        """The engine's URL, with ``options`` (pool settings) adjusted in place."""
+        options.setdefault("pool_pre_ping", True)
+        return url
+
+    @staticmethod
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        """Session settings for every new connection."""
+
+    @classmethod
+    async def after_create(cls, connection: AsyncConnection) -> None:
+        """Tuning of a schema just created (in its transaction)."""
 
     # -- writes ---------------------------------------------------------------------------
 

@@ -10,11 +10,36 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql as mysql_dialect
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
 from clusterpedia.gvr import ResourceType
-from clusterpedia.storage.dialects.base import LOG_COLUMNS, SCOPE_COLUMNS, Dialect, StampedGroup
+from clusterpedia.storage.condition import (
+    Between,
+    Call,
+    Column,
+    Comparison,
+    Condition,
+    Constant,
+    InList,
+    JsonField,
+    Junction,
+    Like,
+    Negation,
+    Operand,
+    Value,
+)
+from clusterpedia.storage.dialects.base import (
+    LOG_COLUMNS,
+    SCOPE_COLUMNS,
+    Dialect,
+    Queries,
+    StampedGroup,
+    json_path,
+    unique,
+)
+from clusterpedia.storage.query import TypeFilter
 from clusterpedia.storage.records import Upsert
 from clusterpedia.storage.schema import (
     LABEL_KEY_MAX,
@@ -22,6 +47,7 @@ from clusterpedia.storage.schema import (
     resource_labels,
     resources,
 )
+from clusterpedia.storage.selection import FieldPath, Requirement
 
 # MariaDB has no UPDATE ... RETURNING: LAST_INSERT_ID(expr) remembers the value per session.
 _ALLOCATE = sa.text("UPDATE change_log_marks SET rv = LAST_INSERT_ID(rv + :n) WHERE name = :head")
@@ -58,8 +84,110 @@ def _upsert_statement() -> sa.Insert:
 _UPSERT = _upsert_statement()
 
 
+R = resources.c
+
+
+def _has_non_ascii(node: Condition | Operand) -> bool:
+    """Whether any text value or pattern in the tree lies outside ASCII."""
+    if isinstance(node, Value):
+        return isinstance(node.value, str) and not node.value.isascii()
+    if isinstance(node, Like):
+        return not node.pattern.isascii() or _has_non_ascii(node.operand)
+    if isinstance(node, Column | JsonField | Constant):
+        return False
+    if isinstance(node, Junction):
+        return any(_has_non_ascii(part) for part in node.parts)
+    if isinstance(node, Negation):
+        return _has_non_ascii(node.part)
+    if isinstance(node, Call):
+        return any(_has_non_ascii(arg) for arg in node.args)
+    if isinstance(node, Comparison):
+        return _has_non_ascii(node.left) or _has_non_ascii(node.right)
+    if isinstance(node, InList):
+        return any(_has_non_ascii(v) for v in (node.operand, *node.values))
+    if isinstance(node, Between):
+        return any(_has_non_ascii(v) for v in (node.operand, node.low, node.high))
+    return _has_non_ascii(node.operand)
+
+
+class MySQLQueries(Queries):
+    """``JSON_UNQUOTE(JSON_EXTRACT(...))`` compared with ``utf8mb4_bin`` (Kubernetes compares
+    case-sensitively); ``JSON_TABLE`` walks wildcards; equality on a label of one type goes
+    through the ``resource_labels`` side table."""
+
+    name = "mysql"
+
+    def binary(self, expression: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.collate(expression, "utf8mb4_bin")
+
+    def scalar_text(self, path: FieldPath) -> ColumnElement[Any]:
+        extracted = sa.func.JSON_EXTRACT(R.object, sa.literal(json_path(path.segments)))
+        return self.binary(sa.func.JSON_UNQUOTE(extracted))
+
+    def wildcard_exists(self, path: FieldPath) -> ColumnElement[bool]:
+        return sa.func.JSON_EXTRACT(R.object, sa.literal(json_path(path.segments))).is_not(None)
+
+    def wildcard_matches(
+        self, path: FieldPath, values: list[str], *, negate: bool
+    ) -> ColumnElement[bool]:
+        # JSON_TABLE has no SQLAlchemy construct: a fixed fragment, every value bound.
+        alias, path_param, values_param = unique("jt"), unique("jp"), unique("jv")
+        fragment = sa.text(
+            f"{'NOT ' if negate else ''}EXISTS (SELECT 1 FROM JSON_TABLE("
+            f"JSON_EXTRACT(resources.object, :{path_param}), "
+            f"'$[*]' COLUMNS (v LONGTEXT PATH '$')) AS {alias} "
+            f"WHERE {alias}.v COLLATE utf8mb4_bin IN :{values_param})"
+        ).bindparams(
+            sa.bindparam(path_param, json_path(path.segments)),
+            sa.bindparam(values_param, values, expanding=True),
+        )
+        return fragment  # type: ignore[return-value]
+
+    def label(
+        self, requirement: Requirement, *, single_type: TypeFilter | None
+    ) -> ColumnElement[bool]:
+        if requirement.operator == "in" and single_type is not None:
+            return self._indexed_label(requirement.key, list(requirement.values), single_type)
+        return super().label(requirement, single_type=single_type)
+
+    def _indexed_label(self, key: str, values: list[str], rtype: TypeFilter) -> ColumnElement[bool]:
+        """``key in values`` through the resource_labels table."""
+        L = resource_labels.c
+        matching = sa.select(L.cluster, L.namespace, L.name).where(
+            L.group == rtype.group,
+            L.version == rtype.version,
+            L.resource == rtype.resource,
+            L.key == key,
+            L.value.in_(values),
+        )
+        return sa.tuple_(R.cluster, R.namespace, R.name).in_(matching)
+
+    def label_text(self, key: str) -> ColumnElement[Any]:
+        extracted = sa.func.JSON_EXTRACT(R.labels, sa.literal(f'$."{key}"'))
+        return self.binary(sa.func.JSON_UNQUOTE(extracted))
+
+    def label_number(self, text: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.case((text.op("REGEXP")("^-?[0-9]{1,18}$"), sa.cast(text, sa.BigInteger)))
+
+    def widens(self, condition: Condition) -> bool:
+        """MySQL refuses to compare its ASCII columns with text outside ASCII (error 1267):
+        such a statement compares them as utf8mb4 instead, at the cost of their indexes."""
+        return _has_non_ascii(condition)
+
+    def widened(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        return sa.collate(sa.cast(column, mysql_dialect.CHAR(charset="utf8mb4")), "utf8mb4_bin")
+
+
 class MySQL(Dialect):
     name = "mysql"
+    queries = MySQLQueries()
+
+    @classmethod
+    def configure(cls, url: URL, options: dict[str, Any]) -> URL:
+        options.setdefault("pool_recycle", 3600)  # the server closes idle connections
+        options.setdefault("pool_pre_ping", True)
+        return url if "charset" in url.query else url.update_query_dict({"charset": "utf8mb4"})
+
     indexes_labels = True
     # Its range optimiser handles the expanded OR form of a keyset seek well, the row-value
     # comparison badly.

@@ -283,7 +283,7 @@ async def test_a_compacted_resource_version_relists_and_loses_nothing(  # type: 
 async def _rename_resources(writer: ResourceWriter, source: str, target: str) -> None:
     statement = (
         f"RENAME TABLE {source} TO {target}"
-        if writer.dialect == "mysql"
+        if writer.dialect.name == "mysql"
         else f"ALTER TABLE {source} RENAME TO {target}"
     )
     async with writer.engine.begin() as connection:

@@ -1,4 +1,4 @@
-"""Which PediaCluster.status changes are patched at once and which wait (sync/cluster.py)."""
+"""Which PediaCluster.status changes are patched at once and which wait (sync/status.py)."""
 
 from __future__ import annotations
 
@@ -52,3 +52,28 @@ def test_progress_alone_waits_for_its_interval() -> None:
     assert not news(busier, last, since=1.0, progress_interval=15)
     assert news(busier, last, since=15.0, progress_interval=15)
     assert not news(copy.deepcopy(last), last, since=60.0, progress_interval=15)
+
+
+def test_a_spec_the_operator_cannot_use_reads_as_the_synchro_would_write_it() -> None:
+    from clusterpedia.sync.status import SynchroState, conditions
+
+    rendered = conditions(SynchroState(invalid_config="kubeconfig is not valid YAML"))
+    assert [(c["type"], c["status"], c["reason"]) for c in rendered] == [
+        ("Validated", "False", "InvalidConfig"),
+        ("SynchroRunning", "False", "InvalidConfig"),
+        ("ClusterHealthy", "Unknown", "MonitorStop"),
+        ("Ready", "False", "NotReady"),
+    ]
+    assert rendered[3]["message"] == "Validated condition is False, reason is InvalidConfig"
+    running = conditions(SynchroState(healthy=True, running=True))
+    assert [c["status"] for c in running] == ["True"] * 4
+
+
+def test_the_monitor_turns_unhealthy_after_failures_in_a_row_and_healthy_at_once() -> None:
+    from clusterpedia.sync.cluster_monitor import ClusterMonitor
+
+    monitor = ClusterMonitor("m", None, None, failures_to_unhealthy=2)  # type: ignore[arg-type]
+    assert [monitor.observe(ok) for ok in (True, True, False, True, False, False, False)] == [
+        "healthy", None, None, None, None, "unhealthy", None,
+    ]  # fmt: skip
+    assert monitor.observe(True) == "healthy"

@@ -1,8 +1,9 @@
 """Lists as bytes: stored objects spliced into a ``<Kind>List`` envelope without parsing them.
 
 This is the hot path of the server (splicing bytes has ~12x the throughput of parsing and
-re-serialising each object; ``bench/api.py`` measures pages). A page is assembled with one ``join``; an unbounded list streams with
-chunked encoding straight from a server-side cursor, so memory stays flat in the list size.
+re-serialising each object; ``bench/api.py`` measures pages). A page is assembled with one
+``join``; an unbounded list streams with chunked encoding straight from a server-side cursor,
+so memory stays flat in the list size.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """A small asyncio client for member API servers: JSON GETs, paginated lists and watches.
 
 The official client builds a model object per item (28 s of 32 s for 3,661 ReplicaSets, a
-profile of its ``list_replica_set_for_all_namespaces``); this one hands out plain dicts parsed once with orjson. Watch streams are split
-into lines by hand because aiohttp's ``readline`` refuses lines over its buffer limit and one
-watch event carries a whole object. Every request has a timeout, and a watch has an inactivity
-timeout, so a member that hangs is noticed. What a member sends is checked before it goes
-further: an answer that is not JSON, or an object without a name, is a :class:`KubeError` like
-any other member failure, never an exception that could end a worker.
+profile of its ``list_replica_set_for_all_namespaces``); this one hands out plain dicts parsed
+once with orjson. Watch streams are split into lines by hand because aiohttp's ``readline``
+refuses lines over its buffer limit and one watch event carries a whole object. Every request
+has a timeout, and a watch has an inactivity timeout, so a member that hangs is noticed. What a
+member sends is checked before it goes further: an answer that is not JSON, or an object
+without a name, is a :class:`KubeError` like any other member failure, never an exception that
+could end a worker.
 """
 
 from __future__ import annotations

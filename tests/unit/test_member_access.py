@@ -129,3 +129,35 @@ def test_member_text_in_logs_is_one_bounded_line() -> None:
     text = printable("line one\r\nFAKE 2026 INFO admin logged in\x1b[2J" + "x" * 1000)
     assert "\n" not in text and "\r" not in text and "\x1b" not in text
     assert text.startswith("line one\\r\\nFAKE") and len(text) < 320
+
+
+def test_kopf_and_our_host_client_get_the_same_credentials(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """One provider: the host kubeconfig's files are read once, for both."""
+    import trustme
+    import yaml
+
+    from clusterpedia.kube.host import host_access, host_credentials
+
+    ca = trustme.CA()
+    client = ca.issue_cert("admin")
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem.bytes())
+    (tmp_path / "admin.crt").write_bytes(client.cert_chain_pems[0].bytes())
+    (tmp_path / "admin.key").write_bytes(client.private_key_pem.bytes())
+    config = {
+        "current-context": "host",
+        "contexts": [{"name": "host", "context": {"cluster": "h", "user": "admin"}}],
+        "clusters": [{"name": "h", "cluster": {"server": "https://127.0.0.1:6443",
+                                                 "certificate-authority": "ca.crt"}}],
+        "users": [{"name": "admin", "user": {"client-certificate": "admin.crt",
+                                             "client-key": "admin.key"}}],
+    }  # fmt: skip
+    path = tmp_path / "host.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    credentials = host_credentials(str(path))
+    assert credentials.server == "https://127.0.0.1:6443"
+    assert credentials.ca_data == ca.cert_pem.bytes()
+    assert credentials.certificate_data == client.cert_chain_pems[0].bytes()
+    assert credentials.private_key_data == client.private_key_pem.bytes()
+    assert credentials.token is None and not credentials.insecure
+    assert host_access(str(path)).server == credentials.server

@@ -22,6 +22,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 
+from clusterpedia.backoff import Backoff
 from clusterpedia.storage import ChangeEvent, Changes
 from clusterpedia.watch.matcher import EventMatcher
 
@@ -240,17 +241,24 @@ class ChangeFeed:
         self._wake.set()
 
     async def _follow(self) -> None:
+        # While the log cannot be read, polls back off (to about 5 s); a wake still reads.
+        retry = Backoff(self.poll_interval * 2, max(5.0, self.poll_interval))
         failures = 0
         while True:
+            wait = self.poll_interval
             try:
                 await self.read_new()
                 failures = 0
+                retry.reset()
             except Exception as error:  # the database is down: keep watchers, retry
                 failures += 1
+                wait = retry.next_delay()
                 if failures == 1 or failures % 20 == 0:
-                    logger.warning("change feed cannot read the log (%s); retrying", error)
+                    logger.warning(
+                        "change feed cannot read the log (%s); retrying in %.1fs", error, wait
+                    )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval * (1 + failures))
+                await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
 
     async def read_new(self) -> None:

@@ -159,15 +159,8 @@ def _load_client_pair(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
         os.unlink(path)
 
 
-def access_from_kubeconfig(data: bytes, *, allow_http_credentials: bool = False) -> MemberAccess:
-    """The current context of a kubeconfig (inline data only: files and exec plugins refer to
-    the operator's file system or binaries, which a PediaCluster cannot rely on)."""
-    try:
-        config = yaml.safe_load(data)
-    except yaml.YAMLError as error:
-        raise InvalidClusterConfig(f"kubeconfig is not valid YAML: {error}") from None
-    if not isinstance(config, dict):
-        raise InvalidClusterConfig("kubeconfig is not a mapping")
+def current_context(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The cluster and user entries of a kubeconfig's current context."""
 
     def named(section: str, name: str | None) -> dict[str, Any]:
         for entry in config.get(section) or []:
@@ -179,6 +172,20 @@ def access_from_kubeconfig(data: bytes, *, allow_http_credentials: bool = False)
     context = named("contexts", config.get("current-context"))
     cluster = named("clusters", context.get("cluster"))
     user = named("users", context.get("user")) if context.get("user") else {}
+    return cluster, user
+
+
+def access_from_kubeconfig(data: bytes, *, allow_http_credentials: bool = False) -> MemberAccess:
+    """The current context of a kubeconfig (inline data only: files and exec plugins refer to
+    the operator's file system or binaries, which a PediaCluster cannot rely on)."""
+    try:
+        config = yaml.safe_load(data)
+    except yaml.YAMLError as error:
+        raise InvalidClusterConfig(f"kubeconfig is not valid YAML: {error}") from None
+    if not isinstance(config, dict):
+        raise InvalidClusterConfig("kubeconfig is not a mapping")
+
+    cluster, user = current_context(config)
     if "server" not in cluster:
         raise InvalidClusterConfig("kubeconfig cluster has no server")
     for unsupported in (

@@ -15,7 +15,12 @@ from pathlib import Path
 
 import yaml
 
-from clusterpedia.kube.access import InvalidClusterConfig, MemberAccess, access_from_kubeconfig
+from clusterpedia.kube.access import (
+    InvalidClusterConfig,
+    MemberAccess,
+    access_from_kubeconfig,
+    current_context,
+)
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 _FILE_FIELDS = {
@@ -51,7 +56,6 @@ class HostCredentials:
     token: str | None
     username: str | None
     password: str | None
-    kubeconfig: bytes  # the same, as a self-contained kubeconfig (files inlined)
 
 
 def _data(value: str | None) -> bytes | None:
@@ -62,14 +66,7 @@ def host_credentials(kubeconfig: str | None = None) -> HostCredentials:
     """The host's credentials; raises :class:`InvalidClusterConfig` if none are found."""
     config = _host_config(kubeconfig)
     access = access_from_kubeconfig(yaml.safe_dump(config).encode())  # validates it all
-
-    def named(section: str, name: str | None) -> dict:  # type: ignore[type-arg]
-        entry = next(e for e in config.get(section) or [] if e.get("name") == name)
-        return entry.get(section[:-1]) or {}
-
-    context = named("contexts", config.get("current-context"))
-    cluster = named("clusters", context.get("cluster"))
-    user = named("users", context.get("user")) if context.get("user") else {}
+    cluster, user = current_context(config)
     return HostCredentials(
         server=access.server,
         ca_data=_data(cluster.get("certificate-authority-data")),
@@ -79,13 +76,12 @@ def host_credentials(kubeconfig: str | None = None) -> HostCredentials:
         token=user.get("token") or None,
         username=user.get("username") or None,
         password=user.get("password") or None,
-        kubeconfig=yaml.safe_dump(config).encode(),
     )
 
 
 def host_access(kubeconfig: str | None = None) -> MemberAccess:
     """The host cluster's access for our own client."""
-    return access_from_kubeconfig(host_credentials(kubeconfig).kubeconfig)
+    return access_from_kubeconfig(yaml.safe_dump(_host_config(kubeconfig)).encode())
 
 
 def _host_config(kubeconfig: str | None) -> dict:  # type: ignore[type-arg]

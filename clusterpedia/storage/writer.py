@@ -44,7 +44,12 @@ from clusterpedia.backoff import Backoff
 from clusterpedia.gvr import ResourceType
 from clusterpedia.storage.dialects import Scope, dialect_for
 from clusterpedia.storage.dialects.base import scope_of
-from clusterpedia.storage.errors import StorageFailed, StorageUnavailable, is_transient
+from clusterpedia.storage.errors import (
+    StorageFailed,
+    StorageUnavailable,
+    is_transient,
+    storage_error,
+)
 from clusterpedia.storage.grouping import GroupCommit
 from clusterpedia.storage.records import Change, Delete, Upsert, as_bytes, stamp_resource_version
 from clusterpedia.storage.schema import (
@@ -408,12 +413,8 @@ class ResourceWriter:
                 error = self._database_error(raised)
                 if error is None:
                     raise
-                if not is_transient(error):
-                    raise StorageFailed(f"{what}: {error.orig}") from error
-                if attempt == RETRY_ATTEMPTS:
-                    raise StorageUnavailable(
-                        f"{what}: database unavailable ({error.orig})"
-                    ) from error
+                if not is_transient(error) or attempt == RETRY_ATTEMPTS:
+                    raise storage_error(error, what) from error
                 delay = backoff.next_delay()
                 logger.warning(
                     "%s failed (%s); retry %d in %.2fs", what, error.orig, attempt, delay

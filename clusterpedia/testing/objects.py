@@ -234,19 +234,31 @@ def realistic_pod(
 def gadget_crd(group: str) -> dict[str, Any]:
     """A namespaced CRD ``gadgets.<group>`` (short name ``gd``) with printer columns Color and
     Size, for tests and the playground."""
+    columns = [("Color", "string", ".spec.color"), ("Size", "integer", ".spec.size")]
+    return printed_crd(group, "gadgets", "Gadget", columns, short_names=["gd"])
+
+
+def printed_crd(
+    group: str,
+    plural: str,
+    kind: str,
+    columns: list[tuple[str, str, str]],
+    *,
+    short_names: list[str] | None = None,
+) -> dict[str, Any]:
+    """A namespaced CRD ``<plural>.<group>`` (v1, any fields) with these printer columns, each
+    (name, type, jsonPath)."""
+    names: dict[str, Any] = {"plural": plural, "singular": kind.lower(), "kind": kind}
+    if short_names:
+        names["shortNames"] = short_names
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"gadgets.{group}"},
+        "metadata": {"name": f"{plural}.{group}"},
         "spec": {
             "group": group,
             "scope": "Namespaced",
-            "names": {
-                "plural": "gadgets",
-                "singular": "gadget",
-                "kind": "Gadget",
-                "shortNames": ["gd"],
-            },
+            "names": names,
             "versions": [
                 {
                     "name": "v1",
@@ -259,8 +271,8 @@ def gadget_crd(group: str) -> dict[str, Any]:
                         }
                     },
                     "additionalPrinterColumns": [
-                        {"name": "Color", "type": "string", "jsonPath": ".spec.color"},
-                        {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
+                        {"name": name, "type": type_, "jsonPath": path}
+                        for name, type_, path in columns
                     ],
                 }
             ],

@@ -18,6 +18,7 @@ from clusterpedia.apiserver.tables import TableBuilder
 from clusterpedia.storage import SyncedType
 from clusterpedia.sync.resource_negotiator import printer_columns
 from clusterpedia.testing.controlplane import APIServer
+from clusterpedia.testing.objects import printed_crd
 from clusterpedia.testing.waiting import eventually
 
 COLUMNS = [
@@ -49,32 +50,7 @@ COLUMNS = [
     ("Mismatch", "string", '.spec.items[?(@.weight=="5")].name'),
     ("SizeAsBool", "boolean", ".spec.size"),
 ]
-CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "gizmos.columns.example.io"},
-    "spec": {
-        "group": "columns.example.io",
-        "scope": "Namespaced",
-        "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": True,
-                    }
-                },
-                "additionalPrinterColumns": [
-                    {"name": name, "type": kind, "jsonPath": path} for name, kind, path in COLUMNS
-                ],
-            }
-        ],
-    },
-}
+CRD = printed_crd("columns.example.io", "gizmos", "Gizmo", COLUMNS)
 GIZMOS = [
     {
         "metadata": {"name": "full", "annotations": {"example.io/note": "hello"}},

@@ -127,7 +127,7 @@ class _Parser:
             elif char in " @$":
                 self.pos += 1
             elif char == "[":
-                self.steps.append(self.array())
+                self.steps.extend(self.array())
             elif char == ".":
                 self.pos += 1
                 self.steps.append(self.field())
@@ -147,7 +147,7 @@ class _Parser:
         text = "".join(name)
         return Wildcard() if text == "*" else Field(text)
 
-    def array(self) -> Step:
+    def array(self) -> tuple[Step, ...]:
         end = self.text.find("]", self.pos)
         if end < 0:
             raise self.fail("unterminated array")
@@ -188,23 +188,23 @@ def _alphanumeric(char: str) -> bool:
     return bool(char) and (char == "_" or char.isalnum())
 
 
-def _array(inside: str, whole: str) -> Step:
+def _array(inside: str, whole: str) -> tuple[Step, ...]:
+    """The steps of one bracket's content (a dict key may be several: ``['a.b']``)."""
     if inside == "*":
         inside = ":"
     parts = inside.split(",")
     if len(parts) > 1:
-        return Union(tuple((_array(part.strip(" "), whole),) for part in parts))
+        return (Union(tuple(_array(part.strip(" "), whole) for part in parts)),)
     key = _DICT_KEY.match(inside)
     if key is not None:  # ['a.b'] is parsed as the path .a.b
-        steps = _Parser("." + key[1]).parse()
-        return steps[0] if len(steps) == 1 else Union((steps,))
+        return _Parser("." + key[1]).parse()
     match = _SLICE.match(inside)
     if match is None:
         raise JSONPathError(f"invalid JSONPath {whole!r}: invalid array index {inside!r}")
     start = int(match[1]) if match[1] not in ("", "-") else None
     stop = int(match[2][1:]) if match[2] and match[2][1:] not in ("", "-") else None
     step = int(match[3][1:]) if match[3] and match[3][1:] not in ("", "-") else None
-    return Slice(start, stop, step, single=match[2] is None)
+    return (Slice(start, stop, step, single=match[2] is None),)
 
 
 def _operand(text: str, whole: str) -> tuple[Step, ...] | Literal:

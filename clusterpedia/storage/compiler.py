@@ -48,7 +48,6 @@ class Compiler:
     """Builds WHERE and ORDER BY parts of a query for ``dialect``."""
 
     def __init__(self, dialect: str):
-        self.dialect = dialect
         self.queries = queries_for(dialect)
 
     def scalar_text(self, path: FieldPath) -> ColumnElement[Any]:

@@ -25,7 +25,6 @@ class Database:
 
     def __init__(self, url: str | URL, *, allow_where_sql: bool = False, **engine_options: Any):
         self.engine = create_engine(url, **engine_options)
-        self.dialect = self.engine.dialect.name
         self.allow_where_sql = allow_where_sql
         self._objects: ResourceReader | None = None
         self._writes: ResourceWriter | None = None

@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterpedia.gvr import ResourceType
-from clusterpedia.kube.client import KubeClient
+from clusterpedia.kube.client import KubeClient, KubeError
 
 # Groups whose resources are compiled into Kubernetes (a custom resource can't use them).
 _BUILTIN_GROUPS = {"", "apps", "batch", "autoscaling", "policy", "extensions"}
@@ -72,6 +72,16 @@ class Discovery:
 
     groups: Mapping[str, APIGroup]
     resources: Mapping[tuple[str, str], Sequence[APIResource]]
+    # group/versions whose document could not be read (an aggregated API that is down):
+    # what they serve is unknown, which is not the same as serving nothing
+    failed: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+    def serves(self, rtype: ResourceType) -> bool | None:
+        """Whether the member serves ``rtype``; None when its group/version failed."""
+        key = (rtype.group, rtype.version)
+        if key in self.failed:
+            return None
+        return any(r.name == rtype.resource for r in self.resources.get(key, ()))
 
     def find(self, group: str, version: str, name: str) -> APIResource | None:
         lowered = name.lower()
@@ -93,9 +103,20 @@ async def discover(client: KubeClient) -> Discovery:
             versions.insert(0, preferred)
         groups[group["name"]] = APIGroup(name=group["name"], versions=tuple(versions))
 
+    failed: dict[tuple[str, str], str] = {}
+
     async def resources_of(group: str, version: str) -> tuple[tuple[str, str], list[APIResource]]:
         path = f"/api/{version}" if not group else f"/apis/{group}/{version}"
-        document = await client.get(path)
+        try:
+            document = await client.get(path)
+        except KubeError as error:
+            # The member answered but this group/version did not (client-go's partial
+            # discovery): the rest is still worth using. No answer at all fails the whole.
+            if not group or error.status == 0:
+                raise
+            if error.status != 404:  # 404: gone since /apis was read, so serves nothing
+                failed[(group, version)] = str(error)[:300]
+            return (group, version), []
         return (group, version), [
             APIResource(
                 group=group,
@@ -114,7 +135,7 @@ async def discover(client: KubeClient) -> Discovery:
 
     pairs = [(g.name, v) for g in groups.values() for v in g.versions]
     results = await asyncio.gather(*(resources_of(g, v) for g, v in pairs))
-    return Discovery(groups=groups, resources=dict(results))
+    return Discovery(groups=groups, resources=dict(results), failed=failed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +215,8 @@ def resolve_sync_resources(
     version rules.
 
     Raises :class:`SyncResourcesError` for a group or resource the member does not serve
-    (a typo should be visible, not silently sync nothing).
+    (a typo should be visible, not silently sync nothing). A group/version whose discovery
+    failed resolves to nothing, with a warning; the caller decides what its workers do.
     """
     targets: dict[tuple[str, str, str], SyncTarget] = {}
     warnings: list[str] = []
@@ -222,6 +244,12 @@ def resolve_sync_resources(
         for group in groups:
             assert group is not None
             versions = _candidate_versions(discovery, group, entry)
+            unknown = [v for v in versions if (group.name, v) in discovery.failed]
+            for version in unknown:
+                reason = discovery.failed[(group.name, version)]
+                note = f"discovery of {group.name}/{version} failed: {reason}"
+                if note not in warnings:
+                    warnings.append(note)
             builtin = is_builtin_group(group.name)
             wanted_names = (
                 names
@@ -238,8 +266,8 @@ def resolve_sync_resources(
             for name in wanted_names:
                 found = [r for v in versions if (r := discovery.find(group.name, v, name))]
                 if not found:
-                    if group_name == "*" or "*" in names:
-                        continue
+                    if group_name == "*" or "*" in names or unknown:
+                        continue  # a failed group/version may serve it: not a typo
                     raise SyncResourcesError(
                         f"the member serves no resource {name!r} in group {group.name!r}"
                     )

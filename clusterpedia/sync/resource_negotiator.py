@@ -38,25 +38,41 @@ class ResourceNegotiator:
         self.all_custom_resources = all_custom_resources
         self.sync_error = ""  # syncResources cannot be resolved against the member
         self.warnings: list[str] = []  # entries that name nothing the member serves
+        self._chosen: list[SyncTarget] | None = None  # the last negotiation's answer
         self._published: list[SyncedType] | None = None
 
     async def negotiate(self) -> list[SyncTarget] | None:
-        """The types to sync now; None when discovery failed or syncResources does not
-        resolve (the workers then stay as they are)."""
+        """The types to sync now; None when discovery failed (the workers then stay as they
+        are).
+
+        When syncResources does not resolve (a typo, or a group whose only CRD was deleted)
+        the error is reported and the types chosen before stay, less those the member no
+        longer serves: a deleted CRD's rows go with it. A type whose group/version's
+        discovery failed (an aggregated API that is down) keeps its worker.
+        """
         try:
-            targets, warnings = resolve_sync_resources(
-                await discover(self.client),
-                self.sync_resources,
-                all_custom_resources=self.all_custom_resources,
-            )
-        except SyncResourcesError as error:
-            self.sync_error = str(error)
-            return None
+            discovery = await discover(self.client)
         except KubeError as error:
             logger.warning("cluster %s: discovery failed: %s", self.name, error)
             return None
-        self.sync_error = ""
-        self.warnings = warnings
+        chosen = self._chosen or []
+        try:
+            targets, warnings = resolve_sync_resources(
+                discovery, self.sync_resources, all_custom_resources=self.all_custom_resources
+            )
+        except SyncResourcesError as error:
+            self.sync_error = str(error)
+            if self._chosen is None:
+                return None  # nothing chosen by this process yet: leave the catalog alone
+            targets = [t for t in chosen if discovery.serves(t.rtype) is not False]
+        else:
+            self.sync_error = ""
+            self.warnings = warnings
+            resolved = {t.rtype for t in targets}
+            targets += [
+                t for t in chosen if t.rtype not in resolved and discovery.serves(t.rtype) is None
+            ]
+        self._chosen = targets
         return targets
 
     async def publish(self, targets: Sequence[SyncTarget]) -> None:

@@ -287,9 +287,21 @@ async def test_health_restart_and_crds_appearing_under_a_wildcard(  # type: igno
             what="changes made while unhealthy",
         )
 
-        # The CRD goes away: its rows go too.
+        # The CRD goes away: its rows go too, though the spec now names a group the member
+        # does not serve (reported), and the configmaps keep syncing.
         member.kubectl("delete", "crd", "widgets.example.com", "--timeout=60s")
         await eventually(lambda: _equals(widget_names(), []), what="rows of a removed CRD deleted")
+        await eventually(
+            lambda: conditions(host, name).get("Validated", ("", ""))[1] == "InvalidSyncResources",
+            what="the vanished group reported",
+        )
+        member.kubectl("create", "configmap", "after", "-n", "apps", "--from-literal=v=3")
+        await eventually(
+            lambda: _equals(
+                stored(reader, name, "apps"), {"kept": "1", "while-away": "2", "after": "3"}
+            ),
+            what="configmaps still synced",
+        )
     finally:
         if not member.running():
             member.start()

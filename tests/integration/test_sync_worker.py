@@ -17,7 +17,12 @@ from prometheus_client import REGISTRY
 
 from clusterpedia.kube.access import InvalidClusterConfig, access_from_kubeconfig, access_from_spec
 from clusterpedia.kube.client import Expired, KubeClient, KubeError
-from clusterpedia.kube.discovery import SyncResourcesError, discover, resolve_sync_resources
+from clusterpedia.kube.discovery import (
+    Discovery,
+    SyncResourcesError,
+    discover,
+    resolve_sync_resources,
+)
 from clusterpedia.storage.query import Query, TypeFilter
 from clusterpedia.storage.reader import ResourceReader
 from clusterpedia.storage.writer import ResourceWriter
@@ -96,6 +101,47 @@ async def test_discovery_resolves_names_wildcards_and_versions(client: KubeClien
         resolve_sync_resources(discovery, [{"group": "nope.example.com", "resources": ["*"]}])
     with pytest.raises(SyncResourcesError, match="no resource"):
         resolve_sync_resources(discovery, [{"group": "", "resources": ["pod-typo"]}])
+
+
+async def test_an_aggregated_api_that_is_down_leaves_the_rest_of_discovery_usable(
+    client: KubeClient, member: APIServer, ns: str
+) -> None:
+    """A registered APIService whose backend is missing answers 503 (the member still lists
+    its group): that group/version is reported as failed, the rest resolves as before."""
+    group = f"{ns}.metrics.example.io"
+    service = {
+        "apiVersion": "apiregistration.k8s.io/v1",
+        "kind": "APIService",
+        "metadata": {"name": f"v1beta1.{group}"},
+        "spec": {
+            "group": group,
+            "version": "v1beta1",
+            "groupPriorityMinimum": 100,
+            "versionPriority": 10,
+            "insecureSkipTLSVerify": True,
+            "service": {"namespace": "default", "name": "nowhere", "port": 443},
+        },
+    }
+    member.kubectl("apply", "-f", "-", input=json.dumps(service))
+    try:
+        discovery = await eventually(
+            lambda: _with_group(client, group), what="the APIService's group listed"
+        )
+        assert (group, "v1beta1") in discovery.failed
+        assert "503" in discovery.failed[(group, "v1beta1")]
+        targets, warnings = resolve_sync_resources(
+            discovery,
+            [{"group": "", "resources": ["configmaps"]}, {"group": group, "resources": ["*"]}],
+        )
+        assert [str(t.rtype) for t in targets] == ["configmaps.v1"]
+        assert warnings and warnings[0].startswith(f"discovery of {group}/v1beta1 failed")
+    finally:
+        member.kubectl("delete", "apiservice", f"v1beta1.{group}")
+
+
+async def _with_group(client: KubeClient, group: str) -> Discovery | None:
+    discovery = await discover(client)
+    return discovery if group in discovery.groups else None
 
 
 async def test_list_then_watch_follows_creates_updates_and_deletes(

@@ -4,6 +4,7 @@ resolve against a real member)."""
 from __future__ import annotations
 
 from clusterpedia.gvr import ResourceType
+from clusterpedia.kube.client import KubeError
 from clusterpedia.kube.discovery import (
     APIGroup,
     APIResource,
@@ -11,6 +12,7 @@ from clusterpedia.kube.discovery import (
     SyncTarget,
     resolve_sync_resources,
 )
+from clusterpedia.sync.resource_negotiator import ResourceNegotiator
 
 LIST_WATCH = frozenset({"get", "list", "watch"})
 
@@ -74,3 +76,124 @@ def test_a_field_selector_that_pins_a_namespace_becomes_the_namespaced_path() ->
     assert target("") == ("/api/v1/pods", "")
     nodes = SyncTarget(ResourceType("", "v1", "nodes", "Node"), False, field_selector="a=b")
     assert (nodes.path, nodes.member_field_selector) == ("/api/v1/nodes", "a=b")
+
+
+def test_a_failed_group_version_resolves_to_nothing_with_a_warning_not_an_error() -> None:
+    broken = Discovery(
+        groups=_discovery().groups,
+        resources={**_discovery().resources, ("metrics.k8s.io", "v1beta1"): []},
+        failed={("metrics.k8s.io", "v1beta1"): "503 service unavailable"},
+    )
+    targets, warnings = resolve_sync_resources(
+        broken, [{"group": "metrics.k8s.io", "resources": ["podmetrics"]}]
+    )
+    assert targets == []
+    assert warnings == ["discovery of metrics.k8s.io/v1beta1 failed: 503 service unavailable"]
+    assert broken.serves(ResourceType("metrics.k8s.io", "v1beta1", "podmetrics", "")) is None
+    assert broken.serves(ResourceType("apps", "v1", "deployments", "")) is True
+    assert broken.serves(ResourceType("apps", "v1", "statefulsets", "")) is False
+
+
+class _Member:
+    """A member's discovery documents; ``down`` group/versions answer 503."""
+
+    def __init__(self, discovery: Discovery):
+        self.discovery = discovery
+        self.down: set[tuple[str, str]] = set()
+
+    async def get(self, path: str, **_: object) -> dict[str, object]:
+        d = self.discovery
+        if path == "/api":
+            return {"versions": ["v1"]}
+        if path == "/apis":
+            return {
+                "groups": [
+                    {"name": g.name, "versions": [{"version": v} for v in g.versions]}
+                    for g in d.groups.values()
+                    if g.name
+                ]
+            }
+        parts = path.strip("/").split("/")
+        key = ("", parts[1]) if parts[0] == "api" else (parts[1], parts[2])
+        if key in self.down:
+            raise KubeError(f"GET {path}: 503 unavailable", status=503)
+        return {
+            "resources": [
+                {"name": r.name, "kind": r.kind, "namespaced": True, "verbs": sorted(r.verbs)}
+                for r in d.resources.get(key, ())
+            ]
+        }
+
+
+def _without(discovery: Discovery, group: str) -> Discovery:
+    return Discovery(
+        groups={k: v for k, v in discovery.groups.items() if k != group},
+        resources={k: v for k, v in discovery.resources.items() if k[0] != group},
+    )
+
+
+async def test_a_deleted_crd_stops_syncing_even_though_the_spec_now_names_a_missing_group() -> None:
+    member = _Member(_discovery())
+    negotiator = ResourceNegotiator(
+        "m",
+        member,  # type: ignore[arg-type]
+        catalog=None,  # type: ignore[arg-type]
+        sync_resources=[
+            {"group": "", "resources": ["pods"]},
+            {"group": "example.com", "resources": ["*"]},
+        ],
+    )
+    first = await negotiator.negotiate()
+    assert first is not None
+    assert sorted(str(t.rtype) for t in first) == [
+        "pods.v1",
+        "widgets.v1.example.com",
+        "widgets.v1alpha1.example.com",
+    ]
+    member.discovery = _without(member.discovery, "example.com")
+    second = await negotiator.negotiate()
+    assert second is not None and [str(t.rtype) for t in second] == ["pods.v1"]
+    assert "no API group 'example.com'" in negotiator.sync_error
+    member.discovery = _discovery()  # the CRD is back: synced again, error cleared
+    third = await negotiator.negotiate()
+    assert third is not None and len(third) == 3 and negotiator.sync_error == ""
+
+
+async def test_an_unknown_group_before_anything_was_chosen_changes_nothing() -> None:
+    negotiator = ResourceNegotiator(
+        "m",
+        _Member(_without(_discovery(), "example.com")),  # type: ignore[arg-type]
+        catalog=None,  # type: ignore[arg-type]
+        sync_resources=[{"group": "example.com", "resources": ["*"]}],
+    )
+    assert await negotiator.negotiate() is None
+    assert "no API group" in negotiator.sync_error
+
+
+async def test_an_aggregated_api_that_is_down_keeps_its_workers() -> None:
+    member = _Member(_discovery())
+    negotiator = ResourceNegotiator(
+        "m",
+        member,  # type: ignore[arg-type]
+        catalog=None,  # type: ignore[arg-type]
+        sync_resources=[
+            {"group": "apps", "resources": ["deployments"]},
+            {"group": "metrics.k8s.io", "resources": ["podmetrics"]},
+        ],
+    )
+    first = await negotiator.negotiate()
+    assert first is not None and len(first) == 2
+    member.down.add(("metrics.k8s.io", "v1beta1"))
+    second = await negotiator.negotiate()
+    assert second is not None
+    assert sorted(str(t.rtype) for t in second) == [
+        "deployments.v1.apps",
+        "podmetrics.v1beta1.metrics.k8s.io",
+    ]
+    assert negotiator.sync_error == ""
+    assert negotiator.warnings == [
+        "discovery of metrics.k8s.io/v1beta1 failed: "
+        "GET /apis/metrics.k8s.io/v1beta1: 503 unavailable"
+    ]
+    member.down.add(("", "v1"))  # the core group failing is the member failing: no answer
+    assert await negotiator.negotiate() is None

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -32,6 +34,7 @@ class ServerConfig:
     """What the API server needs from the command line."""
 
     storage_url: str
+    storage_options: Mapping[str, Any] = field(default_factory=dict)  # Database keywords
     kubeconfig: str | None = None
     bind_address: str = "0.0.0.0"
     port: int = 8443
@@ -66,7 +69,11 @@ class APIServer:
 
     def __init__(self, config: ServerConfig):
         self.config = config
-        self.storage = Database(config.storage_url, allow_where_sql=config.allow_where_sql)
+        self.storage = Database(
+            config.storage_url,
+            allow_where_sql=config.allow_where_sql,
+            **config.storage_options,
+        )
         self.host = KubeClient(host_access(config.kubeconfig))
         self.certificate: ServingCertificate | None = None
         self.tls: ServingTLS | None = None

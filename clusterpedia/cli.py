@@ -125,7 +125,7 @@ def write_kubeconfig(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run the API server and the operator until SIGTERM/SIGINT; non-zero if either died."""
     from clusterpedia import compose, memory, process
-    from clusterpedia.storage import StorageURLError, describe, resolve_storage_url
+    from clusterpedia.storage import StorageURLError, add_transient_codes, resolve_storage
 
     settings = RunSettings.from_arguments(args)
     logging.basicConfig(
@@ -134,14 +134,19 @@ def run(args: argparse.Namespace) -> int:
     )
     storage = settings.storage
     try:
-        url = resolve_storage_url(flag=storage.storage_url, config_file=storage.storage_config)
+        target = resolve_storage(flag=storage.storage_url, config_file=storage.storage_config)
     except StorageURLError as error:
         print(f"clusterpedia: {error}", file=sys.stderr)
         return 2
-    print(f"clusterpedia-py {__version__}: storage {describe(url)}", file=sys.stderr, flush=True)
+    print(
+        f"clusterpedia-py {__version__}: storage {target.describe()}", file=sys.stderr, flush=True
+    )
+    for notice in target.notices:
+        logging.getLogger("clusterpedia.storage").warning("storage config %s", notice)
+    add_transient_codes(target.transient_codes)
     process.raise_open_file_limit()
     memory.limit_malloc_arenas()
-    return asyncio.run(compose.serve(settings, url))
+    return asyncio.run(compose.serve(settings, target))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

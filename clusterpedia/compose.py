@@ -18,16 +18,18 @@ from clusterpedia.apiserver.server import APIServer, ServerConfig
 from clusterpedia.apiserver.watch import WatchSettings
 from clusterpedia.kube.client import KubeError
 from clusterpedia.settings import RunSettings
+from clusterpedia.storage import StorageTarget
 from clusterpedia.watch.retention import Retention
 
 if TYPE_CHECKING:
     from clusterpedia.operator.handlers import OperatorConfig
 
 
-def server_config(settings: RunSettings, storage_url: str) -> ServerConfig:
+def server_config(settings: RunSettings, storage: StorageTarget) -> ServerConfig:
     serving, watch = settings.serving, settings.watch
     return ServerConfig(
-        storage_url=storage_url,
+        storage_url=storage.url,
+        storage_options=storage.database_options(),
         kubeconfig=settings.host.kubeconfig,
         bind_address=serving.bind_address,
         port=serving.secure_port,
@@ -53,7 +55,7 @@ def server_config(settings: RunSettings, storage_url: str) -> ServerConfig:
     )
 
 
-def operator_config(settings: RunSettings, storage_url: str) -> OperatorConfig:
+def operator_config(settings: RunSettings, storage: StorageTarget) -> OperatorConfig:
     # Imported here only: Kopf and the kubernetes client it loads hold 50 MB that a server
     # run with --no-operator has no use for.
     from clusterpedia.operator.handlers import OperatorConfig
@@ -61,7 +63,8 @@ def operator_config(settings: RunSettings, storage_url: str) -> OperatorConfig:
 
     sync = settings.sync
     return OperatorConfig(
-        storage_url=storage_url,
+        storage_url=storage.url,
+        storage_options=storage.database_options(),
         kubeconfig=settings.host.kubeconfig,
         sync=SyncSettings(
             store_secret_data=sync.store_secret_data,
@@ -88,7 +91,7 @@ async def _print_clusters(server: APIServer) -> None:
     print(f"clusterpedia: {len(names)} PediaClusters: {listed}", file=sys.stderr, flush=True)
 
 
-async def serve(settings: RunSettings, storage_url: str) -> int:
+async def serve(settings: RunSettings, storage: StorageTarget) -> int:
     """Run the API server and (unless ``--no-operator``) the operator until SIGTERM/SIGINT;
     non-zero if either failed."""
     process.limit_tls_read_buffers()  # before the listener accepts a connection
@@ -96,7 +99,7 @@ async def serve(settings: RunSettings, storage_url: str) -> int:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = APIServer(server_config(settings, storage_url))
+    server = APIServer(server_config(settings, storage))
     try:
         await server.start()
     except Exception as error:
@@ -111,7 +114,7 @@ async def serve(settings: RunSettings, storage_url: str) -> int:
         from clusterpedia.operator.runner import OperatorThread
 
         operator = OperatorThread(
-            operator_config(settings, storage_url),
+            operator_config(settings, storage),
             standalone=not settings.operator.peering,
             priority=settings.operator.priority,
             peering_name=settings.operator.peering_name,

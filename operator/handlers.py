@@ -50,6 +50,7 @@ class OperatorConfig:
     """What the operator needs from the command line."""
 
     storage_url: str
+    storage_options: Mapping[str, Any] = field(default_factory=dict)  # Database keywords
     kubeconfig: str | None = None
     namespace: str = field(
         default_factory=lambda: os.environ.get("CLUSTERPEDIA_NAMESPACE", "clusterpedia-system")
@@ -91,7 +92,7 @@ async def startup(memo: Runtime, settings: kopf.OperatorSettings, **_: Any) -> N
     )
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    storage = Database(memo.config.storage_url)
+    storage = Database(memo.config.storage_url, **memo.config.storage_options)
     await storage.migrate()
     memo.storage = storage
     memo.host = KubeClient(host_access(memo.config.kubeconfig))

@@ -8,7 +8,12 @@ without any caller noticing; ``tests/unit/test_layering.py`` holds everyone to i
 
 from clusterpedia.storage.catalog import PrinterColumn, SyncedType
 from clusterpedia.storage.changelog import ChangeEvent, Marks
-from clusterpedia.storage.config import describe, resolve_storage_url
+from clusterpedia.storage.config import (
+    StorageTarget,
+    describe,
+    resolve_storage,
+    resolve_storage_url,
+)
 from clusterpedia.storage.database import Database
 from clusterpedia.storage.engine import StorageURLError, dialect_of
 from clusterpedia.storage.errors import (
@@ -17,6 +22,7 @@ from clusterpedia.storage.errors import (
     StorageError,
     StorageFailed,
     StorageUnavailable,
+    add_transient_codes,
 )
 from clusterpedia.storage.port import Catalog, Changes, ObjectReads, ObjectWrites, Storage
 from clusterpedia.storage.query import (
@@ -75,15 +81,18 @@ __all__ = [
     "Storage",
     "StorageError",
     "StorageFailed",
+    "StorageTarget",
     "StorageURLError",
     "StorageUnavailable",
     "SyncedType",
     "TypeFilter",
     "Upsert",
     "WhereSQL",
+    "add_transient_codes",
     "describe",
     "dialect_of",
     "parse_timestamp",
+    "resolve_storage",
     "resolve_storage_url",
     "upsert_from_object",
 ]

@@ -13,6 +13,7 @@ from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.errors import database_errors
 from clusterpedia.storage.migrate import ensure_schema
 from clusterpedia.storage.reader import ResourceReader
+from clusterpedia.storage.sql_log import SQLLog
 from clusterpedia.storage.writer import ResourceWriter
 
 
@@ -23,8 +24,17 @@ class Database:
     commit, a syncing one never opens the reader's threads.
     """
 
-    def __init__(self, url: str | URL, *, allow_where_sql: bool = False, **engine_options: Any):
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        allow_where_sql: bool = False,
+        sql_log: SQLLog | None = None,
+        **engine_options: Any,
+    ):
         self.engine = create_engine(url, **engine_options)
+        if sql_log is not None:
+            sql_log.install(self.engine.sync_engine)
         self.allow_where_sql = allow_where_sql
         self._objects: ResourceReader | None = None
         self._writes: ResourceWriter | None = None

@@ -7,7 +7,7 @@ raises :class:`StorageError` (or :class:`InvalidQuery` for a query built wrong).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from sqlalchemy.exc import DBAPIError
 
@@ -49,6 +49,16 @@ _PG_TRANSIENT = {"40001", "40P01", "57P01", "57P02", "57P03"}
 _PG_TRANSIENT_CLASSES = ("08",)  # connection exceptions
 # MySQL/MariaDB: lock wait timeout, deadlock, server gone, lost connection, shutdown, read-only.
 _MYSQL_TRANSIENT = {1205, 1213, 2006, 2013, 1053, 1290, 2003}
+
+
+def add_transient_codes(codes: Iterable[str | int]) -> None:
+    """Count these too (the storage config's recoverableErrCodes, recoverableErrNumbers):
+    SQLSTATE strings for PostgreSQL, error numbers for MySQL."""
+    for code in codes:
+        if isinstance(code, int):
+            _MYSQL_TRANSIENT.add(code)
+        else:
+            _PG_TRANSIENT.add(code)
 
 
 def is_transient(error: BaseException) -> bool:

@@ -7,14 +7,18 @@ them. These exist so that a test can restart a real server under a running produ
 ``restart()`` stops it the way an administrator would (PostgreSQL: fast shutdown, which ends
 every session with ``57P01``; MariaDB: a normal shutdown), waits, and starts it again on the
 same port with the same data.
+
+With ``tls`` (a certificate and key in PEM), a server accepts TCP clients over TLS only.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +30,30 @@ from clusterpedia.testing.processes import ManagedProcess, free_port
 STARTUP_TIMEOUT = 60.0
 
 
+@dataclass(frozen=True)
+class ServerTLS:
+    """The server's certificate chain and private key, PEM."""
+
+    certificate: bytes
+    key: bytes
+
+
 class PrivateServer:
     dialect = ""
     user = ""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: ServerTLS | None = None) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"clusterpedia-{self.dialect}-"))
         shutil.chown(self.workdir, self.user, self.user)
         self.port = free_port()
         self.process: ManagedProcess | None = None
+        self.tls = tls
+        if tls is not None:  # readable by the server's user only, as both servers demand
+            for name, pem in (("server.crt", tls.certificate), ("server.key", tls.key)):
+                path = self.workdir / name
+                path.write_bytes(pem)
+                os.chmod(path, 0o600)
+                shutil.chown(path, self.user, self.user)
 
     @property
     def url(self) -> str:
@@ -126,6 +145,9 @@ class PrivatePostgres(PrivateServer):
             self._bin / "initdb", "-D", self.workdir / "data", "-U", "clusterpedia",
             "-A", "trust", "--no-sync", user=self.user,
         )  # fmt: skip
+        if self.tls is not None:  # TCP over TLS only: a plaintext client finds no entry
+            hba = self.workdir / "data" / "pg_hba.conf"
+            hba.write_text("local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
 
     def _argv(self) -> list[str]:
         return [
@@ -136,12 +158,23 @@ class PrivatePostgres(PrivateServer):
             "-c", "listen_addresses=127.0.0.1",
             "-c", "fsync=off",
             "-c", "max_connections=200",
+            *self._tls_argv(),
+        ]  # fmt: skip
+
+    def _tls_argv(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            "-c", "ssl=on",
+            "-c", f"ssl_cert_file={self.workdir / 'server.crt'}",
+            "-c", f"ssl_key_file={self.workdir / 'server.key'}",
         ]  # fmt: skip
 
     def _connect(self) -> Any:
         return psycopg.connect(
             host="127.0.0.1", port=self.port, user="clusterpedia", dbname="postgres",
             connect_timeout=5, autocommit=True,
+            sslmode="require" if self.tls else "prefer",
         )  # fmt: skip
 
     def client_connections(self) -> int:
@@ -175,13 +208,31 @@ class PrivateMariaDB(PrivateServer):
             f"--socket={self.workdir / 'mysqld.sock'}",
             f"--pid-file={self.workdir / 'mysqld.pid'}",
             f"--port={self.port}", "--bind-address=127.0.0.1",
-            "--skip-grant-tables",  # a throwaway server on loopback: root without a password
             "--innodb-flush-log-at-trx-commit=2", "--skip-log-bin",
+            # A throwaway server on loopback: root without a password. Skipping the grant
+            # tables skips require_secure_transport too, so a TLS server keeps them (its
+            # root@localhost has no password either).
+            *([] if self.tls else ["--skip-grant-tables"]),
+            *self._tls_argv(),
         ]  # fmt: skip
+
+    def _tls_argv(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return [
+            f"--ssl-cert={self.workdir / 'server.crt'}",
+            f"--ssl-key={self.workdir / 'server.key'}",
+            "--require-secure-transport=ON",
+        ]
 
     def _connect(self) -> Any:
         connection = pymysql.connect(
-            host="127.0.0.1", port=self.port, user="root", connect_timeout=5, autocommit=True
+            host="127.0.0.1",
+            port=self.port,
+            user="root",
+            connect_timeout=5,
+            autocommit=True,
+            ssl={"check_hostname": False} if self.tls else None,  # this check needs no verify
         )
         with connection.cursor() as cursor:
             cursor.execute(

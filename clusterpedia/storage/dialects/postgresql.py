@@ -29,6 +29,7 @@ from clusterpedia.storage.query import TypeFilter
 from clusterpedia.storage.records import Upsert
 from clusterpedia.storage.schema import resources
 from clusterpedia.storage.selection import FieldPath, Key, Requirement
+from clusterpedia.storage.sql_log import follow as follow_sql_log
 from clusterpedia.storage.threaded import ThreadedReads
 
 logger = logging.getLogger(__name__)
@@ -289,7 +290,9 @@ class PostgreSQL(Dialect):
         return sa.cast(document.op("->")(sa.literal("metadata")), sa.Text)
 
     def threaded_reads(self) -> ThreadedReads | None:
-        return ThreadedReads(self.engine.url)
+        reads = ThreadedReads(self.engine.url)
+        follow_sql_log(self.engine.sync_engine, reads.engine)
+        return reads
 
     async def interrupt(self, driver: Any) -> None:
         await driver.cancel_safe(timeout=5)

@@ -64,6 +64,7 @@ _LABEL_TO_PARAM = {
     "owner-seniority": "ownerSeniority",
     "orderby": "orderby",
     "limit": "limit",
+    "size": "limit",  # the name the original's docs give the paging label
     "offset": "offset",
     "with-continue": "withContinue",
     "with-remaining-count": "withRemainingCount",
@@ -192,7 +193,12 @@ def query_from_request(
                 raise InvalidQuery(
                     f"search label {requirement.key} only supports '=', '==' and 'in'"
                 )
-            from_labels[_LABEL_TO_PARAM[suffix]] = list(requirement.values)
+            parameter = _LABEL_TO_PARAM[suffix]
+            if parameter in from_labels:
+                raise InvalidQuery(
+                    f"search label {requirement.key} repeats another label for {parameter}"
+                )
+            from_labels[parameter] = list(requirement.values)
         elif requirement.key == FUZZY_NAME:
             if requirement.operator != "in":
                 raise InvalidQuery(f"{FUZZY_NAME} only supports '=', '==' and 'in'")

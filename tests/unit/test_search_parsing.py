@@ -202,6 +202,15 @@ def test_label_forms_of_orderby_limit_and_offset() -> None:
     assert (query.limit, query.offset) == (5, 10)
 
 
+def test_size_is_the_paging_labels_other_name_and_one_of_the_two_may_be_given() -> None:
+    query = query_from_request({"labelSelector": ["search.clusterpedia.io/size=7"]})
+    assert query.limit == 7
+    with pytest.raises(InvalidQuery, match="repeats another label for limit"):
+        query_from_request(
+            {"labelSelector": ["search.clusterpedia.io/size=7,search.clusterpedia.io/limit=8"]}
+        )
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [

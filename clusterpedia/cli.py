@@ -125,6 +125,7 @@ def write_kubeconfig(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run the API server and the operator until SIGTERM/SIGINT; non-zero if either died."""
     from clusterpedia import compose, memory, process
+    from clusterpedia.features import FeatureGateError, parse_feature_gates
     from clusterpedia.storage import StorageURLError, add_transient_codes, resolve_storage
 
     settings = RunSettings.from_arguments(args)
@@ -132,6 +133,13 @@ def run(args: argparse.Namespace) -> int:
         level=settings.process.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        gates = parse_feature_gates(settings.process.feature_gates)
+    except FeatureGateError as error:
+        print(f"clusterpedia: --feature-gates: {error}", file=sys.stderr)
+        return 2
+    for note in gates.notes:
+        logging.getLogger("clusterpedia").info("feature gate %s", note)
     storage = settings.storage
     try:
         target = resolve_storage(flag=storage.storage_url, config_file=storage.storage_config)

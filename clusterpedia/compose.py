@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from clusterpedia import memory, process
 from clusterpedia.apiserver.server import APIServer, ServerConfig
 from clusterpedia.apiserver.watch import WatchSettings
+from clusterpedia.features import parse_feature_gates
 from clusterpedia.kube.client import KubeError
 from clusterpedia.settings import RunSettings
 from clusterpedia.storage import StorageTarget
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 def server_config(settings: RunSettings, storage: StorageTarget) -> ServerConfig:
     serving, watch = settings.serving, settings.watch
+    gates = parse_feature_gates(settings.process.feature_gates)
     return ServerConfig(
         storage_url=storage.url,
         storage_options=storage.database_options(),
@@ -37,7 +39,7 @@ def server_config(settings: RunSettings, storage: StorageTarget) -> ServerConfig
         key_file=serving.tls_private_key_file,
         cert_dir=serving.cert_dir,
         check_clusters=serving.authorize_clusters,
-        allow_where_sql=serving.allow_where_sql,
+        allow_where_sql=serving.allow_where_sql or gates.allow_where_sql,
         watch=WatchSettings(
             capacity=watch.watch_queue_size, bookmark_interval=watch.watch_bookmark_interval
         ),
@@ -59,6 +61,7 @@ def operator_config(settings: RunSettings, storage: StorageTarget) -> OperatorCo
     # Imported here only: Kopf and the kubernetes client it loads hold 50 MB that a server
     # run with --no-operator has no use for.
     from clusterpedia.operator.handlers import OperatorConfig
+    from clusterpedia.sync.cluster_synchro import ClusterSettings
     from clusterpedia.sync.worker import SyncSettings
 
     sync = settings.sync
@@ -76,6 +79,9 @@ def operator_config(settings: RunSettings, storage: StorageTarget) -> OperatorCo
             process_list_concurrency=sync.max_concurrent_lists,
         ),
         allow_http_credentials=sync.allow_http_credentials,
+        cluster=ClusterSettings(
+            ignore_sync_lease=parse_feature_gates(settings.process.feature_gates).ignore_sync_lease
+        ),
     )
 
 

@@ -239,6 +239,12 @@ class ProcessOptions:
         parse=float,
     )
     log_level: str = option("--log-level", "INFO", "DEBUG, INFO, WARNING")
+    feature_gates: str = option(
+        "--feature-gates",
+        "",
+        "the original's gates, Name=true,Name=false (the README says how each stands here; "
+        "an unknown one, or a value we cannot honour, stops the start)",
+    )
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ class ClusterSettings:
     # waits this long: a busy member changed its status every second, and 20 of them sent the
     # host 20 patches a second, each one also an event our own operator handled.
     progress_interval: float = 15.0
+    ignore_sync_lease: bool = False  # the original's IgnoreSyncLease gate: never sync Leases
 
 
 class ClusterSynchro:
@@ -85,7 +86,12 @@ class ClusterSynchro:
             failures_to_unhealthy=self.cluster_settings.failures_to_unhealthy,
         )
         self.negotiator = ResourceNegotiator(
-            name, self.client, catalog, sync_resources, all_custom_resources=all_custom_resources
+            name,
+            self.client,
+            catalog,
+            sync_resources,
+            all_custom_resources=all_custom_resources,
+            ignore_leases=self.cluster_settings.ignore_sync_lease,
         )
         self.list_slots = (asyncio.Semaphore(self.settings.list_concurrency), *process_list_slots)
         self.workers: dict[tuple[str, str, str], tuple[ResourceSyncer, asyncio.Task[None]]] = {}

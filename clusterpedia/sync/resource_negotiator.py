@@ -19,6 +19,7 @@ from clusterpedia.kube.discovery import (
 from clusterpedia.storage import Catalog, PrinterColumn, SyncedType
 
 logger = logging.getLogger(__name__)
+LEASES = ("coordination.k8s.io", "leases")
 
 
 class ResourceNegotiator:
@@ -30,12 +31,14 @@ class ResourceNegotiator:
         sync_resources: Sequence[Mapping[str, Any]],
         *,
         all_custom_resources: bool = False,
+        ignore_leases: bool = False,
     ):
         self.name = name
         self.client = client
         self.catalog = catalog
         self.sync_resources = list(sync_resources)
         self.all_custom_resources = all_custom_resources
+        self.ignore_leases = ignore_leases
         self.sync_error = ""  # syncResources cannot be resolved against the member
         self.warnings: list[str] = []  # entries that name nothing the member serves
         self._chosen: list[SyncTarget] | None = None  # the last negotiation's answer
@@ -68,6 +71,8 @@ class ResourceNegotiator:
         else:
             self.sync_error = ""
             self.warnings = warnings
+            if self.ignore_leases:
+                targets = [t for t in targets if (t.rtype.group, t.rtype.resource) != LEASES]
             resolved = {t.rtype for t in targets}
             targets += [
                 t for t in chosen if t.rtype not in resolved and discovery.serves(t.rtype) is None

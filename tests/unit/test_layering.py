@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Bottom to top. A unit imports only units of lower layers.
 LAYERS: list[set[str]] = [
-    {"__init__", "gvr", "backoff", "memory", "certs", "settings", "process"},
+    {"__init__", "gvr", "backoff", "memory", "certs", "settings", "process", "features"},
     {"storage", "kube"},
     {"search", "watch", "sync", "kubeconfig", "testing"},
     {"apiserver", "operator"},

@@ -197,3 +197,22 @@ async def test_an_aggregated_api_that_is_down_keeps_its_workers() -> None:
     ]
     member.down.add(("", "v1"))  # the core group failing is the member failing: no answer
     assert await negotiator.negotiate() is None
+
+
+async def test_the_ignore_sync_lease_gate_drops_leases_whatever_the_spec_says() -> None:
+    base = _discovery()
+    leases = APIResource("coordination.k8s.io", "v1", "leases", "lease", "Lease", True, LIST_WATCH)
+    member = _Member(
+        Discovery(
+            groups={**base.groups, "coordination.k8s.io": APIGroup("coordination.k8s.io", ("v1",))},
+            resources={**base.resources, ("coordination.k8s.io", "v1"): [leases]},
+        )
+    )
+    spec = [
+        {"group": "coordination.k8s.io", "resources": ["leases"]},
+        {"group": "apps", "resources": ["*"]},
+    ]
+    kept = ResourceNegotiator("m", member, None, spec, ignore_leases=True)  # type: ignore[arg-type]
+    assert [str(t.rtype) for t in await kept.negotiate() or []] == ["deployments.v1.apps"]
+    synced = ResourceNegotiator("m", member, None, spec)  # type: ignore[arg-type]
+    assert len(await synced.negotiate() or []) == 2

@@ -18,7 +18,7 @@ from clusterpedia.apiserver.discovery import v2_content_type
 from clusterpedia.apiserver.lists import metadata_wrapper, page_body
 from clusterpedia.apiserver.negotiation import Form, negotiate
 from clusterpedia.apiserver.printers import Column, age
-from clusterpedia.apiserver.requestinfo import all_values, split_path
+from clusterpedia.apiserver.requestinfo import search_values, split_path
 from clusterpedia.apiserver.scope import narrow_clusters, visible_types
 from clusterpedia.apiserver.status import StatusError, json_response, not_found
 from clusterpedia.apiserver.tables import CLUSTER
@@ -189,7 +189,7 @@ class GroupServer:
         types = await self._types(request, name)
         if name == "kuberesources" and not types:
             return self._collection_response(name, form, [], None, None)
-        query = query_from_request(all_values(request), types=types)
+        query = query_from_request(search_values(request), types=types)
         if query.owner is not None:
             raise StatusError(400, "owner search is not supported for collection resources")
         clusters = narrow_clusters(request, query.clusters)

@@ -111,3 +111,13 @@ def first_values(request: web.Request) -> dict[str, str]:
 
 def all_values(request: web.Request) -> dict[str, Sequence[str]]:
     return {key: request.query.getall(key) for key in set(request.query.keys())}
+
+
+def search_values(request: web.Request) -> dict[str, Sequence[str]]:
+    """The query, and the original's ``X-Clusterpedia-Forward`` header as the ``forward``
+    search parameter it stands for."""
+    values = all_values(request)
+    forward = request.headers.get("X-Clusterpedia-Forward")
+    if forward is not None and forward.lower() == "true":
+        values["forward"] = [forward]
+    return values

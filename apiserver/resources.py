@@ -27,7 +27,12 @@ from clusterpedia.apiserver.lists import (
     stream_list,
 )
 from clusterpedia.apiserver.negotiation import Form, negotiate
-from clusterpedia.apiserver.requestinfo import RequestInfo, all_values, parse_request, split_path
+from clusterpedia.apiserver.requestinfo import (
+    RequestInfo,
+    parse_request,
+    search_values,
+    split_path,
+)
 from clusterpedia.apiserver.scope import narrow_clusters, visible_types
 from clusterpedia.apiserver.status import StatusError, json_response, no_route, not_found
 from clusterpedia.apiserver.tables import TableBuilder, include_object
@@ -201,7 +206,7 @@ class ResourcesServer:
     ) -> tuple[Query, tuple[str, ...] | None]:
         """The request's query, and the clusters it may see (None: none at all)."""
         query = query_from_request(
-            all_values(request),
+            search_values(request),
             types=(TypeFilter(synced.group, synced.version, synced.resource),),
             cluster=cluster,
             namespace=namespace or None,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -172,6 +172,21 @@ def _where_sql(params: Mapping[str, Sequence[str]]) -> WhereSQL | None:
     return WhereSQL(statement=statement, condition=parse_where_sql(statement, values))
 
 
+def _refuse_unserved(value: Callable[[str], str | None]) -> None:
+    """The original's parameters we do not serve yet: refused, never ignored."""
+    inject = value("injectEvents")
+    if inject is not None and parse_bool(inject, what="injectEvents"):
+        raise InvalidQuery(
+            "injectEvents is not served: events are not embedded into objects; list "
+            "core/v1 events with fieldSelector involvedObject.uid=<uid> instead"
+        )
+    if value("forward") is not None:
+        raise InvalidQuery(
+            "forwarding a request to the member (search.clusterpedia.io/forward, "
+            "X-Clusterpedia-Forward) is not served: lists are answered from storage only"
+        )
+
+
 def query_from_request(
     params: Mapping[str, Sequence[str]],
     *,
@@ -246,6 +261,7 @@ def query_from_request(
             ]
         )
 
+    _refuse_unserved(value)
     limit = value("limit")
     offset = value("offset")
     remaining = value("withRemainingCount")

@@ -230,3 +230,37 @@ def test_size_is_the_paging_labels_other_name_and_one_of_the_two_may_be_given() 
 def test_bad_parameters_raise_one_error_type(params: dict[str, list[str]], message: str) -> None:
     with pytest.raises(InvalidQuery, match=message):
         query_from_request(params)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"labelSelector": ["search.clusterpedia.io/inject-events=true"]}, "injectEvents is not"),
+        ({"injectEvents": ["true"]}, "injectEvents is not served"),
+        ({"labelSelector": ["search.clusterpedia.io/forward=x"]}, "forwarding a request"),
+        ({"forward": ["true"]}, "not served: lists are answered from storage"),
+    ],
+)
+def test_the_originals_parameters_we_do_not_serve_are_refused(
+    params: dict[str, list[str]], message: str
+) -> None:
+    with pytest.raises(InvalidQuery, match=message):
+        query_from_request(params)
+
+
+def test_inject_events_false_asks_for_nothing_and_is_accepted() -> None:
+    assert query_from_request({"injectEvents": ["false"]}) == query_from_request({})
+
+
+def test_the_forward_header_is_the_forward_parameter() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from clusterpedia.apiserver.requestinfo import search_values
+
+    request = make_mocked_request(
+        "GET", "/apis/clusterpedia.io/v1beta1/resources/api/v1/pods?limit=5",
+        headers={"X-Clusterpedia-Forward": "true"},
+    )  # fmt: skip
+    assert search_values(request) == {"limit": ["5"], "forward": ["true"]}
+    with pytest.raises(InvalidQuery, match="X-Clusterpedia-Forward"):
+        query_from_request(search_values(request))

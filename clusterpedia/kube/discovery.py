@@ -149,6 +149,14 @@ class SyncTarget:
     singular: str = ""
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
+    # Events only: the involvedObject kinds to keep (eventsInvolvedResources); empty = all
+    event_kinds: frozenset[str] = frozenset()
+
+    def admits(self, obj: Mapping[str, Any]) -> bool:
+        """Whether ``obj`` is stored: an Event of an involved kind, or anything otherwise."""
+        if not self.event_kinds:
+            return True
+        return str((obj.get("involvedObject") or {}).get("kind", "")) in self.event_kinds
 
     @property
     def path(self) -> str:
@@ -227,8 +235,10 @@ def resolve_sync_resources(
             for group in discovery.groups
             if not is_builtin_group(group)
         ]
+    event_kinds: set[str] = set()
     for entry in entries:
         group_name = str(entry.get("group", ""))
+        involved = [str(n).lower() for n in entry.get("eventsInvolvedResources") or ()]
         names = [str(n) for n in entry.get("resources") or []]
         selectors = {
             "label_selector": str(entry.get("labelSelector") or ""),
@@ -289,6 +299,31 @@ def resolve_sync_resources(
                         singular=resource.singular,
                         short_names=resource.short_names,
                         categories=resource.categories,
-                        **selectors,
+                        label_selector=selectors["label_selector"],
+                        field_selector=selectors["field_selector"],
                     )
+                    if "*" in involved or name.lower() in involved or resource.name in involved:
+                        event_kinds.add(resource.kind)
+    if event_kinds:
+        _add_events_of(discovery, targets, frozenset(event_kinds))
     return list(targets.values()), warnings
+
+
+def _add_events_of(
+    discovery: Discovery, targets: dict[tuple[str, str, str], SyncTarget], kinds: frozenset[str]
+) -> None:
+    """core/v1 Events of the involved kinds (all Events when an entry syncs them anyway). One
+    kind is also selected by the member (``involvedObject.kind``); several are filtered here,
+    since a field selector cannot say "one of"."""
+    events = discovery.find("", "v1", "events")
+    if events is None or ("", "v1", "events") in targets:
+        return
+    targets[("", "v1", "events")] = SyncTarget(
+        rtype=ResourceType("", "v1", "events", events.kind),
+        namespaced=True,
+        singular=events.singular,
+        short_names=events.short_names,
+        categories=events.categories,
+        field_selector=f"involvedObject.kind={next(iter(kinds))}" if len(kinds) == 1 else "",
+        event_kinds=kinds,
+    )

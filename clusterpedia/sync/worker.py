@@ -226,6 +226,8 @@ class ResourceSyncer:
                 list_rv = list_rv or page_rv
                 changes: list[Change] = []
                 for obj in items:
+                    if not self.target.admits(obj):
+                        continue  # not stored: a stored copy goes with the relist's deletes
                     namespace, name = object_key(obj)
                     key = f"{namespace}/{name}" if namespace else name
                     seen.add(key)
@@ -343,7 +345,7 @@ class ResourceSyncer:
         metrics.EVENTS.labels(*self._labels, origin).inc(len(changes))
 
     def _change(self, kind: str, obj: dict[str, Any]) -> Change:
-        if kind == "DELETED":
+        if kind == "DELETED" or not self.target.admits(obj):
             namespace, name = object_key(obj)
             self.status.too_large.pop(f"{namespace}/{name}" if namespace else name, None)
             return Delete(namespace, name)

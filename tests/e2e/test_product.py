@@ -78,6 +78,7 @@ def member_cluster(
         "group": "",
         "resources": ["pods", "configmaps"],
         "fieldSelector": f"metadata.namespace={namespace}",
+        "eventsInvolvedResources": ["pods"],
     }
     return pediacluster(name, member.kubeconfig.read_bytes(), pods, *extra)
 
@@ -151,6 +152,43 @@ def test_member_changes_follow(
         return len(rows) == 1 and rows[0][1] == f"{dialect}-two" and "changed=yes" in rows[0][-1]
 
     eventually(followed, what="a delete and a label change reach the API")
+
+
+def test_kubectl_describe_shows_the_members_events_of_the_object(
+    host: APIServer, product: ProductProcess, members: list[APIServer], dialect: str
+) -> None:
+    """eventsInvolvedResources syncs the member's Events of Pods, so ``kubectl describe``
+    through Clusterpedia (it lists Events by involvedObject fields) shows them."""
+    namespace, member = f"e2e-{dialect}", members[0]
+    pod = json.loads(member.kubectl("get", "pod", "web-0", "-n", namespace, "-o", "json").stdout)
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"web-0.{dialect}", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": "web-0",
+            "namespace": namespace,
+            "uid": pod["metadata"]["uid"],
+        },
+        "reason": "Pulled",
+        "message": f"image pulled on the {dialect} member",
+        "type": "Normal",
+        "source": {"component": "kubelet"},
+        "count": 1,
+        "firstTimestamp": "2026-01-01T00:00:00Z",
+        "lastTimestamp": "2026-01-01T00:00:00Z",
+    }
+    member.kubectl("apply", "-f", "-", input=json.dumps(event))
+    one = f"--server={host.url}{PREFIX}/clusters/{dialect}-one"
+
+    def described() -> str:
+        result = host.kubectl(one, "describe", "pod", "web-0", "-n", namespace, check=False)
+        return result.stdout if f"image pulled on the {dialect} member" in result.stdout else ""
+
+    output = eventually(described, what="the member's event in kubectl describe")
+    assert re.search(r"Events:\s*\n\s*Type\s+Reason", output), output
 
 
 def test_pediacluster_status_is_ready(

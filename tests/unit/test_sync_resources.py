@@ -216,3 +216,41 @@ async def test_the_ignore_sync_lease_gate_drops_leases_whatever_the_spec_says() 
     assert [str(t.rtype) for t in await kept.negotiate() or []] == ["deployments.v1.apps"]
     synced = ResourceNegotiator("m", member, None, spec)  # type: ignore[arg-type]
     assert len(await synced.negotiate() or []) == 2
+
+
+def _with_events() -> Discovery:
+    base = _discovery()
+    events = APIResource("", "v1", "events", "event", "Event", True, LIST_WATCH, ("ev",))
+    return Discovery(
+        groups=base.groups,
+        resources={**base.resources, ("", "v1"): [*base.resources[("", "v1")], events]},
+    )
+
+
+def test_events_involved_resources_add_the_events_of_those_kinds() -> None:
+    targets, _ = resolve_sync_resources(
+        _with_events(),
+        [
+            {"group": "", "resources": ["pods"], "eventsInvolvedResources": ["pods"]},
+            {"group": "apps", "resources": ["*"], "eventsInvolvedResources": ["*"]},
+        ],
+    )
+    events = next(t for t in targets if t.rtype.resource == "events")
+    assert events.event_kinds == {"Pod", "Deployment"} and events.member_field_selector == ""
+    pod_event = {"involvedObject": {"kind": "Pod", "name": "web-0"}}
+    assert events.admits(pod_event) and not events.admits({"involvedObject": {"kind": "Node"}})
+    assert all(t.admits({}) for t in targets if t is not events)  # others store everything
+
+    (_, one), _ = resolve_sync_resources(
+        _with_events(), [{"group": "", "resources": ["Pod"], "eventsInvolvedResources": ["Pod"]}]
+    )
+    assert one.event_kinds == {"Pod"} and one.member_field_selector == "involvedObject.kind=Pod"
+
+
+def test_events_synced_as_such_are_all_kept() -> None:
+    targets, _ = resolve_sync_resources(
+        _with_events(),
+        [{"group": "", "resources": ["pods", "events"], "eventsInvolvedResources": ["pods"]}],
+    )
+    events = next(t for t in targets if t.rtype.resource == "events")
+    assert events.event_kinds == frozenset() and events.admits({"involvedObject": {"kind": "Node"}})

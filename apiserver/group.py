@@ -192,6 +192,8 @@ class GroupServer:
         query = query_from_request(search_values(request), types=types)
         if query.owner is not None:
             raise StatusError(400, "owner search is not supported for collection resources")
+        if query.inject_events:
+            raise StatusError(400, "injectEvents is not supported for collection resources")
         clusters = narrow_clusters(request, query.clusters)
         if clusters is None:
             return self._collection_response(name, form, [], None, None)

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from clusterpedia.apiserver import discovery
 from clusterpedia.apiserver.chain import Handler
+from clusterpedia.apiserver.events import stream_with_events, with_events
 from clusterpedia.apiserver.lists import (
     EXTRA_HEADERS,
     as_partial,
@@ -226,6 +227,8 @@ class ResourcesServer:
             raise StatusError(405, "watch is not enabled on this server")
         form = negotiate(request.headers.get("Accept"), allowed=LIST_FORMS)
         query, clusters = self._query(request, synced, form, cluster=cluster, namespace=namespace)
+        if query.inject_events:
+            raise StatusError(400, "injectEvents applies to lists, not to watches")
         if clusters is None:  # may see no cluster: no name matches "", so no event passes
             query = replace(query, clusters=("",))
         table = self._table_builder(request, synced) if form is Form.TABLE else None
@@ -236,6 +239,8 @@ class ResourcesServer:
     ) -> web.StreamResponse:
         form = negotiate(request.headers.get("Accept"), allowed=LIST_FORMS)
         query, clusters = self._query(request, synced, form, cluster=cluster, namespace=namespace)
+        if query.inject_events and (form is not Form.JSON or query.metadata_only):
+            raise StatusError(400, "injectEvents applies to lists of whole objects (JSON)")
         if form is Form.TABLE:
             builder = self._table_builder(request, synced)
             if clusters is None:
@@ -271,6 +276,8 @@ class ResourcesServer:
             items = self.reader.stream(query)
             if wrap is not None:
                 items = _mapped(items, wrap)
+            if query.inject_events:
+                items = stream_with_events(self.reader, items)
             return await stream_list(request, head, items, tail)
         page = await self.reader.list(query)
         head, tail = envelope(
@@ -285,6 +292,8 @@ class ResourcesServer:
         datas = [item.data for item in page.items]
         if wrap is not None:
             datas = [wrap(d) for d in datas]
+        if query.inject_events:
+            datas = await with_events(self.reader, datas)
         return web.Response(body=page_body(head, datas, tail), content_type="application/json")
 
     def _table_builder(self, request: web.Request, synced: SyncedType) -> TableBuilder:

@@ -174,12 +174,6 @@ def _where_sql(params: Mapping[str, Sequence[str]]) -> WhereSQL | None:
 
 def _refuse_unserved(value: Callable[[str], str | None]) -> None:
     """The original's parameters we do not serve yet: refused, never ignored."""
-    inject = value("injectEvents")
-    if inject is not None and parse_bool(inject, what="injectEvents"):
-        raise InvalidQuery(
-            "injectEvents is not served: events are not embedded into objects; list "
-            "core/v1 events with fieldSelector involvedObject.uid=<uid> instead"
-        )
     if value("forward") is not None:
         raise InvalidQuery(
             "forwarding a request to the member (search.clusterpedia.io/forward, "
@@ -264,6 +258,7 @@ def query_from_request(
     _refuse_unserved(value)
     limit = value("limit")
     offset = value("offset")
+    inject = value("injectEvents")
     remaining = value("withRemainingCount")
     with_continue = value("withContinue")
     if with_continue is not None:
@@ -291,6 +286,7 @@ def query_from_request(
         if remaining
         else False,
         metadata_only=parse_bool(only_metadata, what="onlyMetadata") if only_metadata else False,
+        inject_events=parse_bool(inject, what="injectEvents") if inject else False,
     )
     if query.since and query.before and query.before < query.since:
         raise InvalidQuery("'before' must not be earlier than 'since'")

@@ -77,6 +77,9 @@ class Query:
     offset: int | None = None
     with_remaining_count: bool = False
     metadata_only: bool = False
+    # Embed each object's Events (the original's injectEvents): the API server's part, after
+    # the rows are read; the storage reads the rows the same way either way.
+    inject_events: bool = False
 
     def fingerprint(self) -> str:
         """Identifies the result set (everything but paging), so a continue token cannot be

@@ -190,6 +190,22 @@ def test_kubectl_describe_shows_the_members_events_of_the_object(
     output = eventually(described, what="the member's event in kubectl describe")
     assert re.search(r"Events:\s*\n\s*Type\s+Reason", output), output
 
+    # injectEvents (parameter, or the search label through kubectl) embeds them in the object
+    raw = host.kubectl(
+        "get", "--raw", f"{PREFIX}/clusters/{dialect}-one/api/v1/namespaces/{namespace}/pods"
+        "?injectEvents=true&limit=10",
+    )  # fmt: skip
+    labelled = kubectl(
+        host, "get", "pods", "-n", namespace, "-o", "json",
+        "-l", "search.clusterpedia.io/inject-events=true,search.clusterpedia.io/clusters="
+        f"{dialect}-one",
+    )  # fmt: skip
+    for listed in (json.loads(raw.stdout), json.loads(labelled.stdout)):
+        pods = {p["metadata"]["name"]: p["metadata"]["annotations"] for p in listed["items"]}
+        embedded = json.loads(pods["web-0"]["shadow.clusterpedia.io/events"])
+        assert [e["message"] for e in embedded] == [f"image pulled on the {dialect} member"]
+        assert json.loads(pods["web-1"]["shadow.clusterpedia.io/events"]) == []
+
 
 def test_pediacluster_status_is_ready(
     host: APIServer, product: ProductProcess, dialect: str

@@ -235,8 +235,6 @@ def test_bad_parameters_raise_one_error_type(params: dict[str, list[str]], messa
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"labelSelector": ["search.clusterpedia.io/inject-events=true"]}, "injectEvents is not"),
-        ({"injectEvents": ["true"]}, "injectEvents is not served"),
         ({"labelSelector": ["search.clusterpedia.io/forward=x"]}, "forwarding a request"),
         ({"forward": ["true"]}, "not served: lists are answered from storage"),
     ],
@@ -248,8 +246,13 @@ def test_the_originals_parameters_we_do_not_serve_are_refused(
         query_from_request(params)
 
 
-def test_inject_events_false_asks_for_nothing_and_is_accepted() -> None:
+def test_inject_events_by_parameter_or_label() -> None:
     assert query_from_request({"injectEvents": ["false"]}) == query_from_request({})
+    assert query_from_request({"injectEvents": ["true"]}).inject_events
+    label = {"labelSelector": ["search.clusterpedia.io/inject-events=true"]}
+    assert query_from_request(label).inject_events
+    with pytest.raises(InvalidQuery, match="invalid injectEvents"):
+        query_from_request({"injectEvents": ["please"]})
 
 
 def test_the_forward_header_is_the_forward_parameter() -> None:

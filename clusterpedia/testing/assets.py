@@ -31,6 +31,7 @@ from pathlib import Path
 
 KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.8"
+HELM_VERSION = "v3.22.0"  # for the Helm chart's tests (gomod/helm)
 BINARIES = ("kube-apiserver", "etcd", "kubectl")
 
 
@@ -207,6 +208,55 @@ def _go_build(
         )
 
 
+def _platform() -> str:
+    machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    return f"{sys.platform}-{machine}"
+
+
+def find_helm() -> Path | None:
+    """helm if it is already here: ``TEST_ASSET_HELM``, else the cached build."""
+    explicit = os.environ.get("TEST_ASSET_HELM")
+    if explicit and os.access(explicit, os.X_OK):
+        return Path(explicit)
+    cached = cache_root() / "assets" / f"helm-{HELM_VERSION}_{_platform()}" / "helm"
+    return cached if os.access(cached, os.X_OK) else None
+
+
+def ensure_helm(*, log: bool = True) -> Path:
+    """helm, built from its pinned Go module and cached on first use."""
+    found = find_helm()
+    if found is not None:
+        return found
+    go = shutil.which("go")
+    if go is None:
+        raise AssetsUnavailable(
+            f"cannot provide helm {HELM_VERSION}: TEST_ASSET_HELM is not set and no Go "
+            "toolchain ('go') is on PATH to build it"
+        )
+    target = cache_root() / "assets" / f"helm-{HELM_VERSION}_{_platform()}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(target.parent / ".lock"):
+        if not os.access(target / "helm", os.X_OK):
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            try:
+                bin_dir = staging / "bin"
+                bin_dir.mkdir()
+                _go_build(
+                    go=go,
+                    module="helm",
+                    packages=["helm.sh/helm/v3/cmd/helm"],
+                    ldflags=f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+                    output=str(bin_dir / "helm"),
+                    workdir=staging / "helm",
+                    log=log,
+                )
+                shutil.rmtree(target, ignore_errors=True)
+                bin_dir.rename(target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return target / "helm"
+
+
 def binary_versions(assets: Assets) -> dict[str, str]:
     """Ask each binary for its version (printed by the test command and the test log)."""
 
@@ -230,8 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         description="Provision kube-apiserver, etcd and kubectl for tests; print their directory.",
     )
     parser.add_argument("--versions", action="store_true", help="also print each binary's version")
+    parser.add_argument("--helm", action="store_true", help="provision helm; print its path")
     args = parser.parse_args(argv)
     try:
+        if args.helm:
+            print(ensure_helm())
+            return 0
         assets = ensure_assets()
     except AssetsUnavailable as error:
         print(f"error: {error}", file=sys.stderr)

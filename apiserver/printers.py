@@ -486,16 +486,21 @@ def _event(obj: Obj) -> list[Any]:
     involved = obj.get("involvedObject") or {}
     source = obj.get("source") or {}
     first = obj.get("firstTimestamp") or obj.get("eventTime")
-    last = obj.get("lastTimestamp") or obj.get("eventTime") or first
+    last = obj.get("lastTimestamp") or first
     count = obj.get("count") or 1
+    if obj.get("series"):
+        last = obj["series"].get("lastObservedTime") or last
+        count = obj["series"].get("count") or count
+    kind = (involved.get("kind") or "").lower()
+    component = source.get("component") or obj.get("reportingComponent") or ""
+    instance = source.get("host") or obj.get("reportingInstance") or ""
     return [
         age(last) if last else "<unknown>",
         obj.get("type", ""),
         obj.get("reason", ""),
-        f"{(involved.get('kind') or '').lower()}/{involved.get('name', '')}",
+        f"{kind}/{involved['name']}" if involved.get("name") else kind,
         involved.get("fieldPath", ""),
-        ", ".join(v for v in (source.get("component"), source.get("host")) if v)
-        or obj.get("reportingComponent", ""),
+        f"{component}, {instance}" if instance else component,
         (obj.get("message") or "").strip(),
         age(first) if first else "<unknown>",
         count,
@@ -503,8 +508,24 @@ def _event(obj: Obj) -> list[Any]:
     ]
 
 
+def _events_k8s_io(obj: Obj) -> list[Any]:
+    """An events.k8s.io/v1 Event in core/v1 field names, as kube converts it to print."""
+    return _event(
+        {
+            **obj,
+            "involvedObject": obj.get("regarding") or {},
+            "message": obj.get("note", ""),
+            "source": obj.get("deprecatedSource") or {},
+            "firstTimestamp": obj.get("deprecatedFirstTimestamp"),
+            "lastTimestamp": obj.get("deprecatedLastTimestamp"),
+            "count": obj.get("deprecatedCount"),
+            "reportingComponent": obj.get("reportingController", ""),
+        }
+    )
+
+
 def _serviceaccount(obj: Obj) -> list[Any]:
-    return [_meta(obj).get("name"), len(obj.get("secrets") or ()), _age(obj)]
+    return [_meta(obj).get("name"), _age(obj)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -590,6 +611,6 @@ PRINTERS: dict[tuple[str, str], Printer] = {
         _pvc,
     ),
     ("", "events"): EVENTS,
-    ("events.k8s.io", "events"): EVENTS,
-    ("", "serviceaccounts"): Printer([Column("Secrets", "integer"), AGE], _serviceaccount),
+    ("events.k8s.io", "events"): Printer(EVENTS.columns, _events_k8s_io, name_first=False),
+    ("", "serviceaccounts"): Printer([AGE], _serviceaccount),
 }  # fmt: skip

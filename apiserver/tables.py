@@ -17,19 +17,21 @@ from clusterpedia.apiserver import jsonpath
 from clusterpedia.apiserver.printers import (
     AGE,
     NAME,
-    PRINTERS,
     Column,
     Obj,
     age,
     human_duration,
     parse_time,
 )
+from clusterpedia.apiserver.printers import PRINTERS as WORKLOAD_PRINTERS
+from clusterpedia.apiserver.printers_platform import PLATFORM_PRINTERS
 from clusterpedia.apiserver.status import StatusError
 from clusterpedia.storage import CLUSTER_ANNOTATION, PrinterColumn, SyncedType
 
 logger = logging.getLogger(__name__)
 
 CLUSTER = Column("Cluster", description="The cluster the object was synced from.")
+PRINTERS = {**WORKLOAD_PRINTERS, **PLATFORM_PRINTERS}
 INCLUDE_OBJECT = ("Metadata", "Object", "None")
 
 
@@ -50,11 +52,20 @@ class TableBuilder:
         self.include = include
         printer = PRINTERS.get((group, resource))
         self.custom: tuple[PrinterColumn, ...] = ()
+        member = _member_columns(synced)
         if printer is not None:
-            self.columns = [CLUSTER, *([NAME] if printer.name_first else []), *printer.columns]
+            ours = [*([NAME] if printer.name_first else []), *printer.columns]
+            if [c.name for c in member] == [c.name for c in ours]:
+                ours = [_column(c) for c in member]  # the member's words for the same columns
+            self.columns = [CLUSTER, *ours]
             self._row = printer.row
             self._name_first = printer.name_first
-        elif synced is not None and (paths := _parsed_columns(synced)):
+        elif [(c.name, c.type) for c in member] == DEFAULT_COLUMNS:
+            # kube-apiserver's table for a kind without a printer: Name and Created At
+            self.columns = [CLUSTER, *(_column(c) for c in member)]
+            self._row = _name_created
+            self._name_first = True
+        elif synced is not None and not member and (paths := _parsed_columns(synced)):
             self.custom = synced.printer_columns
             self._paths = paths
             self.columns = [
@@ -111,6 +122,27 @@ class TableBuilder:
             "columnDefinitions": self.definitions(),
             "rows": [self.row(data, cluster=cluster) for data, cluster in rows],
         }
+
+
+DEFAULT_COLUMNS = [("Name", "string"), ("Created At", "date")]
+
+
+def _member_columns(synced: SyncedType | None) -> tuple[PrinterColumn, ...]:
+    """A built-in type's columns as the member defines them (no jsonPath), if recorded."""
+    if synced is None or not synced.printer_columns:
+        return ()
+    if any(c.json_path for c in synced.printer_columns):
+        return ()  # a CRD's additionalPrinterColumns
+    return synced.printer_columns
+
+
+def _column(column: PrinterColumn) -> Column:
+    return Column(column.name, column.type, column.format, column.priority, column.description)
+
+
+def _name_created(obj: Obj) -> list[Any]:
+    metadata = obj.get("metadata") or {}
+    return [metadata.get("name"), metadata.get("creationTimestamp")]
 
 
 def cluster_of(obj: Obj) -> str:

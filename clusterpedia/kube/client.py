@@ -230,9 +230,16 @@ class KubeClient:
         *,
         params: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        accept: str | None = None,
     ) -> Any:
         """GET ``path`` and parse the JSON answer; :class:`KubeError` on failure."""
-        return await self._json("GET", path, params=params, timeout=timeout or self.request_timeout)
+        return await self._json(
+            "GET",
+            path,
+            params=params,
+            timeout=timeout or self.request_timeout,
+            headers={"Accept": accept} if accept else None,
+        )
 
     async def post(self, path: str, body: Any) -> Any:
         """POST a JSON object to ``path`` (create) and parse the answer."""

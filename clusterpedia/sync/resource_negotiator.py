@@ -1,6 +1,8 @@
 """Which of a member's resource types to sync: its discovery resolved against the
-PediaCluster's syncResources, and the chosen types (with their CRD printer columns) recorded
-in the catalog for every replica's discovery."""
+PediaCluster's syncResources, and the chosen types recorded in the catalog for every replica's
+discovery, with their Table columns: a CRD's additionalPrinterColumns, or for a built-in type
+the column definitions the member's own Table answer has (names, types, descriptions and
+priorities as kube-apiserver prints them; our printers compute the cells)."""
 
 from __future__ import annotations
 
@@ -42,6 +44,9 @@ class ResourceNegotiator:
         self.sync_error = ""  # syncResources cannot be resolved against the member
         self.warnings: list[str] = []  # entries that name nothing the member serves
         self._chosen: list[SyncTarget] | None = None  # the last negotiation's answer
+        # built-in types' Table columns, read once per type: they change with the member's
+        # version only, and a fleet's discovery rounds must not re-read them
+        self._member_columns: dict[tuple[str, str, str], tuple[PrinterColumn, ...]] = {}
         self._published: list[SyncedType] | None = None
 
     async def negotiate(self) -> list[SyncTarget] | None:
@@ -110,14 +115,54 @@ class ResourceNegotiator:
         self, targets: Sequence[SyncTarget]
     ) -> dict[tuple[str, str, str], tuple[PrinterColumn, ...]]:
         """Each synced custom resource's additionalPrinterColumns for its synced version, read
-        from one list of the member's CRDs (built-in kinds and aggregated APIs have none)."""
+        from one list of the member's CRDs, and each built-in type's Table columns."""
+        columns: dict[tuple[str, str, str], tuple[PrinterColumn, ...]] = {}
+        for target in targets:
+            if is_builtin_group(target.rtype.group):
+                columns[_key(target)] = await self._builtin_columns(target)
         if all(is_builtin_group(t.rtype.group) for t in targets):
-            return {}
+            return columns
         try:
             crds = await self.client.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
         except KubeError:
-            return {}  # not readable with these credentials: default columns
-        return printer_columns(crds.get("items") or ())
+            return columns  # not readable with these credentials: default columns
+        return {**printer_columns(crds.get("items") or ()), **columns}
+
+    async def _builtin_columns(self, target: SyncTarget) -> tuple[PrinterColumn, ...]:
+        key = _key(target)
+        if key not in self._member_columns:
+            try:
+                self._member_columns[key] = await member_columns(self.client, target)
+            except KubeError as error:  # tried again at the next discovery round
+                logger.info("cluster %s: no Table columns for %s: %s", self.name, key, error)
+                return ()
+        return self._member_columns[key]
+
+
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io"
+
+
+async def member_columns(client: KubeClient, target: SyncTarget) -> tuple[PrinterColumn, ...]:
+    """The column definitions of the member's own Table for ``target`` (no jsonPath: these
+    columns are computed, by kube-apiserver's printers there and ours here)."""
+    table = await client.get(
+        target.path, params={"limit": "1", "includeObject": "None"}, accept=TABLE
+    )
+    return tuple(
+        PrinterColumn(
+            name=str(c.get("name", "")),
+            type=str(c.get("type", "string")),
+            json_path="",
+            description=str(c.get("description", "")),
+            format=str(c.get("format", "")),
+            priority=int(c.get("priority", 0)),
+        )
+        for c in table.get("columnDefinitions") or ()
+    )
+
+
+def _key(target: SyncTarget) -> tuple[str, str, str]:
+    return (target.rtype.group, target.rtype.version, target.rtype.resource)
 
 
 def printer_columns(

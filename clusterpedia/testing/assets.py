@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -146,12 +147,24 @@ def _version_ldflags() -> str:
     return " ".join(flags)
 
 
-def _build(*, go: str, target: Path, log: bool) -> None:
-    """Build all binaries into a scratch directory, then move it into place atomically."""
+@contextlib.contextmanager
+def _staged(target: Path) -> Iterator[tuple[Path, Path]]:
+    """(bin directory, scratch directory) to build into; on success the bin directory
+    becomes ``target`` in one rename, so a half-built cache is never seen."""
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         bin_dir = staging / "bin"
         bin_dir.mkdir()
+        yield bin_dir, staging
+        shutil.rmtree(target, ignore_errors=True)  # an incomplete earlier one
+        bin_dir.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _build(*, go: str, target: Path, log: bool) -> None:
+    """Build all binaries into a scratch directory, then move it into place atomically."""
+    with _staged(target) as (bin_dir, staging):
         _go_build(
             go=go,
             module="kubernetes",
@@ -173,9 +186,6 @@ def _build(*, go: str, target: Path, log: bool) -> None:
         (bin_dir / "VERSIONS.json").write_text(
             json.dumps({"kubernetes": KUBERNETES_VERSION, "etcd": ETCD_VERSION}, indent=2) + "\n"
         )
-        bin_dir.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _go_build(
@@ -237,10 +247,7 @@ def ensure_helm(*, log: bool = True) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(target.parent / ".lock"):
         if not os.access(target / "helm", os.X_OK):
-            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-            try:
-                bin_dir = staging / "bin"
-                bin_dir.mkdir()
+            with _staged(target) as (bin_dir, staging):
                 _go_build(
                     go=go,
                     module="helm",
@@ -250,10 +257,6 @@ def ensure_helm(*, log: bool = True) -> Path:
                     workdir=staging / "helm",
                     log=log,
                 )
-                shutil.rmtree(target, ignore_errors=True)
-                bin_dir.rename(target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
     return target / "helm"
 
 

@@ -132,16 +132,14 @@ def _without(discovery: Discovery, group: str) -> Discovery:
     )
 
 
+def _negotiator(member: _Member, spec: list[dict[str, object]]) -> ResourceNegotiator:
+    return ResourceNegotiator("m", member, None, spec)  # type: ignore[arg-type]
+
+
 async def test_a_deleted_crd_stops_syncing_even_though_the_spec_now_names_a_missing_group() -> None:
     member = _Member(_discovery())
-    negotiator = ResourceNegotiator(
-        "m",
-        member,  # type: ignore[arg-type]
-        catalog=None,  # type: ignore[arg-type]
-        sync_resources=[
-            {"group": "", "resources": ["pods"]},
-            {"group": "example.com", "resources": ["*"]},
-        ],
+    negotiator = _negotiator(
+        member, [{"group": "", "resources": ["pods"]}, {"group": "example.com", "resources": ["*"]}]
     )
     first = await negotiator.negotiate()
     assert first is not None
@@ -160,11 +158,9 @@ async def test_a_deleted_crd_stops_syncing_even_though_the_spec_now_names_a_miss
 
 
 async def test_an_unknown_group_before_anything_was_chosen_changes_nothing() -> None:
-    negotiator = ResourceNegotiator(
-        "m",
-        _Member(_without(_discovery(), "example.com")),  # type: ignore[arg-type]
-        catalog=None,  # type: ignore[arg-type]
-        sync_resources=[{"group": "example.com", "resources": ["*"]}],
+    negotiator = _negotiator(
+        _Member(_without(_discovery(), "example.com")),
+        [{"group": "example.com", "resources": ["*"]}],
     )
     assert await negotiator.negotiate() is None
     assert "no API group" in negotiator.sync_error
@@ -172,11 +168,9 @@ async def test_an_unknown_group_before_anything_was_chosen_changes_nothing() -> 
 
 async def test_an_aggregated_api_that_is_down_keeps_its_workers() -> None:
     member = _Member(_discovery())
-    negotiator = ResourceNegotiator(
-        "m",
-        member,  # type: ignore[arg-type]
-        catalog=None,  # type: ignore[arg-type]
-        sync_resources=[
+    negotiator = _negotiator(
+        member,
+        [
             {"group": "apps", "resources": ["deployments"]},
             {"group": "metrics.k8s.io", "resources": ["podmetrics"]},
         ],

@@ -213,6 +213,12 @@ class ClusterSynchro:
                 removed,
             )
         for key, target in wanted.items():
+            if key in self.workers and self.workers[key][0].target != target:
+                # the same type asked for differently (the Event kinds a new CRD adds): its
+                # worker starts over, and its relist drops what the new target no longer keeps
+                _, task = self.workers.pop(key)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
             if key not in self.workers:
                 self._start_worker(key, target)
         await self.negotiator.publish(targets)

@@ -193,3 +193,48 @@ async def test_lists_wait_for_a_slot_of_their_member_and_of_the_process() -> Non
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Negotiator:
+    """Answers the targets it is given; records what was published."""
+
+    def __init__(self, targets: list[SyncTarget]) -> None:
+        self.targets = targets
+        self.warnings: list[str] = []
+        self.sync_error = ""
+
+    async def negotiate(self) -> list[SyncTarget]:
+        return self.targets
+
+    async def publish(self, targets: Sequence[SyncTarget]) -> None:
+        pass
+
+
+async def test_a_type_asked_for_differently_gets_a_new_worker() -> None:
+    """The Event kinds grow (a CRD appeared under eventsInvolvedResources: ["*"]): the events
+    worker starts over with the new filter; a worker whose target is unchanged is kept."""
+    events = ResourceType("", "v1", "events", "Event")
+    synchro = ClusterSynchro(
+        name="c",
+        access=access_from_spec({"apiserver": "https://10.0.0.1", "tokenData": "dA=="}),
+        sync_resources=[],
+        writer=Storage(),  # type: ignore[arg-type]
+        catalog=Catalog(),  # type: ignore[arg-type]
+        client=SlowLister(),  # type: ignore[arg-type]
+    )
+    pods = SyncTarget(ResourceType("", "v1", "pods", "Pod"), True)
+    before = SyncTarget(events, True, event_kinds=frozenset({"Pod"}))
+    synchro.negotiator = Negotiator([pods, before])  # type: ignore[assignment]
+    try:
+        await synchro._reconcile_workers()
+        pods_task = synchro.workers[("", "v1", "pods")][1]
+        events_task = synchro.workers[("", "v1", "events")][1]
+        after = SyncTarget(events, True, event_kinds=frozenset({"Pod", "Widget"}))
+        synchro.negotiator = Negotiator([pods, after])  # type: ignore[assignment]
+        await synchro._reconcile_workers()
+        assert synchro.workers[("", "v1", "pods")][1] is pods_task
+        syncer, task = synchro.workers[("", "v1", "events")]
+        assert task is not events_task and events_task.cancelled()
+        assert syncer.target.event_kinds == {"Pod", "Widget"}
+    finally:
+        await synchro._stop_workers()

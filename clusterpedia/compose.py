@@ -79,6 +79,7 @@ def operator_config(settings: RunSettings, storage: StorageTarget) -> OperatorCo
             process_list_concurrency=sync.max_concurrent_lists,
         ),
         allow_http_credentials=sync.allow_http_credentials,
+        sharding_name=settings.operator.sharding_name,
         cluster=ClusterSettings(
             ignore_sync_lease=parse_feature_gates(settings.process.feature_gates).ignore_sync_lease
         ),
@@ -95,6 +96,15 @@ async def _print_clusters(server: APIServer) -> None:
     names = sorted(item["metadata"]["name"] for item in found.get("items") or [])
     listed = ", ".join(names) if names else "none yet"
     print(f"clusterpedia: {len(names)} PediaClusters: {listed}", file=sys.stderr, flush=True)
+
+
+def peering_name(settings: RunSettings) -> str:
+    """The replicas of one shard peer among themselves: a shard's default peering object is
+    its own, or one shard's active replica would pause every other shard."""
+    options = settings.operator
+    if options.sharding_name and options.peering_name == "clusterpedia":
+        return f"clusterpedia-{options.sharding_name}"
+    return options.peering_name
 
 
 async def serve(settings: RunSettings, storage: StorageTarget) -> int:
@@ -123,7 +133,7 @@ async def serve(settings: RunSettings, storage: StorageTarget) -> int:
             operator_config(settings, storage),
             standalone=not settings.operator.peering,
             priority=settings.operator.priority,
-            peering_name=settings.operator.peering_name,
+            peering_name=peering_name(settings),
         )
         try:
             await loop.run_in_executor(None, operator.start)

@@ -220,6 +220,13 @@ class OperatorOptions:
     peering_name: str = option(
         "--peering-name", "clusterpedia", "the ClusterKopfPeering object replicas share"
     )
+    sharding_name: str = option(
+        "--sharding-name",
+        "",
+        "sync only the PediaClusters whose spec.shardingName is this (the original's flag; "
+        "'' = those without one); with --peering, each shard peers on its own "
+        "ClusterKopfPeering (default name clusterpedia-<shard>)",
+    )
     priority: int = option(
         "--priority",
         0,

@@ -58,6 +58,9 @@ class OperatorConfig:
     sync: SyncSettings = field(default_factory=SyncSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     allow_http_credentials: bool = False  # send member credentials over plain HTTP
+    # The original's --sharding-name: only PediaClusters whose spec.shardingName equals it
+    # ("" = those without one) are synced here; status.shardingName names the owner.
+    sharding_name: str = ""
 
 
 class Runtime:
@@ -241,16 +244,57 @@ async def reconcile(memo: Runtime, name: str, spec: Mapping[str, Any]) -> None:
     )
 
 
+def ours(spec: Mapping[str, Any], memo: Runtime, **_: Any) -> bool:
+    """Whether this replica's shard syncs the PediaCluster (the original's rule)."""
+    return str(spec.get("shardingName") or "") == memo.config.sharding_name
+
+
+async def _claimed(memo: Runtime, name: str, status: Mapping[str, Any]) -> bool:
+    """Take the PediaCluster for our shard, unless another shard still holds it: that one
+    releases it first (status.shardingName back to null), so two never sync it at once."""
+    owner = status.get("shardingName") or ""
+    mine = memo.config.sharding_name
+    if owner and owner != mine:
+        logger.info("PediaCluster %s: waiting for shard %r to release it", name, owner)
+        return False
+    if owner != mine:
+        await memo.patch_status(name, {"shardingName": mine or None})
+    return True
+
+
+async def _release(memo: Runtime, name: str, status: Mapping[str, Any], *, gone: bool) -> None:
+    """Stop syncing a PediaCluster another shard owns now, and say it is free (unless it is
+    being deleted: then there is nothing to hand over)."""
+    assert memo.manager is not None
+    if name in memo.manager.clusters:
+        logger.info("PediaCluster %s moved to another shard; stopping its sync here", name)
+        await memo.manager.stop(name)
+    mine = memo.config.sharding_name
+    if not gone and mine and status.get("shardingName") == mine:
+        await memo.patch_status(name, {"shardingName": None})
+
+
 @kopf.on.event(GROUP, VERSION, "pediaclusters", registry=registry)
 async def pediacluster_event(
-    event: Mapping[str, Any], name: str, spec: Any, meta: Any, memo: Runtime, **_: Any
+    event: Mapping[str, Any],
+    name: str,
+    spec: Any,
+    meta: Any,
+    status: Any,
+    memo: Runtime,
+    **_: Any,
 ) -> None:
-    if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
+    deleted = event.get("type") == "DELETED" or bool(meta.get("deletionTimestamp"))
+    if not ours(spec, memo):
+        await _release(memo, name, dict(status or {}), gone=deleted)
+        return
+    if deleted:
         return  # the delete handler below owns removal
-    await reconcile(memo, name, dict(spec))
+    if await _claimed(memo, name, dict(status or {})):
+        await reconcile(memo, name, dict(spec))
 
 
-@kopf.on.delete(GROUP, VERSION, "pediaclusters", registry=registry)
+@kopf.on.delete(GROUP, VERSION, "pediaclusters", registry=registry, when=ours)
 async def pediacluster_deleted(name: str, memo: Runtime, **_: Any) -> None:
     assert memo.manager is not None
     await memo.manager.remove(name)
@@ -263,7 +307,11 @@ async def sync_resources_changed(name: str, memo: Runtime, **_: Any) -> None:
     clusters = await memo.host.get(f"/apis/{GROUP}/{VERSION}/pediaclusters")
     for item in clusters.get("items") or []:
         spec = item.get("spec") or {}
-        if spec.get("syncResourcesRefName") == name and not item["metadata"].get(
-            "deletionTimestamp"
+        if (
+            spec.get("syncResourcesRefName") == name
+            and not item["metadata"].get("deletionTimestamp")
+            and ours(spec, memo)
+            and (item.get("status") or {}).get("shardingName")
+            in (None, "", memo.config.sharding_name)
         ):
             await reconcile(memo, item["metadata"]["name"], spec)

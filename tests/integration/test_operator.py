@@ -6,6 +6,7 @@ import base64
 import json
 import socket
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -474,3 +475,52 @@ async def test_hostile_specs_become_conditions_and_reach_no_server(  # type: ign
     finally:
         listener.close()
         host.kubectl("delete", "pediacluster", *names.values(), "--timeout=60s")
+
+
+def _sharding_name(host: APIServer, name: str) -> str | None:
+    found = json.loads(host.kubectl("get", "pediacluster", name, "-o", "json").stdout)
+    return (found.get("status") or {}).get("shardingName")
+
+
+async def test_explicit_sharding_moves_a_cluster_between_shards(  # type: ignore[no-untyped-def]
+    operator, host, member_clusters, reader, database_url
+) -> None:
+    """The original's --sharding-name: a replica syncs the PediaClusters whose
+    spec.shardingName is its own; a move hands over through status.shardingName (released
+    by the old shard before the new one takes it); the owner removes the rows on delete."""
+    member = member_clusters[0]
+    suffix = database_url.split(":")[0].split("+")[0]
+    name, namespace = f"sharded-{suffix}", f"sharded-{suffix}-ns"
+    member.kubectl("create", "namespace", namespace)
+    member.kubectl("create", "configmap", "first", "-n", namespace, "--from-literal=v=1")
+    shard = OperatorThread(replace(operator.config, sharding_name="shard-a"))
+    shard.start()
+    try:
+        host.kubectl("apply", "-f", "-", input=pediacluster(name, member, shardingName="shard-a"))
+        await eventually(
+            lambda: _equals(stored(reader, name, namespace), {"first": "1"}), what="shard-a syncs"
+        )
+        assert _sharding_name(host, name) == "shard-a"
+
+        # To the default shard (the per-test operator): released, then taken and synced there.
+        host.kubectl("patch", "pediacluster", name, "--type=merge", "-p",
+                     '{"spec": {"shardingName": null}}')  # fmt: skip
+        await eventually(lambda: _sharding_name(host, name) is None, what="shard-a releases it")
+        member.kubectl("create", "configmap", "second", "-n", namespace, "--from-literal=v=2")
+        await eventually(
+            lambda: _equals(stored(reader, name, namespace), {"first": "1", "second": "2"}),
+            what="the default shard syncs it",
+        )
+        shard.stop()  # shard-a no longer matters: what follows is the default shard's
+        member.kubectl("create", "configmap", "third", "-n", namespace, "--from-literal=v=3")
+        await eventually(
+            lambda: _equals(
+                stored(reader, name, namespace), {"first": "1", "second": "2", "third": "3"}
+            ),
+            what="still synced by the default shard",
+        )
+        host.kubectl("delete", "pediacluster", name, "--timeout=60s")
+        await eventually(lambda: _equals(stored(reader, name, namespace), {}), what="rows removed")
+    finally:
+        shard.stop()
+        host.kubectl("delete", "pediacluster", name, "--ignore-not-found", "--timeout=60s")

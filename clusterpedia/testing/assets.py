@@ -16,6 +16,7 @@ nothing. ``python -m clusterpedia.testing.assets`` provisions and prints the dir
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import fcntl
 import json
@@ -25,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -34,6 +36,7 @@ KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.8"
 HELM_VERSION = "v3.22.0"  # for the Helm chart's tests (gomod/helm)
 BINARIES = ("kube-apiserver", "etcd", "kubectl")
+PROGRESS_SECONDS = 30.0  # a line this often while a build runs
 
 
 class AssetsUnavailable(RuntimeError):
@@ -203,18 +206,45 @@ def _go_build(
     for name in ("go.mod", "go.sum", "tools.go"):
         (workdir / name).write_bytes((source / name).read_bytes())
     env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=readonly"}
-    command = [go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", output, *packages]
+    # -v names each package as it is compiled: counted, they show a long first build moving
+    command = [go, "build", "-v", "-trimpath", f"-ldflags={ldflags}", "-o", output, *packages]
     if log:
         print(
             f"clusterpedia assets: go build {' '.join(packages)} "
-            "(first build takes several minutes; cached afterwards)",
+            "(the first build takes about ten minutes on two cores; cached afterwards)",
             file=sys.stderr,
             flush=True,
         )
-    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise AssetsUnavailable(
-            f"go build failed for {module} (exit {result.returncode}):\n{result.stderr[-4000:]}"
+    process = subprocess.Popen(
+        command, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stderr is not None
+    tail: collections.deque[str] = collections.deque(maxlen=80)
+    started = last_report = time.monotonic()
+    downloaded = compiled = 0
+    for line in process.stderr:
+        tail.append(line)
+        if line.startswith("go: downloading "):
+            downloaded += 1
+        elif line.strip() and " " not in line.strip():
+            compiled += 1
+        if log and time.monotonic() - last_report >= PROGRESS_SECONDS:
+            last_report = time.monotonic()
+            print(
+                f"clusterpedia assets: {module}: {downloaded} modules downloaded, "
+                f"{compiled} packages compiled, {last_report - started:.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+    code = process.wait()
+    if code != 0:
+        raise AssetsUnavailable(f"go build failed for {module} (exit {code}):\n{''.join(tail)}")
+    if log:
+        print(
+            f"clusterpedia assets: {module}: built in {time.monotonic() - started:.0f}s "
+            f"({compiled} packages compiled)",
+            file=sys.stderr,
+            flush=True,
         )
 
 

@@ -322,9 +322,11 @@ class APIServer:
             timeout=timeout,
         )
         if check and result.returncode != 0:
-            raise subprocess.CalledProcessError(
+            error = subprocess.CalledProcessError(
                 result.returncode, result.args, output=result.stdout, stderr=result.stderr
             )
+            error.add_note(f"kubectl said: {result.stderr.strip()[-2000:]}")  # shown by pytest
+            raise error
         return result
 
 

@@ -61,6 +61,7 @@ class OperatorConfig:
     # The original's --sharding-name: only PediaClusters whose spec.shardingName equals it
     # ("" = those without one) are synced here; status.shardingName names the owner.
     sharding_name: str = ""
+    import_interval: float = 10.0  # seconds between import policy rounds (import_policies.py)
 
 
 class Runtime:

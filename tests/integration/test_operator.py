@@ -46,6 +46,7 @@ def operator(host: APIServer, database_url: str) -> Iterator[OperatorThread]:
         kubeconfig=str(host.kubeconfig),
         sync=SyncSettings(batch_interval=0.05, backoff_initial=0.2),
         cluster=ClusterSettings(probe_interval=1.0, discovery_interval=3.0, status_interval=0.5),
+        import_interval=1.0,
     )
     thread = OperatorThread(config)
     thread.start()
@@ -524,3 +525,164 @@ async def test_explicit_sharding_moves_a_cluster_between_shards(  # type: ignore
     finally:
         shard.stop()
         host.kubectl("delete", "pediacluster", name, "--ignore-not-found", "--timeout=60s")
+
+
+IMPORT_POLICIES = Path(__file__).resolve().parents[2] / "manifests" / "import-policies"
+
+
+def _source_crd(group: str, kind: str, *, namespaced: bool) -> str:
+    """The source kind of an import policy, as its platform defines it (shape only)."""
+    plural = kind.lower() + "s"
+    return json.dumps({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {"group": group, "scope": "Namespaced" if namespaced else "Cluster",
+                 "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+                 "versions": [{"name": "v1beta1" if "x-k8s" in group else "v1alpha1",
+                               "served": True, "storage": True,
+                               "subresources": {"status": {}},
+                               "schema": {"openAPIV3Schema": {
+                                   "type": "object",
+                                   "x-kubernetes-preserve-unknown-fields": True}}}]},
+    })  # fmt: skip
+
+
+def _exists(host: APIServer, *args: str) -> bool:
+    return host.kubectl("get", *args, check=False).returncode == 0
+
+
+async def test_a_cluster_api_cluster_is_imported_then_removed_with_its_source(  # type: ignore[no-untyped-def]
+    operator, host, member_clusters, reader, database_url
+) -> None:
+    """The shipped cluster-api policy, against a Cluster API-shaped Cluster and the kubeconfig
+    Secret Cluster API writes: a lifecycle at once, the PediaCluster once the control plane is
+    initialized (and it syncs), and both gone when the Cluster goes."""
+    member = member_clusters[0]
+    suffix = database_url.split(":")[0].split("+")[0]
+    namespace, name = f"fleet-{suffix}", "c1"
+    imported = f"capi-{namespace}-{name}"
+    host.kubectl(
+        "apply", "-f", "-", input=_source_crd("cluster.x-k8s.io", "Cluster", namespaced=True)
+    )
+    host.kubectl(
+        "wait", "--for=condition=established", "--timeout=60s", "crd/clusters.cluster.x-k8s.io"
+    )
+    host.kubectl("create", "namespace", namespace)
+    kubeconfig = base64.b64encode(member.kubeconfig.read_bytes()).decode()
+    host.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-kubeconfig",
+                                                           "namespace": namespace},
+        "data": {"value": kubeconfig},  # a Secret's data is base64: the kubeconfig once
+    }))  # fmt: skip
+    host.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "cluster.x-k8s.io/v1beta1", "kind": "Cluster",
+        "metadata": {"name": name, "namespace": namespace}, "spec": {},
+    }))  # fmt: skip
+    host.kubectl("apply", "-f", str(IMPORT_POLICIES / "cluster-api.yaml"))
+    try:
+        await eventually(
+            lambda: _exists(host, "pediaclusterlifecycle", imported), what="a lifecycle per Cluster"
+        )
+        assert not _exists(host, "pediacluster", imported)  # no control plane yet
+        status = {"status": {"conditions": [{"type": "ControlPlaneInitialized", "status": "True"}]}}
+        host.kubectl("patch", "cluster.cluster.x-k8s.io", name, "-n", namespace, "--type=merge",
+                     "--subresource=status", "-p", json.dumps(status))  # fmt: skip
+        await eventually(
+            lambda: conditions(host, imported).get("ClusterHealthy", ("",))[0] == "True",
+            what="the imported PediaCluster syncs",
+        )
+        found = json.loads(host.kubectl("get", "pediacluster", imported, "-o", "json").stdout)
+        assert found["spec"]["kubeconfig"] == kubeconfig
+        assert found["metadata"]["ownerReferences"][0]["kind"] == "PediaClusterLifecycle"
+        policy = json.loads(
+            host.kubectl("get", "clusterimportpolicy", "cluster-api", "-o", "json").stdout
+        )
+        assert {c["type"]: c["status"] for c in policy["status"]["conditions"]} == {
+            "Validated": "True", "Reconciling": "True",
+        }  # fmt: skip
+
+        host.kubectl("delete", "cluster.cluster.x-k8s.io", name, "-n", namespace)
+        await eventually(
+            lambda: (
+                not _exists(host, "pediacluster", imported)
+                and not _exists(host, "pediaclusterlifecycle", imported)
+            ),
+            timeout=60,
+            what="the PediaCluster goes with its source",
+        )
+        await eventually(lambda: _equals(stored(reader, imported, "default"), {}), what="rows gone")
+    finally:
+        host.kubectl("delete", "clusterimportpolicy", "cluster-api", "--ignore-not-found")
+        host.kubectl("delete", "pediacluster", imported, "--ignore-not-found", "--timeout=60s")
+        host.kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+async def test_a_karmada_cluster_is_imported_with_its_secrets_token(  # type: ignore[no-untyped-def]
+    operator, host, member_clusters, database_url
+) -> None:
+    """The shipped karmada policy, against a Karmada-shaped (cluster-scoped) Cluster whose
+    secretRef holds a member ServiceAccount's token and the member's CA; an invalid policy
+    says why in its status."""
+    member = member_clusters[1]
+    suffix = database_url.split(":")[0].split("+")[0]
+    name = f"member-{suffix}"
+    imported = f"karmada-{name}"
+    member.kubectl("create", "serviceaccount", f"karmada-{suffix}", "-n", "default", check=False)
+    member.kubectl("create", "clusterrolebinding", f"karmada-{suffix}",
+                   "--clusterrole=cluster-admin", f"--serviceaccount=default:karmada-{suffix}",
+                   check=False)  # fmt: skip
+    token = member.kubectl("create", "token", f"karmada-{suffix}", "-n", "default").stdout.strip()
+    ca = member.kubeconfig_dict()["clusters"][0]["cluster"]["certificate-authority-data"]
+    host.kubectl(
+        "apply", "-f", "-", input=_source_crd("cluster.karmada.io", "Cluster", namespaced=False)
+    )
+    host.kubectl(
+        "wait", "--for=condition=established", "--timeout=60s", "crd/clusters.cluster.karmada.io"
+    )
+    host.kubectl("create", "namespace", "karmada-cluster", check=False)
+    host.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": "karmada-cluster"},
+        "data": {"token": base64.b64encode(token.encode()).decode(), "caBundle": ca},
+    }))  # fmt: skip
+    host.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "cluster.karmada.io/v1alpha1", "kind": "Cluster", "metadata": {"name": name},
+        "spec": {"apiEndpoint": member.url,
+                 "secretRef": {"namespace": "karmada-cluster", "name": name}},
+    }))  # fmt: skip
+    ready = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    host.kubectl("patch", "cluster.cluster.karmada.io", name, "--type=merge",
+                 "--subresource=status", "-p", json.dumps(ready))  # fmt: skip
+    host.kubectl("apply", "-f", str(IMPORT_POLICIES / "karmada.yaml"))
+    broken = {"apiVersion": "policy.clusterpedia.io/v1alpha1", "kind": "ClusterImportPolicy",
+              "metadata": {"name": f"broken-{suffix}"},
+              "spec": {"source": {"group": "cluster.karmada.io", "resource": "clusters"},
+                       "nameTemplate": "{{ if .source }}"}}  # fmt: skip
+    host.kubectl("apply", "-f", "-", input=json.dumps(broken))
+    try:
+        await eventually(
+            lambda: conditions(host, imported).get("ClusterHealthy", ("",))[0] == "True",
+            what="the imported Karmada member syncs",
+        )
+        found = json.loads(host.kubectl("get", "pediacluster", imported, "-o", "json").stdout)
+        assert found["spec"]["apiserver"] == member.url and found["spec"]["caData"] == ca
+
+        def refusal() -> str:
+            got = json.loads(host.kubectl("get", "clusterimportpolicy", f"broken-{suffix}",
+                                          "-o", "json").stdout)  # fmt: skip
+            validated = [c for c in (got.get("status") or {}).get("conditions") or ()
+                         if c["type"] == "Validated"]  # fmt: skip
+            return (
+                validated[0]["message"] if validated and validated[0]["status"] == "False" else ""
+            )
+
+        assert "has no {{ end }}" in await eventually(refusal, what="the broken policy's reason")
+    finally:
+        host.kubectl(
+            "delete", "clusterimportpolicy", "karmada", f"broken-{suffix}", "--ignore-not-found"
+        )
+        host.kubectl("delete", "cluster.cluster.karmada.io", name, "--ignore-not-found")
+        host.kubectl(
+            "delete", "pediaclusterlifecycle", imported, "--ignore-not-found", "--timeout=60s"
+        )
+        host.kubectl("delete", "pediacluster", imported, "--ignore-not-found", "--timeout=60s")

@@ -18,9 +18,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Bottom to top. A unit imports only units of lower layers.
 LAYERS: list[set[str]] = [
-    {"__init__", "gvr", "backoff", "memory", "certs", "settings", "process", "features"},
+    {
+        "__init__",
+        "gvr",
+        "backoff",
+        "memory",
+        "certs",
+        "settings",
+        "process",
+        "features",
+        "gotemplate",
+    },
     {"storage", "kube"},
-    {"search", "watch", "sync", "kubeconfig", "testing"},
+    {"search", "watch", "sync", "kubeconfig", "testing", "importing"},
     {"apiserver", "operator"},
     {"playground", "compose"},
     {"cli"},

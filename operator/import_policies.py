@@ -10,7 +10,7 @@ report what they did in ``status.conditions``. Only the default shard runs them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
@@ -119,21 +119,26 @@ async def reconcile_policy(host: KubeClient, policy: Mapping[str, Any]) -> list[
     POLICY_GROUP, POLICY_VERSION, "clusterimportpolicies", registry=registry, when=_default_shard
 )
 async def policy_daemon(body: Any, name: str, memo: Runtime, stopped: Any, **_: Any) -> None:
+    await _rounds(memo, stopped, f"{_POLICIES}/{name}", lambda host: reconcile_policy(host, body))
+
+
+Round = Callable[[KubeClient], Awaitable[list[dict[str, str]]]]
+
+
+async def _rounds(memo: Runtime, stopped: Any, path: str, round_: Round) -> None:
+    """A daemon's life: a round every import_interval until its object goes; each round's
+    conditions go to the object's status. A host failure is a condition and a retry, never
+    the daemon's end."""
     assert memo.host is not None
     while not stopped:
-        conditions = await _guarded(reconcile_policy(memo.host, body), f"policy {name}")
-        await _status(memo.host, f"{_POLICIES}/{name}", conditions)
+        try:
+            conditions = await round_(memo.host)
+        except (TimeoutError, KubeError) as error:
+            logger.warning("%s: %s", path, error)
+            conditions = [condition("Reconciling", False, "HostUnavailable", str(error))]
+        if conditions:
+            await _status(memo.host, path, conditions)
         await stopped.wait(memo.config.import_interval)
-
-
-async def _guarded(work: Any, what: str) -> list[dict[str, str]]:
-    """A daemon's round; a host failure is a condition and a retry, never the daemon's end."""
-    try:
-        result: list[dict[str, str]] = await work
-        return result
-    except (TimeoutError, KubeError) as error:
-        logger.warning("%s: %s", what, error)
-        return [condition("Reconciling", False, "HostUnavailable", str(error))]
 
 
 # -- PediaClusterLifecycle ---------------------------------------------------------------------
@@ -225,12 +230,8 @@ def _pediacluster(lifecycle: Mapping[str, Any], spec: Mapping[str, Any]) -> dict
     POLICY_GROUP, POLICY_VERSION, "pediaclusterlifecycles", registry=registry, when=_default_shard
 )
 async def lifecycle_daemon(body: Any, name: str, memo: Runtime, stopped: Any, **_: Any) -> None:
-    assert memo.host is not None
-    while not stopped:
-        conditions = await _guarded(reconcile_lifecycle(memo.host, body), f"lifecycle {name}")
-        if conditions:
-            await _status(memo.host, f"{_LIFECYCLES}/{name}", conditions)
-        await stopped.wait(memo.config.import_interval)
+    path = f"{_LIFECYCLES}/{name}"
+    await _rounds(memo, stopped, path, lambda host: reconcile_lifecycle(host, body))
 
 
 @kopf.on.delete(

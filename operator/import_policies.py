@@ -247,3 +247,19 @@ async def lifecycle_deleted(name: str, memo: Runtime, **_: Any) -> None:
     except KubeError as error:
         if error.status != 404:
             raise
+
+
+@kopf.on.delete(
+    POLICY_GROUP, POLICY_VERSION, "clusterimportpolicies", registry=registry, when=_default_shard
+)
+async def policy_deleted(name: str, memo: Runtime, **_: Any) -> None:
+    """Its lifecycles go too, and with them their PediaClusters (said here for a host without
+    a garbage collector, as for lifecycles)."""
+    assert memo.host is not None
+    owned = await memo.host.get(_LIFECYCLES, params={"labelSelector": f"{POLICY_LABEL}={name}"})
+    for item in owned.get("items") or ():
+        try:
+            await memo.host.delete(f"{_LIFECYCLES}/{item['metadata']['name']}")
+        except KubeError as error:
+            if error.status != 404:
+                raise

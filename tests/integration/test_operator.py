@@ -677,6 +677,17 @@ async def test_a_karmada_cluster_is_imported_with_its_secrets_token(  # type: ig
             )
 
         assert "has no {{ end }}" in await eventually(refusal, what="the broken policy's reason")
+
+        # Deleting the policy takes its lifecycles and their PediaClusters along.
+        host.kubectl("delete", "clusterimportpolicy", "karmada", "--timeout=60s")
+        await eventually(
+            lambda: (
+                not _exists(host, "pediacluster", imported)
+                and not _exists(host, "pediaclusterlifecycle", imported)
+            ),
+            timeout=60,
+            what="the policy's PediaCluster goes with it",
+        )
     finally:
         host.kubectl(
             "delete", "clusterimportpolicy", "karmada", f"broken-{suffix}", "--ignore-not-found"

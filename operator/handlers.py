@@ -275,6 +275,20 @@ async def _release(memo: Runtime, name: str, status: Mapping[str, Any], *, gone:
         await memo.patch_status(name, {"shardingName": None})
 
 
+async def _pediacluster_changed(
+    memo: Runtime, name: str, spec: Mapping[str, Any], status: Mapping[str, Any], *, deleted: bool
+) -> None:
+    """One PediaCluster's state, whoever noticed it changed: released when another shard owns
+    it, reconciled once claimed when ours."""
+    if not ours(spec, memo):
+        await _release(memo, name, status, gone=deleted)
+        return
+    if deleted:
+        return  # the delete handler below owns removal
+    if await _claimed(memo, name, status):
+        await reconcile(memo, name, spec)
+
+
 @kopf.on.event(GROUP, VERSION, "pediaclusters", registry=registry)
 async def pediacluster_event(
     event: Mapping[str, Any],
@@ -286,13 +300,7 @@ async def pediacluster_event(
     **_: Any,
 ) -> None:
     deleted = event.get("type") == "DELETED" or bool(meta.get("deletionTimestamp"))
-    if not ours(spec, memo):
-        await _release(memo, name, dict(status or {}), gone=deleted)
-        return
-    if deleted:
-        return  # the delete handler below owns removal
-    if await _claimed(memo, name, dict(status or {})):
-        await reconcile(memo, name, dict(spec))
+    await _pediacluster_changed(memo, name, dict(spec), dict(status or {}), deleted=deleted)
 
 
 @kopf.on.delete(GROUP, VERSION, "pediaclusters", registry=registry, when=ours)
@@ -308,11 +316,11 @@ async def sync_resources_changed(name: str, memo: Runtime, **_: Any) -> None:
     clusters = await memo.host.get(f"/apis/{GROUP}/{VERSION}/pediaclusters")
     for item in clusters.get("items") or []:
         spec = item.get("spec") or {}
-        if (
-            spec.get("syncResourcesRefName") == name
-            and not item["metadata"].get("deletionTimestamp")
-            and ours(spec, memo)
-            and (item.get("status") or {}).get("shardingName")
-            in (None, "", memo.config.sharding_name)
-        ):
-            await reconcile(memo, item["metadata"]["name"], spec)
+        if spec.get("syncResourcesRefName") == name:
+            await _pediacluster_changed(
+                memo,
+                item["metadata"]["name"],
+                spec,
+                item.get("status") or {},
+                deleted=bool(item["metadata"].get("deletionTimestamp")),
+            )

@@ -524,7 +524,8 @@ def _events_k8s_io(obj: Obj) -> list[Any]:
     )
 
 
-def _serviceaccount(obj: Obj) -> list[Any]:
+def name_age(obj: Obj) -> list[Any]:
+    """Name and Age: the cells of a kind whose printer has no other column."""
     return [_meta(obj).get("name"), _age(obj)]
 
 
@@ -612,5 +613,5 @@ PRINTERS: dict[tuple[str, str], Printer] = {
     ),
     ("", "events"): EVENTS,
     ("events.k8s.io", "events"): Printer(EVENTS.columns, _events_k8s_io, name_first=False),
-    ("", "serviceaccounts"): Printer([AGE], _serviceaccount),
+    ("", "serviceaccounts"): Printer([AGE], name_age),
 }  # fmt: skip

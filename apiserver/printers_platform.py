@@ -23,8 +23,8 @@ from clusterpedia.apiserver.printers import (
     _selector,
     _spec,
     _status,
-    age,
     human_duration,
+    name_age,
 )
 
 _MORE = "{} + {} more..."
@@ -466,10 +466,6 @@ def _resourceslice(obj: Obj) -> list[Any]:
     ]
 
 
-def _name_age(obj: Obj) -> list[Any]:
-    return [_meta(obj).get("name"), age(_meta(obj).get("creationTimestamp"))]
-
-
 _BINDING = Printer(
     [Column("Role"), AGE, Column("Users", priority=1), Column("Groups", priority=1),
      Column("ServiceAccounts", priority=1)],
@@ -575,8 +571,8 @@ PLATFORM_PRINTERS: dict[tuple[str, str], Printer] = {
     ("apiregistration.k8s.io", "apiservices"): Printer(
         [Column("Service"), Column("Available"), AGE], _apiservice
     ),
-    ("resource.k8s.io", "deviceclasses"): Printer([AGE], _name_age),
-    ("resource.k8s.io", "resourceclaimtemplates"): Printer([AGE], _name_age),
+    ("resource.k8s.io", "deviceclasses"): Printer([AGE], name_age),
+    ("resource.k8s.io", "resourceclaimtemplates"): Printer([AGE], name_age),
     ("resource.k8s.io", "resourceclaims"): Printer([Column("State"), AGE], _resourceclaim),
     ("resource.k8s.io", "resourceslices"): Printer(
         [Column("Node"), Column("Driver"), Column("Pool"), AGE], _resourceslice

@@ -19,8 +19,8 @@ from clusterpedia.apiserver.printers import (
     NAME,
     Column,
     Obj,
-    age,
     human_duration,
+    name_age,
     parse_time,
 )
 from clusterpedia.apiserver.printers import PRINTERS as WORKLOAD_PRINTERS
@@ -80,7 +80,7 @@ class TableBuilder:
             self._name_first = True
         else:
             self.columns = [CLUSTER, NAME, AGE]
-            self._row = _name_age
+            self._row = name_age
             self._name_first = True
 
     def _custom_row(self, obj: Obj) -> list[Any]:
@@ -147,11 +147,6 @@ def _name_created(obj: Obj) -> list[Any]:
 
 def cluster_of(obj: Obj) -> str:
     return str(((obj.get("metadata") or {}).get("annotations") or {}).get(CLUSTER_ANNOTATION, ""))
-
-
-def _name_age(obj: Obj) -> list[Any]:
-    meta = obj.get("metadata") or {}
-    return [meta.get("name"), age(meta.get("creationTimestamp"))]
 
 
 def _column_type(kind: str) -> str:

@@ -147,7 +147,7 @@ def _object_name(value: Any, *, what: str) -> str:
     return value
 
 
-def _host_path(*parts: str) -> str:
+def host_path(*parts: str) -> str:
     """A host API path from parts that were validated, each quoted as one segment anyway."""
     return "/" + "/".join(quote(part, safe="") for part in parts)
 
@@ -172,7 +172,7 @@ async def _secrets(memo: Runtime, spec: Mapping[str, Any]) -> dict[str, bytes]:
             raise InvalidClusterConfig(
                 f"authenticationFrom.{purpose}.key {str(key)[:80]!r} is not a valid Secret key"
             )
-        path = _host_path("api", "v1", "namespaces", memo.config.namespace, "secrets", name)
+        path = host_path("api", "v1", "namespaces", memo.config.namespace, "secrets", name)
         try:
             secret = await memo.host.get(path)
         except KubeError as error:
@@ -200,7 +200,7 @@ async def _sync_resources(memo: Runtime, spec: Mapping[str, Any]) -> tuple[list[
         name = _object_name(reference, what="syncResourcesRefName")
         try:
             shared = await memo.host.get(
-                _host_path("apis", GROUP, VERSION, "clustersyncresources", name)
+                host_path("apis", GROUP, VERSION, "clustersyncresources", name)
             )
             entries += (shared.get("spec") or {}).get("syncResources") or []
         except KubeError as error:

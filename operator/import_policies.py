@@ -30,7 +30,7 @@ from clusterpedia.importing import (
     stale,
 )
 from clusterpedia.kube.client import KubeClient, KubeError
-from clusterpedia.operator.handlers import GROUP, VERSION, Runtime, registry
+from clusterpedia.operator.handlers import GROUP, VERSION, Runtime, host_path, registry
 
 logger = logging.getLogger(__name__)
 _LIFECYCLES = f"/apis/{POLICY_GROUP}/{POLICY_VERSION}/pediaclusterlifecycles"
@@ -43,10 +43,11 @@ def _default_shard(memo: Runtime, **_: Any) -> bool:
 
 
 def _path(group: str, version: str, resource: str, namespace: str = "", name: str = "") -> str:
-    base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    """A host API path; each part quoted as one segment (names come from templates)."""
+    parts = ["apis", group, version] if group else ["api", version]
     if namespace:
-        base += f"/namespaces/{namespace}"
-    return f"{base}/{resource}" + (f"/{name}" if name else "")
+        parts += ["namespaces", namespace]
+    return host_path(*parts, resource, *([name] if name else []))
 
 
 async def _preferred_version(host: KubeClient, group: str) -> str:

@@ -38,6 +38,12 @@ _POLICIES = f"/apis/{POLICY_GROUP}/{POLICY_VERSION}/clusterimportpolicies"
 _PEDIACLUSTERS = f"/apis/{GROUP}/{VERSION}/pediaclusters"
 
 
+# A deleted object's daemon may be mid-round: Kopf re-checks that it exited every
+# cancellation_polling seconds (60 by default, which held a deletion for a minute), and
+# cancels it after cancellation_timeout.
+STOP_POLLING, STOP_TIMEOUT = 0.5, 10.0
+
+
 def _default_shard(memo: Runtime, **_: Any) -> bool:
     return memo.config.sharding_name == ""
 
@@ -117,7 +123,13 @@ async def reconcile_policy(host: KubeClient, policy: Mapping[str, Any]) -> list[
 
 
 @kopf.daemon(
-    POLICY_GROUP, POLICY_VERSION, "clusterimportpolicies", registry=registry, when=_default_shard
+    POLICY_GROUP,
+    POLICY_VERSION,
+    "clusterimportpolicies",
+    registry=registry,
+    when=_default_shard,
+    cancellation_polling=STOP_POLLING,
+    cancellation_timeout=STOP_TIMEOUT,
 )
 async def policy_daemon(body: Any, name: str, memo: Runtime, stopped: Any, **_: Any) -> None:
     await _rounds(memo, stopped, f"{_POLICIES}/{name}", lambda host: reconcile_policy(host, body))
@@ -228,7 +240,13 @@ def _pediacluster(lifecycle: Mapping[str, Any], spec: Mapping[str, Any]) -> dict
 
 
 @kopf.daemon(
-    POLICY_GROUP, POLICY_VERSION, "pediaclusterlifecycles", registry=registry, when=_default_shard
+    POLICY_GROUP,
+    POLICY_VERSION,
+    "pediaclusterlifecycles",
+    registry=registry,
+    when=_default_shard,
+    cancellation_polling=STOP_POLLING,
+    cancellation_timeout=STOP_TIMEOUT,
 )
 async def lifecycle_daemon(body: Any, name: str, memo: Runtime, stopped: Any, **_: Any) -> None:
     path = f"{_LIFECYCLES}/{name}"

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from clusterpedia.apiserver.requestinfo import REQUEST_INFO, first_values, parse_request
 from clusterpedia.apiserver.status import StatusError, no_route
-from clusterpedia.storage import InvalidQuery, StorageError
+from clusterpedia.storage import InvalidQuery, ResourceVersionTooLarge, StorageError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Layer = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
@@ -63,6 +63,8 @@ async def with_recovery(request: web.Request, delegate: Handler) -> web.StreamRe
         return error.response()
     except InvalidQuery as error:
         return StatusError.from_reason(error.reason, error.message).response()
+    except ResourceVersionTooLarge as error:
+        return too_large(error).response()
     except StorageError as error:
         logger.warning("storage failed for %s %s: %s", request.method, request.path_qs, error)
         return StatusError(503, "the storage is unavailable; try again").response()
@@ -73,6 +75,22 @@ async def with_recovery(request: web.Request, delegate: Handler) -> web.StreamRe
     except Exception:
         logger.exception("internal error serving %s %s", request.method, request.path_qs)
         return StatusError(500, "Internal error occurred: see the server log").response()
+
+
+def too_large(error: ResourceVersionTooLarge) -> StatusError:
+    """kube-apiserver's answer to a resourceVersion it has not reached, retried by clients."""
+    return StatusError(
+        504,
+        str(error),
+        reason="Timeout",
+        details={
+            "causes": [
+                {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
+            ],
+            "retryAfterSeconds": 1,
+        },
+        headers={"Retry-After": "1"},
+    )
 
 
 async def read_only(request: web.Request, delegate: Handler) -> web.StreamResponse:

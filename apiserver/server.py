@@ -18,6 +18,7 @@ from clusterpedia.apiserver.authn import Authenticator, load_config
 from clusterpedia.apiserver.authz import Authorizer
 from clusterpedia.apiserver.deadline import RequestDeadline
 from clusterpedia.apiserver.protocol import StatusAppRunner
+from clusterpedia.apiserver.replica import LagMonitor
 from clusterpedia.apiserver.tls import ServingCertificate, ServingTLS, self_signed
 from clusterpedia.apiserver.watch import WatchServer, WatchSettings
 from clusterpedia.kube.client import KubeClient, KubeError
@@ -35,6 +36,10 @@ class ServerConfig:
 
     storage_url: str
     storage_options: Mapping[str, Any] = field(default_factory=dict)  # Database keywords
+    # A streaming replica of the storage: list, get and watch read there (replica.py).
+    read_storage_url: str | None = None
+    read_storage_options: Mapping[str, Any] = field(default_factory=dict)
+    read_storage_max_lag: float = 30.0  # seconds behind before /readyz fails
     kubeconfig: str | None = None
     bind_address: str = "0.0.0.0"
     port: int = 8443
@@ -74,6 +79,21 @@ class APIServer:
             allow_where_sql=config.allow_where_sql,
             **config.storage_options,
         )
+        # Reads go to the replica when there is one; migrations and pruning to the primary.
+        self.reads = self.storage
+        self.lag: LagMonitor | None = None
+        if config.read_storage_url:
+            self.reads = Database(
+                config.read_storage_url,
+                allow_where_sql=config.allow_where_sql,
+                replica=True,
+                **config.read_storage_options,
+            )
+            self.lag = LagMonitor(
+                primary=self.storage.changes,
+                replica=self.reads.changes,
+                max_lag=config.read_storage_max_lag,
+            )
         self.host = KubeClient(host_access(config.kubeconfig))
         self.certificate: ServingCertificate | None = None
         self.tls: ServingTLS | None = None
@@ -82,7 +102,7 @@ class APIServer:
         self._reloader: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self.port = config.port
-        changes = self.storage.changes
+        changes = self.reads.changes
         self.feed = ChangeFeed(
             changes,
             poll_interval=config.watch_poll_interval * (10 if changes.pushes else 1),
@@ -111,16 +131,20 @@ class APIServer:
         self.tls = ServingTLS(self.certificate, client_ca=auth_config.client_ca)
         self.authenticator = Authenticator(host=self.host, config=auth_config)
         await self.feed.start()
+        if self.lag is not None:
+            await self.lag.measure()
+            self.lag.start()
         self._pruner = asyncio.create_task(
-            prune_periodically(self.feed.log, self.config.retention), name="change log pruner"
+            prune_periodically(self.storage.changes, self.config.retention),
+            name="change log pruner",
         )
         layers = build_layers(
-            reader=self.storage.objects,
-            catalog=self.storage.catalog,
+            reader=self.reads.objects,
+            catalog=self.reads.catalog,
             authenticator=self.authenticator,
             authorizer=Authorizer(host=self.host),
             check_clusters=self.config.check_clusters,
-            ready=self.storage.ping,
+            ready=self.ready,
             watch=WatchServer(self.feed, self.config.watch),
             admission=Admission(
                 max_inflight=self.config.max_requests_inflight,
@@ -152,6 +176,13 @@ class APIServer:
         self._reloader = asyncio.create_task(self._reload_auth(), name="auth settings reloader")
         logger.info("API server listening on https://%s:%d", self.config.bind_address, self.port)
 
+    async def ready(self) -> None:
+        """Raises when this server should leave the Service: the storage it reads from does
+        not answer, or (a replica) lags too far behind."""
+        await self.reads.ping()
+        if self.lag is not None and (problem := self.lag.problem()):
+            raise RuntimeError(problem)
+
     async def _reload_auth(self) -> None:
         """Follow rotations of the front-proxy CA and its allowed names."""
         while True:
@@ -170,8 +201,12 @@ class APIServer:
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if self.lag is not None:
+            await self.lag.stop()
         await self.feed.stop()  # watch streams end now, not at the runner's shutdown timeout
         if self._runner is not None:
             await self._runner.cleanup()
         await self.host.close()
+        if self.reads is not self.storage:
+            await self.reads.close()
         await self.storage.close()

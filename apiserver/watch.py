@@ -29,7 +29,14 @@ from clusterpedia.apiserver.negotiation import Form
 from clusterpedia.apiserver.status import StatusError
 from clusterpedia.apiserver.tables import TableBuilder
 from clusterpedia.search.params import parse_bool, parse_int
-from clusterpedia.storage import ChangeEvent, Query, SyncedType
+from clusterpedia.storage import (
+    CATCH_UP_SECONDS,
+    ChangeEvent,
+    Marks,
+    Query,
+    ResourceVersionTooLarge,
+    SyncedType,
+)
 from clusterpedia.watch.feed import ChangeFeed, Ended, Expired, Scope, Subscription
 from clusterpedia.watch.matcher import event_matcher
 
@@ -144,6 +151,20 @@ class WatchServer:
         self.feed = feed
         self.settings = settings
 
+    async def _marks(self, *, at_least: int) -> Marks:
+        """The log's marks once its head reaches ``at_least``: a watch from a resourceVersion
+        another server (or a replica ahead of ours) gave waits, as kube-apiserver's watch
+        cache does, then gets 504 ``ResourceVersionTooLarge``, which clients retry."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CATCH_UP_SECONDS
+        while True:
+            marks = await self.feed.log.marks()
+            if marks.head >= at_least:
+                return marks
+            if loop.time() >= deadline:
+                raise ResourceVersionTooLarge(at_least, marks.head)
+            await asyncio.sleep(0.05)
+
     async def serve(
         self,
         request: web.Request,
@@ -155,22 +176,7 @@ class WatchServer:
     ) -> web.StreamResponse:
         watch = parse_watch_request(request.query, self.settings)
         matcher = event_matcher(query)
-        marks = await self.feed.log.marks()
-        if watch.after is not None and watch.after > marks.head:
-            raise StatusError(
-                504,
-                f"Too large resource version: {watch.after}, current: {marks.head}",
-                reason="Timeout",
-                details={
-                    "causes": [
-                        {
-                            "reason": "ResourceVersionTooLarge",
-                            "message": "Too large resource version",
-                        }
-                    ],
-                    "retryAfterSeconds": 1,
-                },
-            )
+        marks = await self._marks(at_least=watch.after or 0)
         after = marks.head if watch.after is None else watch.after
         encoder = EventEncoder(synced, form, query, table)
         scope = Scope(

@@ -142,7 +142,11 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("clusterpedia").info("feature gate %s", note)
     storage = settings.storage
     try:
-        target = resolve_storage(flag=storage.storage_url, config_file=storage.storage_config)
+        target = resolve_storage(
+            flag=storage.storage_url,
+            config_file=storage.storage_config,
+            read_flag=storage.read_storage_url,
+        )
     except StorageURLError as error:
         print(f"clusterpedia: {error}", file=sys.stderr)
         return 2

@@ -32,6 +32,9 @@ def server_config(settings: RunSettings, storage: StorageTarget) -> ServerConfig
     return ServerConfig(
         storage_url=storage.url,
         storage_options=storage.database_options(),
+        read_storage_url=storage.read.url if storage.read else None,
+        read_storage_options=storage.read.database_options() if storage.read else {},
+        read_storage_max_lag=settings.storage.read_storage_max_lag,
         kubeconfig=settings.host.kubeconfig,
         bind_address=serving.bind_address,
         port=serving.secure_port,

@@ -58,6 +58,19 @@ class StorageOptions:
         "(default: sqlite:///clusterpedia.sqlite)",
     )
     storage_config: str | None = option("--storage-config", None, "a storage config file")
+    read_storage_url: str | None = option(
+        "--read-storage-url",
+        None,
+        "a streaming replica of the storage (PostgreSQL hot standby, MySQL/MariaDB replica): "
+        "list, get and watch read there, writes go to --storage-url "
+        "(env CLUSTERPEDIA_READ_STORAGE_URL; the config file's readReplica)",
+    )
+    read_storage_max_lag: float = option(
+        "--read-storage-max-lag",
+        30.0,
+        "seconds the read replica may fall behind before /readyz fails",
+        parse=float,
+    )
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from clusterpedia.storage.engine import StorageURLError, dialect_of
 from clusterpedia.storage.errors import (
     ContinueExpired,
     InvalidQuery,
+    ResourceVersionTooLarge,
     StorageError,
     StorageFailed,
     StorageUnavailable,
@@ -35,6 +36,7 @@ from clusterpedia.storage.query import (
     TypeFilter,
     WhereSQL,
 )
+from clusterpedia.storage.reader import CATCH_UP_SECONDS
 from clusterpedia.storage.records import (
     CLUSTER_ANNOTATION,
     Change,
@@ -43,6 +45,7 @@ from clusterpedia.storage.records import (
     parse_timestamp,
     upsert_from_object,
 )
+from clusterpedia.storage.replica import ReplicaLag, measure_lag
 from clusterpedia.storage.selection import (
     FieldPath,
     FieldRequirement,
@@ -53,6 +56,7 @@ from clusterpedia.storage.selection import (
 )
 
 __all__ = [
+    "CATCH_UP_SECONDS",
     "CLUSTER_ANNOTATION",
     "ORDERABLE_COLUMNS",
     "Catalog",
@@ -76,7 +80,9 @@ __all__ = [
     "Page",
     "PrinterColumn",
     "Query",
+    "ReplicaLag",
     "Requirement",
+    "ResourceVersionTooLarge",
     "Segment",
     "Storage",
     "StorageError",
@@ -91,6 +97,7 @@ __all__ = [
     "add_transient_codes",
     "describe",
     "dialect_of",
+    "measure_lag",
     "parse_timestamp",
     "resolve_storage",
     "resolve_storage_url",

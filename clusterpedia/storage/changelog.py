@@ -75,14 +75,15 @@ _COLUMNS = (L.rv, L.type, L.group, L.version, L.resource, L.cluster, L.namespace
 
 
 class ChangeLog:
-    def __init__(self, engine: AsyncEngine):
+    def __init__(self, engine: AsyncEngine, *, listen: bool = True):
         self.engine = engine
         self._dialect = dialect_for(engine)
+        self._listen = listen
 
     @property
     def pushes(self) -> bool:
         """Whether :meth:`notifications` announces commits (otherwise: poll)."""
-        return self._dialect.pushes_changes
+        return self._listen and self._dialect.pushes_changes
 
     def notifications(self) -> AsyncIterator[int | None]:
         """The head each commit reached, as writers announce it; ``None`` when announcements
@@ -137,6 +138,15 @@ class ChangeLog:
             ChangeEvent(int(rv), kind, g, v, r, c, ns, name, labels, as_bytes(data))
             for rv, kind, g, v, r, c, ns, name, labels, data in rows
         ]
+
+    @database_errors("reading the change log")
+    async def logged_after(self, rv: int) -> datetime | None:
+        """When the oldest change after ``rv`` still in the log was logged (UTC, naive), or
+        None when there is none: how far behind a replica at ``rv`` is."""
+        statement = sa.select(L.logged_at).where(L.rv > rv).order_by(L.rv).limit(1)
+        async with self.engine.connect() as connection:
+            value = (await connection.execute(statement)).scalar()
+        return value if isinstance(value, datetime) else None
 
     @database_errors("reading the change log")
     async def load(self, events: list[ChangeEvent]) -> list[ChangeEvent]:

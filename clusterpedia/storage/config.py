@@ -4,6 +4,9 @@ config file (``config_file.py``).
 Precedence: ``--storage-url`` flag, then ``CLUSTERPEDIA_STORAGE_URL``, then a config file
 (``--storage-config`` or ``CLUSTERPEDIA_STORAGE_CONFIG``), then the default, a SQLite file in
 the working directory.
+
+A read replica comes from ``--read-storage-url``, then ``CLUSTERPEDIA_READ_STORAGE_URL``,
+then the config file's ``readReplica`` section; it must be the primary's kind of database.
 """
 
 from __future__ import annotations
@@ -42,10 +45,37 @@ def resolve_storage(
     *,
     flag: str | None = None,
     config_file: str | None = None,
+    read_flag: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> StorageTarget:
     """The storage to use, validated; raises :class:`StorageURLError` with the reason."""
     environ = os.environ if environ is None else environ
+    target = _primary(flag, config_file, environ)
+    read_url = read_flag or environ.get("CLUSTERPEDIA_READ_STORAGE_URL")
+    if read_url:
+        target = target.with_read_replica(_parse(read_url).render_as_string(hide_password=False))
+    if target.read is not None:
+        _check_replica(target)
+    return target
+
+
+def _check_replica(target: StorageTarget) -> None:
+    assert target.read is not None
+    primary, replica = make_url(target.url), make_url(target.read.url)
+    if primary.get_backend_name() == "sqlite":
+        raise StorageURLError("a read replica needs PostgreSQL or MySQL/MariaDB, not SQLite")
+    if replica.get_backend_name() != primary.get_backend_name():
+        raise StorageURLError(
+            f"the read replica ({replica.get_backend_name()}) must be the primary's kind of "
+            f"database ({primary.get_backend_name()})"
+        )
+    if target.read.url == target.url:
+        raise StorageURLError("the read replica is the primary itself")
+
+
+def _primary(
+    flag: str | None, config_file: str | None, environ: Mapping[str, str]
+) -> StorageTarget:
     for candidate in (flag, environ.get("CLUSTERPEDIA_STORAGE_URL")):
         if candidate:
             return StorageTarget(_parse(candidate).render_as_string(hide_password=False))
@@ -60,6 +90,8 @@ def resolve_storage(
             raise StorageURLError(f"storage config {path} is not valid YAML: {error}") from None
         target = target_from_config(config or {}, environ=environ, base=path.parent)
         _parse(target.url)
+        if target.read is not None:
+            _parse(target.read.url)
         return target
     return StorageTarget(f"sqlite:///{DEFAULT_SQLITE_FILE}")
 

@@ -13,6 +13,7 @@ field: every field is honoured or refused at start with its name and the reason 
     connPool: {maxIdleConns: 10, maxOpenConns: 40, connMaxLifetime: 1h}
     log: {slowThreshold: 100ms, stdout: true}
     # dsn: in the driver's own syntax; it wins over the address fields
+    readReplica: {host: db-replica.example}   # ours: a read replica; other fields inherited
 
 The password comes from ``DB_PASSWORD``, then ``passwordFile``, then ``password``.
 """
@@ -23,6 +24,7 @@ import math
 import os
 import ssl
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -433,7 +435,29 @@ def _url_and_fields(
 
 def target_from_config(config: object, *, environ: Mapping[str, str], base: Path) -> StorageTarget:
     """What a parsed config file describes; raises StorageURLError for a field it cannot
-    honour."""
+    honour.
+
+    ``readReplica`` (ours) holds the fields in which a read replica differs from the primary,
+    usually ``host`` and ``port``; it inherits every other field."""
+    if not isinstance(config, Mapping) or "readReplica" not in config:
+        return _target(config, environ=environ, base=base)
+    primary = {key: value for key, value in config.items() if key != "readReplica"}
+    overrides = config["readReplica"]
+    if not isinstance(overrides, Mapping):
+        raise StorageURLError("storage config readReplica must be a mapping of fields")
+    for key in ("type", "readReplica"):
+        if key in overrides:
+            raise StorageURLError(
+                f"storage config readReplica.{key}: a replica is of its primary's type"
+            )
+    replica = {**primary, **overrides}
+    if "dsn" not in overrides and {"host", "port", "network"} & set(overrides):
+        replica.pop("dsn", None)  # the primary's dsn would win over the replica's address
+    target = _target(primary, environ=environ, base=base)
+    return replace(target, read=_target(replica, environ=environ, base=base))
+
+
+def _target(config: object, *, environ: Mapping[str, str], base: Path) -> StorageTarget:
     fields = _Fields(config, "")
     kind = fields.text("type").lower()
     url, implied = _url_and_fields(fields, kind, environ, base)

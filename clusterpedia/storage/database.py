@@ -29,10 +29,14 @@ class Database:
         url: str | URL,
         *,
         allow_where_sql: bool = False,
+        replica: bool = False,
         sql_log: SQLLog | None = None,
         **engine_options: Any,
     ):
         self.engine = create_engine(url, **engine_options)
+        # A read replica (a hot standby): read only, its pages never older than the client's
+        # last, and no NOTIFY to listen for (a standby cannot LISTEN), so its feed polls.
+        self.replica = replica
         if sql_log is not None:
             sql_log.install(self.engine.sync_engine)
         self.allow_where_sql = allow_where_sql
@@ -44,7 +48,9 @@ class Database:
     @property
     def objects(self) -> ResourceReader:
         if self._objects is None:
-            self._objects = ResourceReader(self.engine, allow_where_sql=self.allow_where_sql)
+            self._objects = ResourceReader(
+                self.engine, allow_where_sql=self.allow_where_sql, replica=self.replica
+            )
         return self._objects
 
     @property
@@ -62,10 +68,12 @@ class Database:
     @property
     def changes(self) -> ChangeLog:
         if self._changes is None:
-            self._changes = ChangeLog(self.engine)
+            self._changes = ChangeLog(self.engine, listen=not self.replica)
         return self._changes
 
     async def migrate(self) -> int:
+        if self.replica:
+            raise RuntimeError("a read replica is migrated through its primary")
         return await ensure_schema(self.engine)
 
     @database_errors("checking the database")

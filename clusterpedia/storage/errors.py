@@ -44,6 +44,17 @@ class ContinueExpired(InvalidQuery):
         super().__init__(message, reason="Expired")
 
 
+class ResourceVersionTooLarge(Exception):
+    """A continue token or watch names a resourceVersion this database has not applied yet
+    (a read replica behind the one that served the client before): Kubernetes' 504 with
+    ``ResourceVersionTooLarge``, which clients retry."""
+
+    def __init__(self, requested: int, current: int):
+        super().__init__(f"Too large resource version: {requested}, current: {current}")
+        self.requested = requested
+        self.current = current
+
+
 # PostgreSQL SQLSTATEs: serialization failure, deadlock, admin/crash shutdown, cannot connect.
 _PG_TRANSIENT = {"40001", "40P01", "57P01", "57P02", "57P03"}
 _PG_TRANSIENT_CLASSES = ("08",)  # connection exceptions

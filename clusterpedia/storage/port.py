@@ -10,7 +10,7 @@ cannot be run; nothing else from below.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from clusterpedia.gvr import ResourceType
@@ -91,6 +91,8 @@ class Changes(Protocol):
     ) -> list[ChangeEvent]: ...
 
     async def load(self, events: list[ChangeEvent]) -> list[ChangeEvent]: ...
+
+    async def logged_after(self, rv: int) -> datetime | None: ...
 
     async def prune(self, *, max_age: timedelta | None, max_events: int | None) -> int: ...
 

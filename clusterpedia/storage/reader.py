@@ -24,7 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from clusterpedia.storage.compiler import Compiler
 from clusterpedia.storage.dialects import Dialect, dialect_for
-from clusterpedia.storage.errors import InvalidQuery, database_errors
+from clusterpedia.storage.errors import InvalidQuery, ResourceVersionTooLarge, database_errors
 from clusterpedia.storage.query import Item, Page, Query
 from clusterpedia.storage.records import as_bytes
 from clusterpedia.storage.schema import HEAD, change_log_marks, resources
@@ -34,6 +34,9 @@ R = resources.c
 SortKey = tuple[ColumnElement[Any], bool, str]
 MAX_LIMIT = 10_000
 _TOKEN_INT_LIMIT = 2**62  # integers in a token are bound as signed 64-bit values
+# How long a read replica may take to reach a resourceVersion a client already saw (the
+# watch cache of kube-apiserver waits as long for a resourceVersion it has not seen).
+CATCH_UP_SECONDS = 3.0
 
 
 def encode_token(fingerprint: str, values: Sequence[Any], resource_version: int = 0) -> str:
@@ -82,8 +85,13 @@ def decode_token(token: str, *, fingerprint: str, keys: Sequence[SortKey]) -> tu
 class ResourceReader:
     """Answers queries compiled for the engine's dialect."""
 
-    def __init__(self, engine: AsyncEngine, *, allow_where_sql: bool = False):
+    def __init__(
+        self, engine: AsyncEngine, *, allow_where_sql: bool = False, replica: bool = False
+    ):
         self.engine = engine
+        # A read replica may be behind the database that served a client's first page: a
+        # continue token from there waits for this one to catch up (see catch_up).
+        self.replica = replica
         self.dialect = dialect_for(engine)
         self.compiler = Compiler(self.dialect.name)
         self.allow_where_sql = allow_where_sql
@@ -151,6 +159,21 @@ class ResourceReader:
         rows = await self._rows(statement)
         return int(rows[0][0]) if rows else 0
 
+    async def catch_up(self, resource_version: int, *, timeout: float = CATCH_UP_SECONDS) -> int:
+        """Wait until this database has applied ``resource_version``; return its head, or
+        raise :class:`ResourceVersionTooLarge` after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.02
+        while True:
+            head = await self.head()
+            if head >= resource_version:
+                return head
+            if loop.time() >= deadline:
+                raise ResourceVersionTooLarge(resource_version, head)
+            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+            delay = min(delay * 2, 0.2)
+
     async def list(self, query: Query) -> Page:
         """One page of ``query`` (all matching rows when it has no limit).
 
@@ -173,6 +196,8 @@ class ResourceReader:
                 token, fingerprint=query.fingerprint(), keys=keys
             )
             conditions.append(self._after(keys, values))
+            if self.replica and resource_version:  # never a page older than the last one
+                await self.catch_up(resource_version)
         if not resource_version:
             resource_version = await self.head()
         statement = (

@@ -9,6 +9,7 @@ every session with ``57P01``; MariaDB: a normal shutdown), waits, and starts it 
 same port with the same data.
 
 With ``tls`` (a certificate and key in PEM), a server accepts TCP clients over TLS only.
+:class:`PrivateStandby` is a streaming replica of a private PostgreSQL.
 """
 
 from __future__ import annotations
@@ -185,6 +186,31 @@ class PrivatePostgres(PrivateServer):
             ).fetchone()
             assert row is not None
             return int(row[0])
+
+
+class PrivateStandby(PrivatePostgres):
+    """A hot standby of ``primary`` by streaming replication: a ``pg_basebackup`` of it with
+    ``standby.signal`` and its ``primary_conninfo`` (``-R``), answering read-only queries."""
+
+    def __init__(self, primary: PrivatePostgres) -> None:
+        super().__init__()
+        self.primary = primary
+
+    def _initialise(self) -> None:
+        self._setup(
+            self._bin / "pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary.port),
+            "-U", "clusterpedia", "-D", self.workdir / "data", "-R", "-X", "stream",
+            "--no-sync", user=self.user,
+        )  # fmt: skip
+
+    def pause_replay(self) -> None:
+        """Stop applying the primary's changes (they still arrive): a replica falling behind."""
+        with self._connect() as connection:
+            connection.execute("SELECT pg_wal_replay_pause()")
+
+    def resume_replay(self) -> None:
+        with self._connect() as connection:
+            connection.execute("SELECT pg_wal_replay_resume()")
 
 
 class PrivateMariaDB(PrivateServer):

@@ -8,7 +8,6 @@ exactly which changes the log holds; tests/e2e/test_watch.py runs the same again
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import subprocess
@@ -16,23 +15,15 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
 
 import kubernetes
 import pytest
 
 from clusterpedia.apiserver.testing import PREFIX, ServerThread, register_apiservice, start_server
 from clusterpedia.apiserver.watch import WatchSettings
-from clusterpedia.storage.catalog import SyncedType, TypeCatalog
-from clusterpedia.storage.changelog import ChangeLog
-from clusterpedia.storage.engine import create_engine
-from clusterpedia.storage.migrate import ensure_schema
-from clusterpedia.storage.records import Delete
-from clusterpedia.storage.writer import ResourceWriter
-from clusterpedia.sync.objects import prepare
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.informer import CLUSTER_ANNOTATION, MEMBER_RV_ANNOTATION, Informer
-from clusterpedia.testing.objects import PODS, make_object
+from clusterpedia.testing.store import Store
 from clusterpedia.testing.waiting import eventually
 
 HOST = "aggregator-short-timeout"
@@ -49,54 +40,9 @@ def host(control_plane: ControlPlane) -> APIServer:
     )
 
 
-class Store:
-    """The storage side of the test: a writer on its own event loop in a thread."""
-
-    def __init__(self, url: str):
-        self.url = url
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.engine = self.run(self._engine())
-        self.writer = ResourceWriter(self.engine)
-        self.log = ChangeLog(self.engine)
-
-    async def _engine(self) -> Any:
-        engine = create_engine(self.url)
-        await ensure_schema(engine)
-        catalog = TypeCatalog(engine)
-        for cluster in CLUSTERS:
-            await catalog.replace(
-                cluster, [SyncedType(cluster, "", "v1", "pods", "Pod", True, "pod", ("po",))]
-            )
-            await catalog.set_health(cluster, healthy=True, reason="")
-        return engine
-
-    def run(self, coroutine: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
-
-    def put(self, cluster: str, name: str, *, rv: int, namespace: str = "watch", **labels: str):
-        pod = make_object(PODS, name=name, namespace=namespace, cluster=cluster, rv=str(rv))
-        pod["metadata"]["labels"] = {"app": "w", **labels}
-        change = prepare(pod, cluster=cluster, rtype=PODS)  # as a sync worker stores it
-        self.run(self.writer.apply(cluster=cluster, rtype=PODS, changes=[change]))
-
-    def delete(self, cluster: str, name: str, namespace: str = "watch") -> None:
-        self.run(self.writer.apply(cluster=cluster, rtype=PODS, changes=[Delete(namespace, name)]))
-
-    def logged_pod_rvs(self, *, after: int, upto: int, namespace: str) -> list[int]:
-        events = self.run(self.log.read(after=after, upto=upto, limit=10**6, resource="pods"))
-        return [e.rv for e in events if e.namespace == namespace]
-
-    def close(self) -> None:
-        self.run(self.engine.dispose())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
 @pytest.fixture(scope="module")
 def store(database_url: str) -> Iterator[Store]:
-    store = Store(database_url)
+    store = Store(database_url, clusters=CLUSTERS)
     yield store
     store.close()
 

@@ -293,3 +293,78 @@ def test_the_shipped_storage_configs_resolve(variant: str) -> None:
         base=root,
     )
     assert found.url and found.notices == ()
+
+
+def test_read_replica_from_flag_or_environment_inherits_the_primarys_options(
+    tmp_path: Path,
+) -> None:
+    config = write(
+        tmp_path / "c.yaml",
+        "type: mysql\nhost: db\nuser: cp\ndatabase: pedia\nconnPool: {maxOpenConns: 7}\n",
+    )
+    target = resolve_storage(config_file=config, read_flag="mysql+pymysql://cp@db-ro/pedia")
+    assert target.read is not None
+    assert make_url(target.read.url).host == "db-ro"
+    assert target.read.engine_options == target.engine_options  # the same pool, TLS
+    assert target.read.read is None
+    assert target.describe().endswith("reads from mysql+pymysql://cp@db-ro/pedia")
+    environ = {"CLUSTERPEDIA_READ_STORAGE_URL": "postgresql+psycopg://u@standby/p"}
+    from_env = resolve_storage(flag="postgresql+psycopg://u@primary/p", environ=environ)
+    assert from_env.read is not None and "standby" in from_env.read.url
+    assert resolve_storage(flag="postgresql+psycopg://u@primary/p", environ={}).read is None
+
+
+def test_read_replica_section_of_the_config_file(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "c.yaml",
+        "type: postgres\nhost: db\nport: 5432\nuser: cp\ndatabase: pedia\npassword: pw\n"
+        "sslMode: require\nreadReplica: {host: db-standby, port: 5433}\n",
+    )
+    target = resolve_storage(config_file=config, environ={})
+    assert target.read is not None
+    primary, replica = make_url(target.url), make_url(target.read.url)
+    assert (primary.host, primary.port) == ("db", 5432)
+    assert (replica.host, replica.port, replica.username, replica.password) == (
+        "db-standby",
+        5433,
+        "cp",
+        "pw",
+    )
+    assert replica.query["sslmode"] == "require"  # inherited
+    # An address in the replica's section replaces the primary's dsn rather than losing to it.
+    with_dsn = write(
+        tmp_path / "d.yaml",
+        "type: postgres\ndsn: postgresql://cp@db/pedia\nreadReplica: {host: ro, database: pedia}\n",
+    )
+    read = resolve_storage(config_file=with_dsn, environ={}).read
+    assert read is not None and make_url(read.url).host == "ro"
+
+
+@pytest.mark.parametrize(
+    ("primary", "replica", "message"),
+    [
+        ("sqlite:///x.db", "sqlite:///y.db", "not SQLite"),
+        ("postgresql+psycopg://u@h/p", "mysql+pymysql://u@h/p", "primary's kind"),
+        ("postgresql+psycopg://u@h/p", "postgresql+psycopg://u@h/p", "the primary itself"),
+        ("postgresql+psycopg://u@h/p", "oracle://u@h/p", "oracle"),
+    ],
+)
+def test_read_replicas_that_cannot_work_are_refused(
+    primary: str, replica: str, message: str
+) -> None:
+    with pytest.raises(StorageURLError, match=message):
+        resolve_storage(flag=primary, read_flag=replica, environ={})
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("readReplica: db2", "must be a mapping"),
+        ("readReplica: {type: mysql}", "readReplica.type"),
+        ("readReplica: {hots: db2}", "unknown field 'hots'"),
+    ],
+)
+def test_bad_read_replica_sections(tmp_path: Path, section: str, message: str) -> None:
+    config = write(tmp_path / "c.yaml", f"type: postgres\nhost: db\ndatabase: pedia\n{section}\n")
+    with pytest.raises(StorageURLError, match=message):
+        resolve_storage(config_file=config, environ={})

@@ -234,13 +234,17 @@ class PrivateMariaDB(PrivateServer):
             f"--socket={self.workdir / 'mysqld.sock'}",
             f"--pid-file={self.workdir / 'mysqld.pid'}",
             f"--port={self.port}", "--bind-address=127.0.0.1",
-            "--innodb-flush-log-at-trx-commit=2", "--skip-log-bin",
+            "--innodb-flush-log-at-trx-commit=2",
+            *self._binlog_argv(),
             # A throwaway server on loopback: root without a password. Skipping the grant
             # tables skips require_secure_transport too, so a TLS server keeps them (its
             # root@localhost has no password either).
             *([] if self.tls else ["--skip-grant-tables"]),
             *self._tls_argv(),
         ]  # fmt: skip
+
+    def _binlog_argv(self) -> list[str]:
+        return ["--skip-log-bin"]
 
     def _tls_argv(self) -> list[str]:
         if self.tls is None:
@@ -277,5 +281,50 @@ class PrivateMariaDB(PrivateServer):
                 )
                 (count,) = cursor.fetchone()
                 return int(count)
+        finally:
+            connection.close()
+
+
+class PrivateMariaDBPrimary(PrivateMariaDB):
+    """A MariaDB that writes a row-based binary log, for :class:`PrivateMariaDBReplica`."""
+
+    def _binlog_argv(self) -> list[str]:
+        return ["--server-id=1", "--log-bin=binlog", "--binlog-format=ROW"]
+
+
+class PrivateMariaDBReplica(PrivateMariaDB):
+    """A replica of ``primary`` from the start of its binary log (so it must be empty of
+    anything written before the primary logged): MariaDB's classic replication."""
+
+    def __init__(self, primary: PrivateMariaDBPrimary) -> None:
+        super().__init__()
+        self.primary = primary
+
+    def _binlog_argv(self) -> list[str]:
+        return ["--server-id=2", "--skip-log-bin", "--relay-log=relay"]
+
+    def start(self) -> PrivateMariaDBReplica:
+        super().start()
+        self._sql(
+            f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={self.primary.port},"
+            " MASTER_USER='root', MASTER_PASSWORD='', MASTER_USE_GTID=no,"
+            " MASTER_LOG_FILE='binlog.000001', MASTER_LOG_POS=4",
+            "START SLAVE",
+        )
+        return self
+
+    def pause_replay(self) -> None:
+        """Stop applying the primary's changes (they still arrive): a replica falling behind."""
+        self._sql("STOP SLAVE SQL_THREAD")
+
+    def resume_replay(self) -> None:
+        self._sql("START SLAVE SQL_THREAD")
+
+    def _sql(self, *statements: str) -> None:
+        connection = self._connect()
+        try:
+            with connection.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
         finally:
             connection.close()

@@ -1,11 +1,12 @@
-"""Reads from a real PostgreSQL streaming replica (``pg_basebackup`` + a hot standby on
-loopback, both started here): lists, gets and watches are served from the standby, writes go
+"""Reads from real replicas, started here on loopback: a PostgreSQL streaming replica
+(``pg_basebackup`` + a hot standby) and a MariaDB replica (binary log replication). Lists,
+gets and watches are served from the standby, writes go
 to the primary, the lag shows in ``/metrics`` and ``/readyz``, and a client never reads older
 than it already has (a continue token or watch resourceVersion the standby has not applied
 waits for it, then gets kube-apiserver's 504 ``ResourceVersionTooLarge``).
 
-The standby's replay is paused to make it fall behind on purpose: its WAL still arrives, it
-is just not applied until resumed.
+The standby's replay is paused to make it fall behind on purpose: the primary's log still
+arrives, it is just not applied until resumed.
 """
 
 from __future__ import annotations
@@ -20,33 +21,45 @@ import pytest
 from clusterpedia.apiserver.testing import PREFIX, ServerThread, parse, start_server
 from clusterpedia.testing.aggregation import service_account_token
 from clusterpedia.testing.controlplane import APIServer
-from clusterpedia.testing.dbservers import PrivatePostgres, PrivateStandby
+from clusterpedia.testing.dbservers import (
+    PrivateMariaDBPrimary,
+    PrivateMariaDBReplica,
+    PrivatePostgres,
+    PrivateServer,
+    PrivateStandby,
+)
 from clusterpedia.testing.store import Store
 from clusterpedia.testing.waiting import eventually
 
 PODS_PATH = f"{PREFIX}/api/v1/namespaces/watch/pods"
 LATE_POD = f"{PREFIX}/clusters/r1/api/v1/namespaces/watch/pods/late"
 MAX_LAG = 2.0  # seconds: readiness fails beyond it
+Standby = PrivateStandby | PrivateMariaDBReplica
 
 
-@pytest.fixture(scope="module")
-def primary() -> Iterator[PrivatePostgres]:
-    server = PrivatePostgres()
+@pytest.fixture(scope="module", params=["postgresql", "mysql"])
+def primary(request: pytest.FixtureRequest) -> Iterator[PrivateServer]:
+    server = PrivatePostgres() if request.param == "postgresql" else PrivateMariaDBPrimary()
     server.start()
     yield server
     server.close()
 
 
 @pytest.fixture(scope="module")
-def store(primary: PrivatePostgres) -> Iterator[Store]:
+def store(primary: PrivateServer) -> Iterator[Store]:
     store = Store(primary.url, clusters=["r1"])  # migrated before the standby is cloned
     yield store
     store.close()
 
 
 @pytest.fixture(scope="module")
-def standby(primary: PrivatePostgres, store: Store) -> Iterator[PrivateStandby]:
-    server = PrivateStandby(primary)
+def standby(primary: PrivateServer, store: Store) -> Iterator[Standby]:
+    server: Standby
+    if isinstance(primary, PrivatePostgres):
+        server = PrivateStandby(primary)
+    else:
+        assert isinstance(primary, PrivateMariaDBPrimary)
+        server = PrivateMariaDBReplica(primary)
     server.start()
     yield server
     server.close()
@@ -84,8 +97,8 @@ def _server(
 @pytest.fixture(scope="module")
 def server(
     aggregator: APIServer,
-    primary: PrivatePostgres,
-    standby: PrivateStandby,
+    primary: PrivateServer,
+    standby: Standby,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServerThread]:
     """Reads from the standby."""
@@ -100,14 +113,14 @@ def server(
 
 @pytest.fixture(scope="module")
 def on_primary(
-    aggregator: APIServer, primary: PrivatePostgres, tmp_path_factory: pytest.TempPathFactory
+    aggregator: APIServer, primary: PrivateServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
     """Another replica of ours, reading from the primary: always ahead of a paused standby."""
     yield from _server(aggregator, tmp_path_factory, primary.url)
 
 
 @pytest.fixture
-def paused(standby: PrivateStandby) -> Iterator[PrivateStandby]:
+def paused(standby: Standby) -> Iterator[Standby]:
     standby.pause_replay()
     try:
         yield standby
@@ -131,7 +144,7 @@ def metric(server: ServerThread, name: str, token: str) -> float:
 
 
 def test_reads_come_from_the_standby_and_its_lag_is_reported(
-    server: ServerThread, store: Store, standby: PrivateStandby, metrics_token: str, token: str
+    server: ServerThread, store: Store, standby: Standby, metrics_token: str, token: str
 ) -> None:
     store.put("r1", "early", rv=1)
     eventually(lambda: names(server, token) == ["early"], timeout=30)
@@ -209,7 +222,7 @@ def watch(server: ServerThread, token: str, path: str, *, until: int) -> list[di
 
 
 def test_a_client_never_reads_older_than_it_has(
-    server: ServerThread, on_primary: ServerThread, store: Store, paused: PrivateStandby, token: str
+    server: ServerThread, on_primary: ServerThread, store: Store, paused: Standby, token: str
 ) -> None:
     """A first page from a server on the primary, the next from one on the lagging standby."""
     for index in range(3):

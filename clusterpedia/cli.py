@@ -138,6 +138,16 @@ def run(args: argparse.Namespace) -> int:
     except FeatureGateError as error:
         print(f"clusterpedia: --feature-gates: {error}", file=sys.stderr)
         return 2
+    if settings.operator.sharding and settings.operator.peering:
+        print(
+            "clusterpedia: --sharding and --peering exclude each other: with --sharding every "
+            "replica syncs its share, with --peering one replica syncs and the others wait",
+            file=sys.stderr,
+        )
+        return 2
+    if settings.operator.sharding_lease_duration < 3:
+        print("clusterpedia: --sharding-lease-duration must be at least 3 seconds", file=sys.stderr)
+        return 2
     for note in gates.notes:
         logging.getLogger("clusterpedia").info("feature gate %s", note)
     storage = settings.storage

@@ -83,6 +83,8 @@ def operator_config(settings: RunSettings, storage: StorageTarget) -> OperatorCo
         ),
         allow_http_credentials=sync.allow_http_credentials,
         sharding_name=settings.operator.sharding_name,
+        sharding=settings.operator.sharding,
+        sharding_lease_duration=settings.operator.sharding_lease_duration,
         cluster=ClusterSettings(
             ignore_sync_lease=parse_feature_gates(settings.process.feature_gates).ignore_sync_lease
         ),

@@ -246,6 +246,21 @@ class OperatorOptions:
         "peering priority, an integer or 'random' (replicas need distinct values)",
         parse=priority,
     )
+    sharding: bool = option(
+        "--sharding",
+        False,
+        "automatic sharding: every replica started with it syncs its share of the shard's "
+        "PediaClusters, one replica per cluster, on Leases in CLUSTERPEDIA_NAMESPACE "
+        "(excludes --peering)",
+        switch=True,
+    )
+    sharding_lease_duration: float = option(
+        "--sharding-lease-duration",
+        15.0,
+        "seconds a replica's Leases last unrenewed: a dead replica's clusters move after "
+        "about this long; a replica that cannot renew stops syncing after half of it",
+        parse=float,
+    )
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,10 @@ import base64
 import logging
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from secrets import token_hex
 from typing import Any
 from urllib.parse import quote
 
@@ -31,6 +33,8 @@ import kopf
 from clusterpedia.kube.access import InvalidClusterConfig, access_from_spec
 from clusterpedia.kube.client import KubeClient, KubeError
 from clusterpedia.kube.host import host_access, host_credentials
+from clusterpedia.sharding.coordinator import ShardCoordinator, replica_identity
+from clusterpedia.sharding.leases import LeaseStore
 from clusterpedia.storage import Database
 from clusterpedia.sync.cluster_synchro import ClusterSettings
 from clusterpedia.sync.manager import SyncManager, fingerprint
@@ -41,6 +45,8 @@ GROUP, VERSION = "cluster.clusterpedia.io", "v1alpha2"
 FINALIZER = "clusterpedia.io/cluster-synchro-controller"
 CREDENTIAL_FIELDS = ("kubeconfig", "caData", "tokenData", "certData", "keyData")
 SECRET_PURPOSES = ("kubeconfig", "ca", "cert", "key", "token")  # authenticationFrom keys
+MEMBER_LABEL = "sharding.clusterpedia.io/replica-of"  # value: the shard ("" = default)
+SYNC_LABEL = "sharding.clusterpedia.io/sync-of"
 registry = kopf.OperatorRegistry()
 logger = logging.getLogger(__name__)
 
@@ -61,6 +67,14 @@ class OperatorConfig:
     # The original's --sharding-name: only PediaClusters whose spec.shardingName equals it
     # ("" = those without one) are synced here; status.shardingName names the owner.
     sharding_name: str = ""
+    # --sharding: the shard's live replicas divide its clusters (clusterpedia/sharding).
+    sharding: bool = False
+    sharding_lease_duration: float = 15.0
+    identity: str = field(
+        default_factory=lambda: replica_identity(
+            os.environ.get("POD_NAME") or socket.gethostname(), token_hex(3)
+        )
+    )
     import_interval: float = 10.0  # seconds between import policy rounds (import_policies.py)
 
 
@@ -72,6 +86,8 @@ class Runtime:
         self.host: KubeClient | None = None
         self.manager: SyncManager | None = None
         self.storage: Database | None = None
+        self.shards: ShardCoordinator | None = None  # with --sharding
+        self.specs: dict[str, dict[str, Any]] = {}  # the shard's PediaClusters, for shards
 
     def __copy__(self) -> Runtime:
         return self
@@ -107,6 +123,37 @@ async def startup(memo: Runtime, settings: kopf.OperatorSettings, **_: Any) -> N
         settings=memo.config.sync,
         cluster_settings=memo.config.cluster,
     )
+    if memo.config.sharding:
+        memo.shards = _coordinator(memo)
+        memo.shards.start()
+        logger.info(
+            "automatic sharding as replica %s (Leases in %s, %gs)",
+            memo.config.identity,
+            memo.config.namespace,
+            memo.config.sharding_lease_duration,
+        )
+
+
+def _coordinator(memo: Runtime) -> ShardCoordinator:
+    assert memo.host is not None and memo.manager is not None
+    manager = memo.manager
+
+    async def start(name: str) -> None:
+        spec = memo.specs.get(name)
+        if spec is not None:
+            await memo.patch_status(name, {"syncedBy": memo.config.identity})
+            await reconcile(memo, name, spec)
+
+    namespace, config = memo.config.namespace, memo.config
+    return ShardCoordinator(
+        members=LeaseStore(memo.host, namespace, label=MEMBER_LABEL),
+        syncs=LeaseStore(memo.host, namespace, label=SYNC_LABEL),
+        identity=config.identity,
+        shard=config.sharding_name,
+        duration=config.sharding_lease_duration,
+        start=start,
+        stop=manager.stop,
+    )
 
 
 @kopf.on.login(registry=registry)
@@ -127,6 +174,8 @@ def login(memo: Runtime, **_: Any) -> kopf.ConnectionInfo:
 
 @kopf.on.cleanup(registry=registry)
 async def cleanup(memo: Runtime, **_: Any) -> None:
+    if memo.shards is not None:
+        await memo.shards.close()
     if memo.manager is not None:
         await memo.manager.stop_all()
     if memo.host is not None:
@@ -280,12 +329,23 @@ async def _pediacluster_changed(
 ) -> None:
     """One PediaCluster's state, whoever noticed it changed: released when another shard owns
     it, reconciled once claimed when ours."""
+    shards = memo.shards
+    if shards is not None and (deleted or not ours(spec, memo)):
+        memo.specs.pop(name, None)
+        await shards.forget(name)
     if not ours(spec, memo):
         await _release(memo, name, status, gone=deleted)
         return
     if deleted:
         return  # the delete handler below owns removal
-    if await _claimed(memo, name, status):
+    if not await _claimed(memo, name, status):
+        return
+    if shards is None:
+        await reconcile(memo, name, spec)
+        return
+    memo.specs[name] = dict(spec)  # the coordinator starts it here if this replica gets it
+    shards.add(name)
+    if shards.syncs_here(name):
         await reconcile(memo, name, spec)
 
 
@@ -306,6 +366,14 @@ async def pediacluster_event(
 @kopf.on.delete(GROUP, VERSION, "pediaclusters", registry=registry, when=ours)
 async def pediacluster_deleted(name: str, memo: Runtime, **_: Any) -> None:
     assert memo.manager is not None
+    if memo.shards is not None:
+        # Every replica of the shard runs this; rows go once the one that synced the
+        # cluster has stopped (its Lease gone, or run out), or its writes could outlive them.
+        memo.specs.pop(name, None)
+        await memo.shards.forget(name)
+        holder = memo.shards.synced_elsewhere(name)
+        if holder:
+            raise kopf.TemporaryError(f"waiting for replica {holder} to stop syncing", delay=2)
     await memo.manager.remove(name)
 
 

@@ -263,9 +263,18 @@ class KubeClient:
             timeout=self.request_timeout,
         )
 
-    async def delete(self, path: str) -> Any:
-        """DELETE ``path`` and parse the answer."""
-        return await self._json("DELETE", path, timeout=self.request_timeout)
+    async def delete(self, path: str, body: Any = None) -> Any:
+        """DELETE ``path`` (with ``body``, DeleteOptions such as preconditions) and parse the
+        answer."""
+        if body is None:
+            return await self._json("DELETE", path, timeout=self.request_timeout)
+        return await self._json(
+            "DELETE",
+            path,
+            data=orjson.dumps(body),
+            headers={"Content-Type": "application/json"},
+            timeout=self.request_timeout,
+        )
 
     async def get_text(self, path: str, *, timeout: float = 5.0) -> tuple[int, str]:
         """Status and body of ``path`` over the probe's own connection (health probes);

@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
         "gotemplate",
     },
     {"storage", "kube"},
-    {"search", "watch", "sync", "kubeconfig", "testing", "importing"},
+    {"search", "watch", "sync", "sharding", "kubeconfig", "testing", "importing"},
     {"apiserver", "operator"},
     {"playground", "compose"},
     {"cli"},

@@ -23,7 +23,16 @@ reports:
 - watch event lag p50/p99: one watcher of every cluster's ConfigMaps through our API, while
   ``--rate`` PATCHes a second go to the members in turn (member PATCH sent -> event read).
 
+- event throughput: member changes stored per second while PATCHes go to every member at
+  once (64 in flight) for ``--throughput-seconds``, and whose CPU it took.
+
+With ``--replicas R`` (> 1), R ``clusterpedia run --sharding`` share the fleet (README,
+"Sharding"): each replica's share of the objects and its CPU seconds for the initial sync,
+then the failover time after ``kill -9`` of one replica: until a change made in each of its
+members right after the kill is stored by another replica.
+
 Targets (issue 14): RSS < 300 MB and flat in M; page p50 < 50 ms; watch lag p99 < 1 s.
+Targets (issue 16): each replica's share within 20% of 1/R; failover <= 30 s.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ import orjson
 import sqlalchemy as sa
 
 from clusterpedia.kube.access import access_from_kubeconfig
-from clusterpedia.kube.client import KubeClient
+from clusterpedia.kube.client import KubeClient, KubeError
 from clusterpedia.storage.engine import create_engine
 from clusterpedia.storage.schema import HEAD, change_log_marks, resources
 from clusterpedia.testing.benchmarks import (
@@ -176,20 +185,26 @@ def member_pids(plane: ControlPlane, members: list[APIServer]) -> list[int]:
     return [pid for pid in pids if pid is not None]
 
 
+def pids(products: list[ProductProcess]) -> list[int]:
+    found = [product.process.pid for product in products]
+    return [pid for pid in found if pid is not None]
+
+
 async def initial_sync(
     *,
     engine: Any,
     host: APIServer,
     members: list[APIServer],
-    product: ProductProcess,
+    products: list[ProductProcess],
     plane: ControlPlane,
     objects: int,
 ) -> dict[str, float]:
-    """Apply every PediaCluster; wait for every row; CPU and memory along the way."""
-    pid = product.process.pid
-    assert pid is not None
+    """Apply every PediaCluster; wait for every row; CPU and memory along the way (RSS of
+    the first replica; CPU of all, and of each)."""
+    pid = pids(products)[0]
     figures: dict[str, float] = {"rss_before_mb": rss_mb(pid)}
-    ours, database = cpu_seconds(pid), processes_cpu_seconds(*DATABASE_PROCESSES)
+    replica_cpu = [cpu_seconds(p) for p in pids(products)]
+    ours, database = sum(replica_cpu), processes_cpu_seconds(*DATABASE_PROCESSES)
     member_cpu = sum(cpu_seconds(p) for p in member_pids(plane, members))
     started = time.perf_counter()
     for member in members:
@@ -215,10 +230,13 @@ async def initial_sync(
         await asyncio.sleep(0.25)
     elapsed = time.perf_counter() - started
     per_1k = 1000 / objects
+    for index, (replica, before) in enumerate(zip(pids(products), replica_cpu, strict=True)):
+        if len(products) > 1:
+            figures[f"replica_{index}_cpu_s"] = cpu_seconds(replica) - before
     figures.update(
         initial_sync_s=elapsed,
         objects_per_s=objects / elapsed,
-        cpu_s_per_1k_ours=(cpu_seconds(pid) - ours) * per_1k,
+        cpu_s_per_1k_ours=(sum(cpu_seconds(p) for p in pids(products)) - ours) * per_1k,
         cpu_s_per_1k_database=(processes_cpu_seconds(*DATABASE_PROCESSES) - database) * per_1k,
         cpu_s_per_1k_members=(sum(cpu_seconds(p) for p in member_pids(plane, members)) - member_cpu)
         * per_1k,
@@ -337,10 +355,189 @@ async def watch_lag(
     }
 
 
+def lease_holders(host: APIServer) -> dict[str, str]:
+    """cluster -> the replica holding its sync Lease (automatic sharding, default shard)."""
+    listed = orjson.loads(
+        host.kubectl(
+            "get", "leases", "-n", "clusterpedia-system", "-o", "json",
+            "-l", "sharding.clusterpedia.io/sync-of=",
+        ).stdout
+    )  # fmt: skip
+    return {
+        item["metadata"]["name"].removeprefix("clusterpedia-sync-"): item["spec"].get(
+            "holderIdentity", ""
+        )
+        for item in listed["items"]
+    }
+
+
+def replica_of(identity: str, replicas: int) -> int | None:
+    """Which bench replica an identity is (POD_NAME fleet-<i>, then a per-process suffix)."""
+    for index in range(replicas):
+        if identity.startswith(f"fleet-{index}-"):
+            return index
+    return None
+
+
+async def shares(
+    engine: Any, host: APIServer, members: list[APIServer], replicas: int
+) -> dict[str, float]:
+    """Each replica's share of the stored objects, from who holds each cluster's Lease."""
+    holders: dict[str, str] = {}
+    deadline = time.monotonic() + 60
+    while len(holders) < len(members):  # a Lease per cluster, once every one is synced
+        holders = lease_holders(host)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"sync Leases of {len(holders)} of {len(members)} clusters")
+        await asyncio.sleep(0.5)
+    stored = await stored_per_cluster(engine)
+    total = sum(stored.values())
+    per_replica = [0] * replicas
+    for cluster, identity in holders.items():
+        index = replica_of(identity, replicas)
+        if index is not None:
+            per_replica[index] += stored.get(cluster, 0)
+    figures = {
+        f"replica_{index}_share_pct": 100 * count / total for index, count in enumerate(per_replica)
+    }
+    fair = total / replicas
+    figures["share_max_deviation_pct"] = max(abs(c - fair) / fair * 100 for c in per_replica)
+    return figures
+
+
+async def throughput(
+    engine: Any,
+    members: list[APIServer],
+    products: list[ProductProcess],
+    plane: ControlPlane,
+    *,
+    per_member: int,
+    seconds: float,
+) -> dict[str, float]:
+    """Member changes stored per second: PATCHes to 200 ConfigMaps of every member at once
+    (64 in flight in all) for ``seconds``, then until every ConfigMap's last change is stored
+    (changes of one object within one batch are stored as one: README, "Watch"); and whose
+    CPU it took."""
+    first = per_member * 3 // 10 + per_member // 10  # the first ConfigMap
+    targets = [planned(per_member, index) for index in range(first, first + 200)]
+    clients = [
+        KubeClient(access_from_kubeconfig(member.kubeconfig.read_bytes())) for member in members
+    ]
+    cpu = {
+        "ours": sum(cpu_seconds(p) for p in pids(products)),
+        "database": processes_cpu_seconds(*DATABASE_PROCESSES),
+        "members": sum(cpu_seconds(p) for p in member_pids(plane, members)),
+    }
+    last: dict[tuple[str, str], int] = {}  # (cluster, name) -> the member rv of its last change
+    sent = 0
+    started = time.perf_counter()
+    stop_at = started + seconds
+
+    async def worker(offset: int) -> None:
+        nonlocal sent
+        turn = offset
+        while time.perf_counter() < stop_at:
+            member = turn % len(clients)
+            path, body = targets[(turn // len(clients)) % len(targets)]
+            name = body["metadata"]["name"]
+            answer = await clients[member].patch(f"{path}/{name}", {"data": {"seq": str(turn)}})
+            key = (members[member].name, name)
+            last[key] = max(last.get(key, 0), int(answer["metadata"]["resourceVersion"]))
+            sent += 1
+            turn += 64
+
+    try:
+        await asyncio.gather(*(worker(offset) for offset in range(64)))
+    finally:
+        for client in clients:
+            await client.close()
+    deadline = time.perf_counter() + 120
+    while pending := await _behind(engine, last):
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{pending} of {len(last)} ConfigMaps not stored 120 s later")
+        await asyncio.sleep(0.1)
+    elapsed = time.perf_counter() - started
+    used = {
+        "ours": sum(cpu_seconds(p) for p in pids(products)) - cpu["ours"],
+        "database": processes_cpu_seconds(*DATABASE_PROCESSES) - cpu["database"],
+        "members": sum(cpu_seconds(p) for p in member_pids(plane, members)) - cpu["members"],
+    }
+    return {
+        "events_per_s": sent / elapsed,
+        "throughput_cpu_cores_ours": used["ours"] / elapsed,
+        "throughput_cpu_cores_database": used["database"] / elapsed,
+        "throughput_cpu_cores_members": used["members"] / elapsed,
+    }
+
+
+async def _behind(engine: Any, last: dict[tuple[str, str], int]) -> int:
+    """How many of the (cluster, ConfigMap name) keys are stored older than their rv."""
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            sa.select(resources.c.cluster, resources.c.name, resources.c.resource_version).where(
+                resources.c.resource == "configmaps",
+                resources.c.name.in_(sorted({name for _, name in last})),
+            )
+        )
+        stored = {(cluster, name): int(rv) for cluster, name, rv in rows}
+    return sum(stored.get(key, 0) < rv for key, rv in last.items())
+
+
+async def failover(
+    engine: Any, host: APIServer, members: list[APIServer], products: list[ProductProcess]
+) -> dict[str, float]:
+    """``kill -9`` the last replica; the time until a change made in each of its members
+    right after the kill is stored (by the replica that takes the cluster over)."""
+    replicas, index, victim = len(products), len(products) - 1, products[-1]
+    orphans = [
+        cluster
+        for cluster, identity in lease_holders(host).items()
+        if replica_of(identity, replicas) == index
+    ]
+    if not orphans:
+        return {}
+    by_name = {member.name: member for member in members}
+    victim.kill()
+    killed = time.perf_counter()
+    expected: dict[str, int] = {}
+    for cluster in orphans:
+        async with KubeClient(
+            access_from_kubeconfig(by_name[cluster].kubeconfig.read_bytes())
+        ) as kube:
+            path = "/api/v1/namespaces/fleet-0/configmaps/failover-marker"
+            try:
+                answer = await kube.patch(path, {"data": {"at": str(killed)}})
+            except KubeError:
+                answer = await kube.post(
+                    "/api/v1/namespaces/fleet-0/configmaps",
+                    {"metadata": {"name": "failover-marker"}, "data": {"at": str(killed)}},
+                )
+            expected[cluster] = int(answer["metadata"]["resourceVersion"])
+    pending = dict(expected)
+    while pending:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                sa.select(resources.c.cluster, resources.c.resource_version).where(
+                    resources.c.name == "failover-marker", resources.c.cluster.in_(list(pending))
+                )
+            )
+            for cluster, rv in rows:
+                if int(rv) >= pending.get(cluster, 0):
+                    pending.pop(cluster, None)
+        if time.perf_counter() - killed > 300:
+            raise TimeoutError(f"clusters {sorted(pending)} not synced again 300 s after the kill")
+        await asyncio.sleep(0.1)
+    return {"failover_s": time.perf_counter() - killed, "failover_clusters": len(orphans)}
+
+
 async def run(args: Any) -> dict[str, float]:
     per_member = args.objects // args.members
     objects = per_member * args.members
-    figures: dict[str, float] = {"members": args.members, "objects": objects}
+    figures: dict[str, float] = {
+        "members": args.members,
+        "objects": objects,
+        "replicas": args.replicas,
+    }
     # Room for the objects and their history (etcd refuses writes past 2 GB by default).
     etcd_args = ["--quota-backend-bytes=17179869184"]
     with (
@@ -355,7 +552,20 @@ async def run(args: Any) -> dict[str, float]:
         await seed(members, per_member)
         figures["seed_s"] = time.perf_counter() - started
         print(f"... seeded in {figures['seed_s']:.0f}s; syncing", file=sys.stderr, flush=True)
-        product = quiet_product(host, url, "fleet", args.product_arg)
+        sharded = args.replicas > 1
+        if sharded:  # the Leases' namespace
+            host.kubectl("create", "namespace", "clusterpedia-system")
+        products = [
+            quiet_product(
+                host,
+                url,
+                f"fleet-{index}",
+                [*(["--sharding"] if sharded else []), *args.product_arg],
+                env={"POD_NAME": f"fleet-{index}"} if sharded else None,
+            )
+            for index in range(args.replicas)
+        ]
+        product = products[0]  # the one the queries and the watch go to (every one serves)
         engine = create_engine(url)
         try:
             wait_operator_ready(host)
@@ -364,11 +574,13 @@ async def run(args: Any) -> dict[str, float]:
                     engine=engine,
                     host=host,
                     members=members,
-                    product=product,
+                    products=products,
                     plane=plane,
                     objects=objects,
                 )
             )
+            if sharded:
+                figures.update(await shares(engine, host, members, args.replicas))
             stored = await stored_per_cluster(engine)
             expected = {member.name: per_member for member in members}
             if stored != expected:
@@ -398,12 +610,27 @@ async def run(args: Any) -> dict[str, float]:
                     seconds=args.lag_seconds,
                 )
             )
+            print("... event throughput", file=sys.stderr, flush=True)
+            figures.update(
+                await throughput(
+                    engine,
+                    members,
+                    products,
+                    plane,
+                    per_member=per_member,
+                    seconds=args.throughput_seconds,
+                )
+            )
             assert product.process.pid is not None
             figures["rss_end_mb"] = rss_mb(product.process.pid)
             figures["rss_peak_mb"] = peak_rss_mb(product.process.pid)
+            if sharded:
+                print("... failover after kill -9", file=sys.stderr, flush=True)
+                figures.update(await failover(engine, host, members, products))
         finally:
             await engine.dispose()
-            product.stop()
+            for running in products:
+                running.stop()
     return figures
 
 
@@ -432,6 +659,29 @@ ROWS = [
     ("full_pod_walk_s", "every page of every Pod (s)", "{:.1f}"),
     ("watch_lag_p50_ms", "watch lag p50 (ms)", "{:.0f}"),
     ("watch_lag_p99_ms", "watch lag p99 (ms, target < 1000)", "{:.0f}"),
+    ("events_per_s", "member changes stored per second (64 PATCHes in flight)", "{:,.0f}"),
+    (
+        "throughput_cpu_cores_ours",
+        "  CPU cores meanwhile: clusterpedia run (all replicas)",
+        "{:.2f}",
+    ),
+    ("throughput_cpu_cores_database", "  CPU cores meanwhile: database", "{:.2f}"),
+    ("throughput_cpu_cores_members", "  CPU cores meanwhile: members", "{:.2f}"),
+    *(
+        (f"replica_{index}_share_pct", f"replica {index}: share of the objects (%)", "{:.1f}")
+        for index in range(16)
+    ),
+    *(
+        (f"replica_{index}_cpu_s", f"replica {index}: CPU s of the initial sync", "{:.1f}")
+        for index in range(16)
+    ),
+    ("share_max_deviation_pct", "largest share's distance from 1/R (%, target <= 20)", "{:.1f}"),
+    ("failover_clusters", "clusters of the killed replica", "{:.0f}"),
+    (
+        "failover_s",
+        "failover after kill -9: its clusters syncing again (s, target <= 30)",
+        "{:.1f}",
+    ),
 ]
 
 
@@ -442,6 +692,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200, help="requests per query figure")
     parser.add_argument("--rate", type=int, default=200, help="PATCHes per second (watch lag)")
     parser.add_argument("--lag-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--throughput-seconds", type=float, default=20.0, help="the event throughput phase"
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="clusterpedia run replicas, with --sharding if > 1"
+    )
     parser.add_argument(
         "--product-arg",
         action="append",
@@ -455,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         f"fleet benchmark ({args.database}, {args.members} members, "
-        f"{int(figures['objects']):,} objects)"
+        f"{int(figures['objects']):,} objects, {args.replicas} replicas)"
     )
     print_figures([row for row in ROWS if row[0] in figures], figures)
     return 0

@@ -38,7 +38,11 @@ def operator_host(plane: ControlPlane, *, front_proxy: bool = False) -> APIServe
 
 
 def quiet_product(
-    host: APIServer, storage_url: str, label: str, extra_args: Sequence[str] = ()
+    host: APIServer,
+    storage_url: str,
+    label: str,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> ProductProcess:
     """``clusterpedia run`` for a benchmark: its own process, a fresh workdir, warnings only."""
     return ProductProcess(
@@ -46,6 +50,7 @@ def quiet_product(
         kubeconfig=host.kubeconfig,
         storage_url=storage_url,
         extra_args=("--log-level=WARNING", *extra_args),
+        env=env,
     ).start()
 
 

@@ -15,7 +15,7 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -48,8 +48,10 @@ class ManagedProcess:
         log_path: Path,
         user: str | None = None,
         stop_signal: signal.Signals = signal.SIGTERM,
+        env: Mapping[str, str] | None = None,
     ):
         self.name = name
+        self.env = {**os.environ, **env} if env else None  # added to ours
         self.argv = [str(part) for part in argv]
         self.log_path = log_path
         # A system user to run as (database servers refuse root); set before the death signal,
@@ -75,6 +77,7 @@ class ManagedProcess:
             user=self.user,
             group=self.user,
             extra_groups=[] if self.user else None,
+            env=self.env,
         )
         logger.debug("started %s (pid %s): %s", self.name, self._popen.pid, " ".join(self.argv))
 

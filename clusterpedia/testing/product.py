@@ -30,6 +30,7 @@ class ProductProcess:
         storage_url: str,
         extra_args: tuple[str, ...] = (),
         name: str = "clusterpedia",
+        env: dict[str, str] | None = None,
     ):
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
@@ -48,6 +49,7 @@ class ProductProcess:
                 *extra_args,
             ],
             log_path=workdir / f"{name}.log",
+            env=env,
         )
 
     @property

@@ -41,6 +41,10 @@ CHOICES: dict[str, list[str]] = {
         "--set", "storage.password.existingSecret=db-password", "--set", "replicas=2",
         "--set", "storage.params.charset=utf8mb4", "--set-json", 'extraArgs=["--max-watches=5000"]',
     ],
+    "sharded": [
+        "--set", "storage.type=postgres", "--set", "storage.host=db.databases.svc",
+        "--set", "storage.password.value=s3cret", "--set", "replicas=3", "--set", "sharding=true",
+    ],
 }  # fmt: skip
 
 
@@ -108,7 +112,7 @@ def test_our_cli_reads_the_rendered_args_and_storage_config(helm: Path, choice: 
     storage_text = find(documents, "ConfigMap", "clusterpedia-storage")["data"]["storage.yaml"]
     target = target_from_config(
         yaml.safe_load(storage_text), environ={"DB_PASSWORD": "x"}, base=Path("/")
-    ) if choice != "postgres" else None  # the CA file exists only in the pod  # fmt: skip
+    ) if choice not in ("postgres", "sharded") else None  # the CA file is in the pod  # fmt: skip
     if choice == "sqlite":
         assert target is not None and target.url.startswith("sqlite:////var/lib/clusterpedia/")
         assert not settings.operator.peering
@@ -118,6 +122,13 @@ def test_our_cli_reads_the_rendered_args_and_storage_config(helm: Path, choice: 
         assert config["sslRootCertFile"] == "/etc/clusterpedia/db-ca/ca.crt"
         assert settings.operator.peering and gates.allow_where_sql
         assert find(documents, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    if choice == "sharded":  # every replica syncs its share; two stay up through drains
+        assert settings.operator.sharding and not settings.operator.peering
+        assert find(documents, "PodDisruptionBudget")["spec"]["minAvailable"] == 2
+        assert not [d for d in documents if d["kind"] == "ClusterKopfPeering"]
+        pod = find(documents, "Deployment")["spec"]["template"]["spec"]
+        assert pod["affinity"]["podAntiAffinity"]
+        assert "POD_NAME" in {e["name"] for e in pod["containers"][0]["env"]}
     if choice == "mysql":
         assert target is not None and "charset=utf8mb4" in target.url
         assert settings.serving.max_watches == 5000

@@ -20,7 +20,9 @@ MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
 NAMESPACE = "clusterpedia-system"
 
 
-@pytest.mark.parametrize("kustomization", ["", "variants/postgresql", "variants/mysql"])
+@pytest.mark.parametrize(
+    "kustomization", ["", "variants/postgresql", "variants/mysql", "variants/sharded"]
+)
 def test_every_kustomization_is_accepted_by_the_api_server(
     host: APIServer, kustomization: str
 ) -> None:
@@ -73,8 +75,12 @@ def test_the_service_account_rbac_is_enough_to_sync_and_serve(
         "create", "token", "reader", "-n", "rbac-check", "--duration=1h"
     ).stdout
 
+    # With --sharding, so the Leases of automatic sharding are within the rights too.
     product = ProductProcess(
-        workdir=tmp_path / "product", kubeconfig=kubeconfig, storage_url=database_url
+        workdir=tmp_path / "product",
+        kubeconfig=kubeconfig,
+        storage_url=database_url,
+        extra_args=("--sharding",),
     ).start()
     try:
         register_apiservice(host, port=product.port, ca_pem=product.ca_pem)

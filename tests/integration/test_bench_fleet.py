@@ -25,7 +25,8 @@ def test_fleet_benchmark_syncs_every_member_and_prints_its_figures(assets) -> No
     done = subprocess.run(
         [
             sys.executable, str(BENCH), "--members", "2", "--objects", "3000",
-            "--requests", "10", "--rate", str(rate), "--lag-seconds", str(seconds), "--json",
+            "--requests", "10", "--rate", str(rate), "--lag-seconds", str(seconds),
+            "--throughput-seconds", "3", "--json",
         ],
         capture_output=True,
         text=True,
@@ -51,7 +52,32 @@ def test_fleet_benchmark_syncs_every_member_and_prints_its_figures(assets) -> No
         "label_c1_p50_ms",
         "get_c16_rps",
         "watch_lag_p99_ms",
+        "events_per_s",
     ):
         assert figures[key] > 0, key
     assert figures["rss_peak_mb"] >= figures["rss_full_mb"]
     assert figures["watch_lag_p50_ms"] <= figures["watch_lag_p99_ms"]
+
+
+def test_fleet_benchmark_with_sharded_replicas_reports_shares_and_failover(assets) -> None:  # type: ignore[no-untyped-def]
+    """``--replicas 2``: two replicas with --sharding share four members; one is killed."""
+    require_server("postgresql")
+    done = subprocess.run(
+        [
+            sys.executable, str(BENCH), "--members", "4", "--objects", "2000", "--replicas", "2",
+            "--requests", "5", "--rate", "50", "--lag-seconds", "1",
+            "--throughput-seconds", "2", "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout)
+    assert figures["replicas"] == 2
+    # Four clusters of equal size over two replicas: two each, so exactly half the objects.
+    assert figures["replica_0_share_pct"] == figures["replica_1_share_pct"] == 50
+    assert figures["share_max_deviation_pct"] == 0
+    assert figures["failover_clusters"] == 2  # the killed replica's, synced again elsewhere
+    for key in ("replica_0_cpu_s", "replica_1_cpu_s", "failover_s", "events_per_s"):
+        assert figures[key] > 0, key

@@ -36,12 +36,13 @@ def _deployment_containers() -> list[tuple[Path, dict[str, Any]]]:
 
 def test_every_deployment_passes_flags_the_cli_accepts() -> None:
     containers = _deployment_containers()
-    assert len(containers) == 3  # the SQLite default and the two database variants
+    assert len(containers) == 4  # the SQLite default, two database variants, sharded
     for path, container in containers:
         args = build_parser().parse_args(container["args"])  # SystemExit on an unknown flag
         assert args.command == "run", path
         if "variants" in str(path):
-            assert args.peering, f"{path}: two replicas need --peering"
+            # Replicas either peer (one syncs) or shard (each syncs its share), never neither.
+            assert args.peering != args.sharding, f"{path}: replicas need --peering or --sharding"
 
 
 def test_environment_variables_the_deployment_sets_are_read() -> None:

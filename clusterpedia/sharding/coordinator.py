@@ -204,6 +204,8 @@ class ShardCoordinator:
                     if not self._failing:
                         logger.warning("sharding: cannot reach the host's Leases: %r", error)
                     self._failing = True
+                except Exception:  # a bug: the loop must go on, or every cluster stops here
+                    logger.exception("sharding: a round failed")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.interval)
                 self._wake.clear()
@@ -329,8 +331,16 @@ class ShardCoordinator:
                 await self._end(cluster, held)
 
     async def _begin(self, cluster: str, held: Held) -> None:
+        """Start the sync; when that fails (the host cannot give its Secrets, say), the next
+        round's renewal tries again."""
+        try:
+            await self._start(cluster)
+        except Exception as error:
+            logger.warning("sharding: cannot start cluster %s here yet: %r", cluster, error)
+            with contextlib.suppress(Exception):
+                await self._stop(cluster)
+            return
         held.syncing = True
-        await self._start(cluster)
 
     async def _end(self, cluster: str, held: Held) -> None:
         if held.syncing:

@@ -282,3 +282,24 @@ def test_bounded_rendezvous_balances_and_moves_close_to_the_minimum() -> None:
     left = assignment(names, three[1:])
     assert 100 <= sum(before[n] != left[n] for n in names) <= 115  # the minimum: a's 100
     assert assignment(names, []) == {}
+
+
+@pytest.mark.asyncio
+async def test_a_start_that_fails_is_tried_again_next_round(clock: Clock) -> None:
+    host = Host()
+    replica = Replica(host, clock, "solo")
+    original = replica.coordinator._start
+    failures = {"member-0"}
+
+    async def flaky(cluster: str) -> None:
+        if cluster in failures:
+            failures.discard(cluster)
+            raise KubeError("the Secret cannot be read")
+        await original(cluster)
+
+    replica.coordinator._start = flaky
+    await rounds([replica], clock, replica.coordinator.interval)  # one round
+    assert "member-0" not in replica.syncing and len(replica.syncing) == 11
+    assert not replica.coordinator.syncs_here("member-0")
+    await rounds([replica], clock, replica.coordinator.interval)
+    assert replica.syncing == set(CLUSTERS)

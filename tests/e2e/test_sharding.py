@@ -10,6 +10,8 @@
 - a replica cut from the host (its kubeconfig goes through a TCP proxy that is then cut)
   stops syncing each of its clusters before another replica starts it.
 
+On PostgreSQL and on MariaDB.
+
 Shard ``sharded-e2e`` keeps the PediaClusters of other tests out (its replicas see only the
 clusters whose ``spec.shardingName`` names it): explicit and automatic sharding combined.
 """
@@ -182,11 +184,12 @@ def apply_clusters(host: APIServer, members: list[APIServer]) -> None:
     host.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(specs))
 
 
+@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
 def test_replicas_share_the_clusters_fail_over_and_fence(
-    host: APIServer, members: list[APIServer], tmp_path: Path
+    host: APIServer, members: list[APIServer], tmp_path: Path, dialect: str
 ) -> None:
-    require_server("postgresql")
-    with fresh_database("postgresql", label="sharding") as url:
+    require_server(dialect)
+    with fresh_database(dialect, label="sharding") as url:
         replicas = [
             Replica(f"replica-{index}", tmp_path, url, host.kubeconfig).start()
             for index in range(3)
@@ -267,8 +270,9 @@ def test_replicas_share_the_clusters_fail_over_and_fence(
             eventually(lambda: all_converged(url, members), timeout=120, what="after the cut")
             check_change_log(url)
             print(
-                f"sharding: failover after kill -9 in {failover:.1f}s; {len(moved)} of 12 "
-                f"clusters moved for a fourth replica; the cut replica stopped at least "
+                f"sharding ({dialect}): failover after kill -9 in {failover:.1f}s; "
+                f"{len(moved)} of 12 clusters moved for a fourth replica; the cut replica "
+                "stopped at least "
                 f"{margin:.1f}s before another started"
             )  # shown in the closing note
         finally:
@@ -280,3 +284,8 @@ def test_replicas_share_the_clusters_fail_over_and_fence(
                 replica.product.stop()
             if proxy is not None:
                 proxy.close()
+            for label in ("replica-of", "sync-of"):  # the cut replica could not delete its own
+                host.kubectl(
+                    "delete", "leases", "-n", "clusterpedia-system",
+                    "-l", f"sharding.clusterpedia.io/{label}={SHARD}", check=False,
+                )  # fmt: skip

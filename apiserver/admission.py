@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import Counter, Gauge
 
 from clusterpedia.apiserver.chain import Handler
+from clusterpedia.apiserver.reach import long_running
 from clusterpedia.apiserver.status import StatusError
 from clusterpedia.apiserver.system import HEALTH_PATHS
 
@@ -36,7 +37,8 @@ class Admission:
     async def __call__(self, request: web.Request, delegate: Handler) -> web.StreamResponse:
         if request.path in HEALTH_PATHS:
             return await delegate(request)
-        watch = request.query.get("watch") in ("true", "1")
+        # Long-running: watches, and sessions reached through to members (reach.py).
+        watch = request.query.get("watch") in ("true", "1") or long_running(request)
         kind = "watch" if watch else "request"
         if self.inflight[watch] >= self.limits[watch]:
             what = "watches" if watch else "requests"

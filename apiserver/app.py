@@ -7,8 +7,8 @@ Order, as Kubernetes' ``DefaultBuildHandlerChain``: request info -> panic recove
 admission (requests in flight; before authentication, so an overload never reaches the host's
 TokenReview) -> request deadline (inside admission, so a slot is held until the answer is
 sent) -> authentication -> authorization -> read-only guard -> system paths (health,
-version, metrics) -> the clusterpedia.io group (discovery, collectionresources) ->
-``resources`` -> 404 Status.
+version, metrics) -> the clusterpedia.io group (discovery, collectionresources) -> reach-through
+to members (pods' log, exec, attach, portforward) -> ``resources`` -> 404 Status.
 A later server (a proxy, say) is one more entry in the list; no other layer changes.
 """
 
@@ -30,6 +30,7 @@ from clusterpedia.apiserver.chain import (
 )
 from clusterpedia.apiserver.deadline import RequestDeadline
 from clusterpedia.apiserver.group import GroupServer
+from clusterpedia.apiserver.reach import ReachServer
 from clusterpedia.apiserver.resources import ResourcesServer
 from clusterpedia.apiserver.system import SystemServer, version_info
 from clusterpedia.apiserver.watch import WatchServer
@@ -52,6 +53,7 @@ def build_layers(
     watch: WatchServer | None = None,
     admission: Admission | None = None,
     deadline: RequestDeadline | None = None,
+    reach: ReachServer | None = None,
 ) -> list[Layer]:
     return [
         with_request_info,
@@ -63,6 +65,7 @@ def build_layers(
         read_only,
         SystemServer(ready=ready),
         GroupServer(reader=reader, catalog=catalog),
+        *([reach] if reach is not None else []),
         ResourcesServer(reader=reader, catalog=catalog, version=version_info(), watch=watch),
     ]
 

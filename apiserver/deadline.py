@@ -4,7 +4,8 @@ The deadline covers sending the answer too: a client that stops reading a list i
 it cannot hold an admission slot, a database cursor or a buffered page for ever. A request
 that runs out of time before anything was sent gets a 504 ``Status``; one that runs out midway
 has its connection closed (the client sees a broken answer, never a wrong one). Watches have
-their own timeouts (``timeoutSeconds`` and a write timeout in ``watch.py``).
+their own timeouts (``timeoutSeconds`` and a write timeout in ``watch.py``); sessions reached
+through to members (``reach.py``: exec, attach, port-forward, a followed log) end with them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 from aiohttp import web
 
 from clusterpedia.apiserver.chain import Handler
+from clusterpedia.apiserver.reach import long_running
 from clusterpedia.apiserver.status import StatusError
 
 logger = logging.getLogger(__name__)
@@ -25,7 +27,7 @@ class RequestDeadline:
         self.timeout = timeout
 
     async def __call__(self, request: web.Request, delegate: Handler) -> web.StreamResponse:
-        if request.query.get("watch") in ("true", "1"):
+        if request.query.get("watch") in ("true", "1") or long_running(request):
             return await delegate(request)
         try:
             async with asyncio.timeout(self.timeout) as deadline:

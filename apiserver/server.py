@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from clusterpedia.apiserver.authn import Authenticator, load_config
 from clusterpedia.apiserver.authz import Authorizer
 from clusterpedia.apiserver.deadline import RequestDeadline
 from clusterpedia.apiserver.protocol import StatusAppRunner
+from clusterpedia.apiserver.reach import MemberDirectory, ReachServer
 from clusterpedia.apiserver.replica import LagMonitor
 from clusterpedia.apiserver.tls import ServingCertificate, ServingTLS, self_signed
 from clusterpedia.apiserver.watch import WatchServer, WatchSettings
@@ -41,6 +43,10 @@ class ServerConfig:
     read_storage_options: Mapping[str, Any] = field(default_factory=dict)
     read_storage_max_lag: float = 30.0  # seconds behind before /readyz fails
     kubeconfig: str | None = None
+    # Where the Secrets of PediaClusters' authenticationFrom live (reach-through reads them).
+    namespace: str = field(
+        default_factory=lambda: os.environ.get("CLUSTERPEDIA_NAMESPACE", "clusterpedia-system")
+    )
     bind_address: str = "0.0.0.0"
     port: int = 8443
     cert_file: str | None = None
@@ -95,6 +101,7 @@ class APIServer:
                 max_lag=config.read_storage_max_lag,
             )
         self.host = KubeClient(host_access(config.kubeconfig))
+        self.members = MemberDirectory(self.host, config.namespace)
         self.certificate: ServingCertificate | None = None
         self.tls: ServingTLS | None = None
         self.authenticator: Authenticator | None = None
@@ -151,6 +158,7 @@ class APIServer:
                 max_watches=self.config.max_watches,
             ),
             deadline=RequestDeadline(self.config.request_timeout),
+            reach=ReachServer(self.members),
         )
         # A client that goes away cancels its handler: a watch with no events to write would
         # otherwise keep its subscription until its timeout (up to an hour).
@@ -206,6 +214,7 @@ class APIServer:
         await self.feed.stop()  # watch streams end now, not at the runner's shutdown timeout
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.members.close()
         await self.host.close()
         if self.reads is not self.storage:
             await self.reads.close()

@@ -20,19 +20,18 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from secrets import token_hex
 from typing import Any
-from urllib.parse import quote
 
 import kopf
 
 from clusterpedia.kube.access import InvalidClusterConfig, access_from_spec
 from clusterpedia.kube.client import KubeClient, KubeError
 from clusterpedia.kube.host import host_access, host_credentials
+from clusterpedia.kube.pediaclusters import authentication_secrets, host_path, object_name
 from clusterpedia.sharding.coordinator import ShardCoordinator, replica_identity
 from clusterpedia.sharding.leases import LeaseStore
 from clusterpedia.storage import Database
@@ -44,7 +43,6 @@ from clusterpedia.sync.worker import SyncSettings
 GROUP, VERSION = "cluster.clusterpedia.io", "v1alpha2"
 FINALIZER = "clusterpedia.io/cluster-synchro-controller"
 CREDENTIAL_FIELDS = ("kubeconfig", "caData", "tokenData", "certData", "keyData")
-SECRET_PURPOSES = ("kubeconfig", "ca", "cert", "key", "token")  # authenticationFrom keys
 MEMBER_LABEL = "sharding.clusterpedia.io/replica-of"  # value: the shard ("" = default)
 SYNC_LABEL = "sharding.clusterpedia.io/sync-of"
 registry = kopf.OperatorRegistry()
@@ -184,60 +182,9 @@ async def cleanup(memo: Runtime, **_: Any) -> None:
         await memo.storage.close()
 
 
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
-
-
-def _object_name(value: Any, *, what: str) -> str:
-    """A name that goes into a host path: a DNS subdomain (no ``/``, ``..`` or ``%``), so a
-    spec can name only an object of the kind and namespace the path was built for."""
-    if not isinstance(value, str) or len(value) > 253 or not _DNS_SUBDOMAIN.fullmatch(value):
-        raise InvalidClusterConfig(f"{what} {str(value)[:80]!r} is not a valid object name")
-    return value
-
-
-def host_path(*parts: str) -> str:
-    """A host API path from parts that were validated, each quoted as one segment anyway."""
-    return "/" + "/".join(quote(part, safe="") for part in parts)
-
-
 async def _secrets(memo: Runtime, spec: Mapping[str, Any]) -> dict[str, bytes]:
-    """Values of ``authenticationFrom`` references, from Secrets in our namespace only."""
     assert memo.host is not None
-    found: dict[str, bytes] = {}
-    references = spec.get("authenticationFrom") or {}
-    if not isinstance(references, Mapping):
-        raise InvalidClusterConfig("authenticationFrom must be a mapping")
-    for purpose, reference in references.items():
-        if purpose not in SECRET_PURPOSES:
-            raise InvalidClusterConfig(
-                f"authenticationFrom.{purpose}: use one of {', '.join(SECRET_PURPOSES)}"
-            )
-        if not isinstance(reference, Mapping):
-            raise InvalidClusterConfig(f"authenticationFrom.{purpose} needs a name and a key")
-        name = _object_name(reference.get("name"), what=f"authenticationFrom.{purpose}.name")
-        key = reference.get("key")
-        if not isinstance(key, str) or len(key) > 253 or not _SECRET_KEY.fullmatch(key):
-            raise InvalidClusterConfig(
-                f"authenticationFrom.{purpose}.key {str(key)[:80]!r} is not a valid Secret key"
-            )
-        path = host_path("api", "v1", "namespaces", memo.config.namespace, "secrets", name)
-        try:
-            secret = await memo.host.get(path)
-        except KubeError as error:
-            raise InvalidClusterConfig(f"authenticationFrom.{purpose}: {error}") from None
-        value = (secret.get("data") or {}).get(key)
-        if not isinstance(value, str):
-            raise InvalidClusterConfig(
-                f"authenticationFrom.{purpose}: secret {name} has no key {key!r}"
-            )
-        try:
-            found[purpose] = base64.b64decode(value, validate=True)
-        except ValueError:
-            raise InvalidClusterConfig(
-                f"authenticationFrom.{purpose}: secret {name} key {key!r} is not base64"
-            ) from None
-    return found
+    return await authentication_secrets(memo.host, memo.config.namespace, spec)
 
 
 async def _sync_resources(memo: Runtime, spec: Mapping[str, Any]) -> tuple[list[Any], list[str]]:
@@ -246,7 +193,7 @@ async def _sync_resources(memo: Runtime, spec: Mapping[str, Any]) -> tuple[list[
     entries, warnings = list(spec.get("syncResources") or []), []
     reference = spec.get("syncResourcesRefName")
     if reference:
-        name = _object_name(reference, what="syncResourcesRefName")
+        name = object_name(reference, what="syncResourcesRefName")
         try:
             shared = await memo.host.get(
                 host_path("apis", GROUP, VERSION, "clustersyncresources", name)

@@ -30,7 +30,8 @@ from clusterpedia.importing import (
     stale,
 )
 from clusterpedia.kube.client import KubeClient, KubeError
-from clusterpedia.operator.handlers import GROUP, VERSION, Runtime, host_path, registry
+from clusterpedia.kube.pediaclusters import host_path
+from clusterpedia.operator.handlers import GROUP, VERSION, Runtime, registry
 
 logger = logging.getLogger(__name__)
 _LIFECYCLES = f"/apis/{POLICY_GROUP}/{POLICY_VERSION}/pediaclusterlifecycles"

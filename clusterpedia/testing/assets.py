@@ -35,6 +35,7 @@ from pathlib import Path
 KUBERNETES_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.8"
 HELM_VERSION = "v3.22.0"  # for the Helm chart's tests (gomod/helm)
+KWOK_VERSION = "v0.8.0"  # simulated nodes and pods: logs, exec, port-forward (gomod/kwok)
 BINARIES = ("kube-apiserver", "etcd", "kubectl")
 PROGRESS_SECONDS = 30.0  # a line this often while a build runs
 
@@ -253,41 +254,120 @@ def _platform() -> str:
     return f"{sys.platform}-{machine}"
 
 
-def find_helm() -> Path | None:
-    """helm if it is already here: ``TEST_ASSET_HELM``, else the cached build."""
-    explicit = os.environ.get("TEST_ASSET_HELM")
+@dataclass(frozen=True)
+class GoTool:
+    """A test binary built from its pinned module in ``gomod/<module>``."""
+
+    name: str
+    version: str
+    package: str
+    ldflags: str
+    variable: str  # an environment variable naming a binary to use instead
+
+    @property
+    def directory(self) -> Path:
+        return cache_root() / "assets" / f"{self.name}-{self.version}_{_platform()}"
+
+
+HELM = GoTool(
+    "helm",
+    HELM_VERSION,
+    "helm.sh/helm/v3/cmd/helm",
+    f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+    "TEST_ASSET_HELM",
+)
+KWOK = GoTool(
+    "kwok",
+    KWOK_VERSION,
+    "sigs.k8s.io/kwok/cmd/kwok",
+    "-s -w",  # the module's own consts.Version already says v0.8.0
+    "TEST_ASSET_KWOK",
+)
+# kwok needs Stages (how simulated nodes and pods move through their lives); the pinned
+# module's own, copied from the module cache next to the binary.
+KWOK_STAGES = (
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat/node-heartbeat.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+)
+
+
+def find_tool(tool: GoTool) -> Path | None:
+    """The tool if it is already here: its environment variable, else the cached build."""
+    explicit = os.environ.get(tool.variable)
     if explicit and os.access(explicit, os.X_OK):
         return Path(explicit)
-    cached = cache_root() / "assets" / f"helm-{HELM_VERSION}_{_platform()}" / "helm"
+    cached = tool.directory / tool.name
     return cached if os.access(cached, os.X_OK) else None
 
 
-def ensure_helm(*, log: bool = True) -> Path:
-    """helm, built from its pinned Go module and cached on first use."""
-    found = find_helm()
+def ensure_tool(tool: GoTool, *, log: bool = True) -> Path:
+    """The tool, built from its pinned Go module and cached on first use."""
+    found = find_tool(tool)
     if found is not None:
         return found
     go = shutil.which("go")
     if go is None:
         raise AssetsUnavailable(
-            f"cannot provide helm {HELM_VERSION}: TEST_ASSET_HELM is not set and no Go "
+            f"cannot provide {tool.name} {tool.version}: {tool.variable} is not set and no Go "
             "toolchain ('go') is on PATH to build it"
         )
-    target = cache_root() / "assets" / f"helm-{HELM_VERSION}_{_platform()}"
+    target = tool.directory
     target.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(target.parent / ".lock"):
-        if not os.access(target / "helm", os.X_OK):
+        if not os.access(target / tool.name, os.X_OK):
             with _staged(target) as (bin_dir, staging):
+                workdir = staging / tool.name
                 _go_build(
                     go=go,
-                    module="helm",
-                    packages=["helm.sh/helm/v3/cmd/helm"],
-                    ldflags=f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
-                    output=str(bin_dir / "helm"),
-                    workdir=staging / "helm",
+                    module=tool.name,
+                    packages=[tool.package],
+                    ldflags=tool.ldflags,
+                    output=str(bin_dir / tool.name),
+                    workdir=workdir,
                     log=log,
                 )
-    return target / "helm"
+                if tool is KWOK:
+                    _copy_kwok_stages(go, workdir, bin_dir / "stages")
+    return target / tool.name
+
+
+def _copy_kwok_stages(go: str, workdir: Path, into: Path) -> None:
+    module = subprocess.run(
+        [go, "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "GOFLAGS": "-mod=readonly"},
+    ).stdout.strip()
+    into.mkdir()
+    for stage in KWOK_STAGES:
+        shutil.copyfile(Path(module) / "kustomize" / "stage" / stage, into / Path(stage).name)
+
+
+def kwok_stages(kwok: Path) -> list[Path]:
+    """The Stage files beside a kwok binary (a ``stages`` folder, as the build leaves it)."""
+    stages = kwok.parent / "stages"
+    found = [stages / Path(stage).name for stage in KWOK_STAGES]
+    missing = [path for path in found if not path.is_file()]
+    if missing:
+        raise AssetsUnavailable(f"kwok's Stage files are missing: {', '.join(map(str, missing))}")
+    return found
+
+
+def find_helm() -> Path | None:
+    return find_tool(HELM)
+
+
+def ensure_helm(*, log: bool = True) -> Path:
+    return ensure_tool(HELM, log=log)
+
+
+def ensure_kwok(*, log: bool = True) -> Path:
+    return ensure_tool(KWOK, log=log)
 
 
 def binary_versions(assets: Assets) -> dict[str, str]:
@@ -314,10 +394,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--versions", action="store_true", help="also print each binary's version")
     parser.add_argument("--helm", action="store_true", help="provision helm; print its path")
+    parser.add_argument("--kwok", action="store_true", help="provision kwok; print its path")
     args = parser.parse_args(argv)
     try:
         if args.helm:
             print(ensure_helm())
+            return 0
+        if args.kwok:
+            print(ensure_kwok())
             return 0
         assets = ensure_assets()
     except AssetsUnavailable as error:

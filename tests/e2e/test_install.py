@@ -37,6 +37,7 @@ def test_every_kustomization_is_accepted_by_the_api_server(
 def test_member_role_and_example_are_accepted(host: APIServer) -> None:
     for path in (
         MANIFESTS / "member" / "clusterrole.yaml",
+        MANIFESTS / "member" / "impersonate.yaml",
         MANIFESTS / "examples" / "pediacluster.yaml",
     ):
         result = host.kubectl("apply", "-f", str(path), "--dry-run=server", check=False)

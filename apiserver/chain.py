@@ -12,9 +12,11 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
+from yarl import URL
 
 from clusterpedia.apiserver.requestinfo import REQUEST_INFO, first_values, parse_request
 from clusterpedia.apiserver.status import StatusError, no_route
+from clusterpedia.paths import without_long_running_prefix
 from clusterpedia.storage import InvalidQuery, ResourceVersionTooLarge, StorageError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -51,6 +53,12 @@ async def with_request_info(request: web.Request, delegate: Handler) -> web.Stre
     error, a 503, instead of the client's 400)."""
     if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.query.items()):
         return StatusError(400, "the request holds a NUL character").response()
+    # The long-running layout (paths.py) is served as the path it stands for, from here on.
+    unwrapped = without_long_running_prefix(request.rel_url.raw_path)
+    if unwrapped is not None:
+        query = request.rel_url.raw_query_string
+        target = URL(unwrapped + (f"?{query}" if query else ""), encoded=True)
+        request = request.clone(rel_url=target)
     request[REQUEST_INFO] = parse_request(request.path, request.method, first_values(request))
     return await delegate(request)
 

@@ -87,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("CLUSTERPEDIA_KUBECONFIG_OUTPUT"),
         help="write here instead of back to --kubeconfig (env CLUSTERPEDIA_KUBECONFIG_OUTPUT)",
     )
+    kubeconfig.add_argument(
+        "--original-paths",
+        action="store_true",
+        default=os.environ.get("CLUSTERPEDIA_KUBECONFIG_ORIGINAL_PATHS", "") == "true",
+        help="write the original's .../v1beta1/resources paths, which the host cuts after its "
+        "--request-timeout (env CLUSTERPEDIA_KUBECONFIG_ORIGINAL_PATHS=true; default: "
+        ".../v1beta1/proxy/resources, which it does not; users need the proxy verb on "
+        "clusterpedia.io resources there)",
+    )
     return parser
 
 
@@ -110,7 +119,9 @@ def write_kubeconfig(args: argparse.Namespace) -> int:
 
     try:
         written, skipped = generate(
-            Path(args.kubeconfig), output=Path(args.output) if args.output else None
+            Path(args.kubeconfig),
+            output=Path(args.output) if args.output else None,
+            original_paths=args.original_paths,
         )
     except (OSError, KubeconfigError, KubeError) as error:
         print(f"clusterpedia kubeconfig: {error}", file=sys.stderr)

@@ -6,6 +6,10 @@ URL of the aggregated API under the host's own URL and the host's CA settings. k
 ``--cluster <name>`` then reuses the current user's credentials against the host, which
 proxies to Clusterpedia: ``kubectl --cluster clusterpedia get pods -A``.
 
+Entries use the long-running layout (``paths.py``), so the host does not cut ``exec``,
+``logs -f`` or ``get -w`` after its ``--request-timeout``; ``original_paths`` writes the
+original's layout instead (users then need no ``proxy`` verb in the host's RBAC).
+
 A cluster entry that already exists and does not point at Clusterpedia is left alone.
 """
 
@@ -20,8 +24,8 @@ import yaml
 
 from clusterpedia.kube.client import KubeClient
 from clusterpedia.kube.host import host_access
+from clusterpedia.paths import LONG_RUNNING_PATH, RESOURCES_PATH
 
-RESOURCES_PATH = "/apis/clusterpedia.io/v1beta1/resources"
 _COPIED = (
     "certificate-authority-data",
     "certificate-authority",
@@ -49,12 +53,16 @@ def current_cluster(config: dict[str, Any]) -> dict[str, Any]:
     return cluster
 
 
+def _ours(server: str) -> bool:
+    return RESOURCES_PATH in server or LONG_RUNNING_PATH in server
+
+
 def add_clusterpedia_clusters(
-    config: dict[str, Any], names: Sequence[str]
+    config: dict[str, Any], names: Sequence[str], *, original_paths: bool = False
 ) -> tuple[list[str], list[str]]:
     """Add or update the entries; returns (written, skipped) cluster names."""
     host = current_cluster(config)
-    base = host["server"].rstrip("/") + RESOURCES_PATH
+    base = host["server"].rstrip("/") + (RESOURCES_PATH if original_paths else LONG_RUNNING_PATH)
     wanted = {"clusterpedia": base} | {name: f"{base}/clusters/{name}" for name in names}
     entries = config.setdefault("clusters", [])
     existing = {entry["name"]: entry for entry in entries}
@@ -64,7 +72,7 @@ def add_clusterpedia_clusters(
         entry = existing.get(name)
         if entry is None:
             entries.append({"name": name, "cluster": body})
-        elif RESOURCES_PATH in str((entry.get("cluster") or {}).get("server", "")):
+        elif _ours(str((entry.get("cluster") or {}).get("server", ""))):
             entry["cluster"] = body
         else:
             skipped.append(name)
@@ -79,12 +87,14 @@ async def pediacluster_names(kubeconfig: str | None) -> list[str]:
     return sorted(item["metadata"]["name"] for item in found.get("items") or [])
 
 
-def generate(kubeconfig: Path, *, output: Path | None = None) -> tuple[list[str], list[str]]:
+def generate(
+    kubeconfig: Path, *, output: Path | None = None, original_paths: bool = False
+) -> tuple[list[str], list[str]]:
     """Read ``kubeconfig``, list the host's PediaClusters, write the result to ``output``
     (default: back to ``kubeconfig``)."""
     config = yaml.safe_load(kubeconfig.read_text()) or {}
     names = asyncio.run(pediacluster_names(str(kubeconfig)))
-    written, skipped = add_clusterpedia_clusters(config, names)
+    written, skipped = add_clusterpedia_clusters(config, names, original_paths=original_paths)
     target = output or kubeconfig
     target.write_text(yaml.safe_dump(config, sort_keys=False))
     target.chmod(0o600)

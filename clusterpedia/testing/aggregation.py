@@ -50,7 +50,7 @@ metadata: {name: clusterpedia-reader}
 rules:
 - apiGroups: [clusterpedia.io]
   resources: ["*"]  # resources/<inner path> is a subresource; RBAC has no "resources/*"
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, proxy]
 """
 
 

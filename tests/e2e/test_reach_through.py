@@ -1,8 +1,13 @@
 """Reach through to a member, with the real kubectl through the host's aggregation layer: a
 member kube-apiserver whose node and pod kwok simulates (so the member serves their logs and
-exec), synced by ``clusterpedia run``; ``kubectl --server .../clusters/<name>`` then runs
-``logs``, ``logs -f``, ``exec`` and ``exec -i`` against the member, as the requesting user:
-a user the member does not allow gets the member's 403."""
+exec), synced by ``clusterpedia run``; kubectl with the entries ``clusterpedia kubeconfig``
+writes then runs ``logs``, ``logs -f``, ``exec`` and ``exec -i`` against the member, as the
+requesting user: a user the member does not allow gets the member's 403.
+
+The host cuts requests after 10 s (``--request-timeout``): an exec session, a ``logs -f`` and a
+``kubectl get -w`` through the long-running layout outlive that and still carry what comes
+later; a ``logs -f`` through the original's layout is cut, which is why the layout exists.
+(The host lets an upgraded connection, an exec session, run on in either layout.)"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import pytest
 import yaml
 
 from clusterpedia.apiserver.testing import register_apiservice
+from clusterpedia.kubeconfig import add_clusterpedia_clusters
 from clusterpedia.testing.aggregation import service_account_token
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.kwok import KWOK_MEMBER_ARGS, KwokNodes
@@ -24,6 +30,20 @@ from clusterpedia.testing.waiting import eventually
 
 CLUSTER = "kwok-1"
 NAMESPACE = "reach"
+REQUEST_TIMEOUT = 10  # the host's --request-timeout, seconds
+MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+
+
+@pytest.fixture(scope="module")
+def host(control_plane: ControlPlane) -> APIServer:
+    """A host of its own, whose aggregation layer cuts requests after REQUEST_TIMEOUT."""
+    server = control_plane.apiservers.get("reach-host") or control_plane.add_apiserver(
+        "reach-host", front_proxy=True, extra_args=(f"--request-timeout={REQUEST_TIMEOUT}s",)
+    )
+    server.kubectl("apply", "-k", str(MANIFESTS / "crds"))
+    server.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
+    server.kubectl("create", "namespace", "clusterpedia-system", check=False)
+    return server
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +85,15 @@ def product(
         running.stop()
 
 
-def kubeconfig_for(host: APIServer, path: Path, *, token: str | None = None) -> Path:
-    """The host's kubeconfig pointed at the member's path through Clusterpedia, as
-    ``clusterpedia kubeconfig`` writes its per-cluster entries."""
+def kubeconfig_for(
+    host: APIServer, path: Path, *, token: str | None = None, original_paths: bool = False
+) -> Path:
+    """The host's kubeconfig pointed at the member through Clusterpedia, the server URL as
+    ``clusterpedia kubeconfig`` writes it."""
     config = host.kubeconfig_dict()
-    config["clusters"][0]["cluster"]["server"] = (
-        f"{host.url}/apis/clusterpedia.io/v1beta1/resources/clusters/{CLUSTER}"
-    )
+    add_clusterpedia_clusters(config, [CLUSTER], original_paths=original_paths)
+    server = next(c for c in config["clusters"] if c["name"] == CLUSTER)["cluster"]["server"]
+    config["clusters"][0]["cluster"]["server"] = server
     if token is not None:
         config["users"][0]["user"] = {"token": token}
     path.write_text(yaml.safe_dump(config))
@@ -79,14 +101,14 @@ def kubeconfig_for(host: APIServer, path: Path, *, token: str | None = None) -> 
 
 
 def kubectl(
-    host: APIServer, kubeconfig: Path, *args: str, **kwargs: object
+    host: APIServer, kubeconfig: Path, *args: str, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(host.assets.kubectl), f"--kubeconfig={kubeconfig}", "-n", NAMESPACE, *args],
         capture_output=True,
         text=True,
         timeout=60,
-        **kwargs,  # type: ignore[call-overload]
+        input=input,
     )
 
 
@@ -160,3 +182,44 @@ def test_the_member_decides_as_the_requesting_user(
         done = kubectl(host, kubeconfig, *command)
         assert done.returncode != 0, command
         assert "forbidden" in done.stderr.lower() or "403" in done.stderr, done.stderr
+
+
+def follow(host: APIServer, kubeconfig: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(host.assets.kubectl), f"--kubeconfig={kubeconfig}", "-n", NAMESPACE, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sessions_outlive_the_hosts_request_timeout(
+    host: APIServer, through: Path, kwok_member: tuple[APIServer, KwokNodes], tmp_path: Path
+) -> None:
+    seconds = REQUEST_TIMEOUT + 4
+    done = kubectl(host, through, "exec", "web-0", "--", "sh", "-c", f"sleep {seconds}; echo on")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "on\n"
+
+    member, nodes = kwok_member
+    original = kubeconfig_for(host, tmp_path / "original.kubeconfig", original_paths=True)
+    with (
+        follow(host, through, "logs", "-f", "web-0") as logs,
+        follow(host, through, "get", "pods", "-w", "--output-watch-events") as watch,
+        follow(host, original, "logs", "-f", "web-0") as cut,
+    ):
+        try:
+            time.sleep(seconds)
+            # The original's layout is a get of resources to the host: cut at its timeout.
+            assert cut.wait(timeout=30) is not None
+            assert logs.poll() is None and watch.poll() is None
+            nodes.write_log("after the host's timeout")
+            nodes.add_pod("late-0", namespace=NAMESPACE, node="node-0", app="web")
+            for process, expected in ((logs, "after the host's timeout"), (watch, "late-0")):
+                assert process.stdout is not None
+                while expected not in (line := process.stdout.readline()):
+                    assert line, f"the stream ended before {expected!r}"
+        finally:
+            for process in (logs, watch, cut):
+                process.terminate()
+            member.kubectl("delete", "pod", "late-0", "-n", NAMESPACE, "--wait=false", check=False)

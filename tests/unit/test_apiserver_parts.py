@@ -175,10 +175,37 @@ def test_kubeconfig_helper_adds_entries_and_respects_foreign_ones() -> None:
     assert written == ["clusterpedia", "c1"] and skipped == ["c2"]
     clusters = {c["name"]: c["cluster"] for c in config["clusters"]}
     assert clusters["clusterpedia"] == {
-        "server": "https://h:6443/apis/clusterpedia.io/v1beta1/resources",
+        "server": "https://h:6443/apis/clusterpedia.io/v1beta1/proxy/resources",  # long-running
         "certificate-authority-data": "Q0E=",
     }
-    assert clusters["c1"]["server"].endswith("/resources/clusters/c1")
+    assert clusters["c1"]["server"].endswith("/proxy/resources/clusters/c1")
     assert clusters["c2"] == {"server": "https://elsewhere"}
+    # Entries of ours are rewritten in either layout; --original-paths writes the original's.
+    written, _ = add_clusterpedia_clusters(config, ["c1"], original_paths=True)
+    clusters = {c["name"]: c["cluster"] for c in config["clusters"]}
+    assert written == ["clusterpedia", "c1"]
+    assert (
+        clusters["c1"]["server"]
+        == "https://h:6443/apis/clusterpedia.io/v1beta1/resources/clusters/c1"
+    )
     with pytest.raises(KubeconfigError):
         add_clusterpedia_clusters({"clusters": []}, [])
+
+
+def test_the_long_running_layout_stands_for_the_originals_path() -> None:
+    from clusterpedia.paths import without_long_running_prefix
+
+    assert (
+        without_long_running_prefix("/apis/clusterpedia.io/v1beta1/proxy/resources/api/v1/pods")
+        == "/apis/clusterpedia.io/v1beta1/resources/api/v1/pods"
+    )
+    assert (
+        without_long_running_prefix("/apis/clusterpedia.io/v1beta1/proxy/resources")
+        == "/apis/clusterpedia.io/v1beta1/resources"
+    )
+    for other in (
+        "/apis/clusterpedia.io/v1beta1/resources/api/v1/pods",
+        "/apis/clusterpedia.io/v1beta1/proxy/resourcesx",
+        "/apis/clusterpedia.io/v1beta1/proxy",
+    ):
+        assert without_long_running_prefix(other) is None

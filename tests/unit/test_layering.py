@@ -21,6 +21,7 @@ LAYERS: list[set[str]] = [
     {
         "__init__",
         "gvr",
+        "paths",
         "backoff",
         "memory",
         "certs",

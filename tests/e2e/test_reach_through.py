@@ -11,7 +11,11 @@ later; a ``logs -f`` through the original's layout is cut, which is why the layo
 
 from __future__ import annotations
 
+import re
+import socket
+import socketserver
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,12 +50,30 @@ def host(control_plane: ControlPlane) -> APIServer:
     return server
 
 
+class EchoServer(socketserver.ThreadingTCPServer):
+    """What the simulated pod's port 80 forwards to: every byte back, on loopback."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        class Echo(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                while data := self.request.recv(65536):
+                    self.request.sendall(data)
+
+        super().__init__(("127.0.0.1", 0), Echo)
+        self.port = self.server_address[1]
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
 @pytest.fixture(scope="module")
 def kwok_member(control_plane: ControlPlane) -> Iterator[tuple[APIServer, KwokNodes]]:
     member = control_plane.apiservers.get("kwok-member") or control_plane.add_apiserver(
         "kwok-member", extra_args=KWOK_MEMBER_ARGS
     )
-    nodes = KwokNodes(member).start()
+    echo = EchoServer()
+    nodes = KwokNodes(member, forward_to=echo.port).start()
     try:
         nodes.add_node("node-0")
         member.kubectl("create", "namespace", NAMESPACE, check=False)
@@ -60,6 +82,8 @@ def kwok_member(control_plane: ControlPlane) -> Iterator[tuple[APIServer, KwokNo
         yield member, nodes
     finally:
         nodes.stop()
+        echo.shutdown()
+        echo.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +247,23 @@ def test_sessions_outlive_the_hosts_request_timeout(
             for process in (logs, watch, cut):
                 process.terminate()
             member.kubectl("delete", "pod", "late-0", "-n", NAMESPACE, "--wait=false", check=False)
+
+
+def test_port_forward_carries_bytes_both_ways(host: APIServer, through: Path) -> None:
+    with follow(host, through, "port-forward", "pod/web-0", ":80") as forward:
+        try:
+            assert forward.stdout is not None
+            line = forward.stdout.readline()
+            match = re.search(r"Forwarding from 127\.0\.0\.1:(\d+) -> 80", line)
+            assert match, line
+            for payload in (b"ping", b"x" * 100_000):
+                with socket.create_connection(("127.0.0.1", int(match.group(1))), timeout=20) as c:
+                    c.sendall(payload)
+                    received = b""
+                    while len(received) < len(payload):
+                        chunk = c.recv(65536)
+                        assert chunk, "the forwarded connection closed early"
+                        received += chunk
+                    assert received == payload
+        finally:
+            forward.terminate()

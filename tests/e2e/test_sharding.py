@@ -261,9 +261,12 @@ def test_replicas_share_the_clusters_fail_over_and_fence(
                 what="the others take the cut replica's clusters",
             )
             fenced = cut.times(r"sharding: cluster {cluster}'s Lease not renewed")
+            # Who took each of its clusters from it (an earlier move of the same cluster
+            # between other replicas is another line, not this one).
             taken = {}
+            took_from_cut = r"sharding: took cluster {cluster} from " + re.escape(cut.identity)
             for replica in replicas:
-                taken.update(replica.times(r"sharding: took cluster {cluster} from"))
+                taken.update(replica.times(took_from_cut))
             for cluster in theirs:
                 assert fenced[cluster] < taken[cluster], (cluster, fenced, taken)
             margin = min((taken[c] - fenced[c]).total_seconds() for c in theirs)

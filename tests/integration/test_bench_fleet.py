@@ -19,21 +19,23 @@ from clusterpedia.testing.databases import require_server
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "fleet.py"
 
 
-def test_fleet_benchmark_syncs_every_member_and_prints_its_figures(assets) -> None:  # type: ignore[no-untyped-def]
+def run_bench(*args: str) -> dict[str, float]:
+    """The benchmark's figures (it fails on a lost object or event by itself)."""
     require_server("postgresql")
-    rate, seconds = 100, 2
     done = subprocess.run(
-        [
-            sys.executable, str(BENCH), "--members", "2", "--objects", "3000",
-            "--requests", "10", "--rate", str(rate), "--lag-seconds", str(seconds),
-            "--throughput-seconds", "3", "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )  # fmt: skip
+        [sys.executable, str(BENCH), *args, "--json"], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(done.stdout)
+    figures: dict[str, float] = json.loads(done.stdout)
+    return figures
+
+
+def test_fleet_benchmark_syncs_every_member_and_prints_its_figures(assets) -> None:  # type: ignore[no-untyped-def]
+    rate, seconds = 100, 2
+    figures = run_bench(
+        "--members", "2", "--objects", "3000", "--requests", "10", "--rate", str(rate),
+        "--lag-seconds", str(seconds), "--throughput-seconds", "3",
+    )  # fmt: skip
     assert figures["members"] == 2
     assert figures["objects"] == 3000
     assert figures["watch_events"] == rate * seconds  # every change seen through our watch
@@ -61,19 +63,10 @@ def test_fleet_benchmark_syncs_every_member_and_prints_its_figures(assets) -> No
 
 def test_fleet_benchmark_with_sharded_replicas_reports_shares_and_failover(assets) -> None:  # type: ignore[no-untyped-def]
     """``--replicas 2``: two replicas with --sharding share four members; one is killed."""
-    require_server("postgresql")
-    done = subprocess.run(
-        [
-            sys.executable, str(BENCH), "--members", "4", "--objects", "2000", "--replicas", "2",
-            "--requests", "5", "--rate", "50", "--lag-seconds", "1",
-            "--throughput-seconds", "2", "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    figures = run_bench(
+        "--members", "4", "--objects", "2000", "--replicas", "2", "--requests", "5",
+        "--rate", "50", "--lag-seconds", "1", "--throughput-seconds", "2",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(done.stdout)
     assert figures["replicas"] == 2
     # Four clusters of equal size over two replicas: two each, so exactly half the objects.
     assert figures["replica_0_share_pct"] == figures["replica_1_share_pct"] == 50

@@ -61,3 +61,25 @@ def test_the_member_acts_as_the_requesting_user() -> None:
     assert headers.getall("Impersonate-Group") == ["dev", "system:authenticated"]
     assert headers.getall("Impersonate-Extra-scopes.example.com%2Fx") == ["a", "b"]
     assert "Impersonate-Uid" not in impersonation(User(name="bob"))
+
+
+@pytest.mark.asyncio
+async def test_the_long_running_layout_is_served_as_the_path_it_stands_for() -> None:
+    from aiohttp import web
+
+    from clusterpedia.apiserver.chain import with_request_info
+    from clusterpedia.apiserver.requestinfo import request_info
+
+    seen: list[tuple[str, str, str]] = []
+
+    async def delegate(request: web.Request) -> web.StreamResponse:
+        info = request_info(request)
+        seen.append((request.path, request.query["labelSelector"], info.resource))
+        return web.Response()
+
+    long_running_path = (
+        "/apis/clusterpedia.io/v1beta1/proxy/resources/api/v1/pods"
+        "?labelSelector=app%3Dweb&watch=true"
+    )
+    await with_request_info(make_mocked_request("GET", long_running_path), delegate)
+    assert seen == [("/apis/clusterpedia.io/v1beta1/resources/api/v1/pods", "app=web", "resources")]

@@ -29,14 +29,7 @@ from clusterpedia.apiserver.negotiation import Form
 from clusterpedia.apiserver.status import StatusError
 from clusterpedia.apiserver.tables import TableBuilder
 from clusterpedia.search.params import parse_bool, parse_int
-from clusterpedia.storage import (
-    CATCH_UP_SECONDS,
-    ChangeEvent,
-    Marks,
-    Query,
-    ResourceVersionTooLarge,
-    SyncedType,
-)
+from clusterpedia.storage import ChangeEvent, Marks, Query, SyncedType, wait_for_head
 from clusterpedia.watch.feed import ChangeFeed, Ended, Expired, Scope, Subscription
 from clusterpedia.watch.matcher import event_matcher
 
@@ -155,15 +148,7 @@ class WatchServer:
         """The log's marks once its head reaches ``at_least``: a watch from a resourceVersion
         another server (or a replica ahead of ours) gave waits, as kube-apiserver's watch
         cache does, then gets 504 ``ResourceVersionTooLarge``, which clients retry."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + CATCH_UP_SECONDS
-        while True:
-            marks = await self.feed.log.marks()
-            if marks.head >= at_least:
-                return marks
-            if loop.time() >= deadline:
-                raise ResourceVersionTooLarge(at_least, marks.head)
-            await asyncio.sleep(0.05)
+        return await wait_for_head(self.feed.log.marks, lambda marks: marks.head, at_least)
 
     async def serve(
         self,

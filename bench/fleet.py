@@ -120,6 +120,11 @@ def planned(per_member: int, index: int) -> tuple[str, dict[str, Any]]:
     return f"/api/v1/namespaces/{namespace}/configmaps", configmap(index)
 
 
+def first_configmap(per_member: int) -> int:
+    """The index of a member's first ConfigMap (planned: Pods, then Gadgets, then these)."""
+    return per_member * 3 // 10 + per_member // 10
+
+
 def start_members(plane: ControlPlane, count: int) -> list[APIServer]:
     """Start ``count`` member API servers with the Gadget CRD and the namespaces. One after
     the other, from this thread: a child process dies with the thread that started it."""
@@ -291,7 +296,7 @@ async def watch_lag(
     """One watcher of every cluster's ConfigMaps through our API; PATCHes go to the members
     in turn, each to one of 50 of its ConfigMaps. Lag = PATCH sent -> its event read by the
     watcher."""
-    first = per_member * 3 // 10 + per_member // 10  # the first ConfigMap
+    first = first_configmap(per_member)
     targets = [
         f"{path}/{body['metadata']['name']}"
         for path, body in (planned(per_member, index) for index in range(first, first + 50))
@@ -418,7 +423,7 @@ async def throughput(
     (64 in flight in all) for ``seconds``, then until every ConfigMap's last change is stored
     (changes of one object within one batch are stored as one: README, "Watch"); and whose
     CPU it took."""
-    first = per_member * 3 // 10 + per_member // 10  # the first ConfigMap
+    first = first_configmap(per_member)
     targets = [planned(per_member, index) for index in range(first, first + 200)]
     clients = [
         KubeClient(access_from_kubeconfig(member.kubeconfig.read_bytes())) for member in members

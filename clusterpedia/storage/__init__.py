@@ -36,7 +36,7 @@ from clusterpedia.storage.query import (
     TypeFilter,
     WhereSQL,
 )
-from clusterpedia.storage.reader import CATCH_UP_SECONDS
+from clusterpedia.storage.reader import CATCH_UP_SECONDS, wait_for_head
 from clusterpedia.storage.records import (
     CLUSTER_ANNOTATION,
     Change,
@@ -102,4 +102,5 @@ __all__ = [
     "resolve_storage",
     "resolve_storage_url",
     "upsert_from_object",
+    "wait_for_head",
 ]

@@ -12,9 +12,9 @@ import asyncio
 import base64
 import binascii
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -80,6 +80,33 @@ def decode_token(token: str, *, fingerprint: str, keys: Sequence[SortKey]) -> tu
         else:
             raise InvalidQuery("invalid continue token")
     return decoded, resource_version
+
+
+T = TypeVar("T")
+
+
+async def wait_for_head(
+    read: Callable[[], Awaitable[T]],
+    head_of: Callable[[T], int],
+    resource_version: int,
+    *,
+    timeout: float = CATCH_UP_SECONDS,
+) -> T:
+    """``read()`` again (20 ms, doubling to 200 ms) until its head reaches
+    ``resource_version``; the last reading, or :class:`ResourceVersionTooLarge` after
+    ``timeout`` seconds. The one wait of a page's continue token and of a watch."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.02
+    while True:
+        reading = await read()
+        head = head_of(reading)
+        if head >= resource_version:
+            return reading
+        if loop.time() >= deadline:
+            raise ResourceVersionTooLarge(resource_version, head)
+        await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
+        delay = min(delay * 2, 0.2)
 
 
 class ResourceReader:
@@ -162,17 +189,7 @@ class ResourceReader:
     async def catch_up(self, resource_version: int, *, timeout: float = CATCH_UP_SECONDS) -> int:
         """Wait until this database has applied ``resource_version``; return its head, or
         raise :class:`ResourceVersionTooLarge` after ``timeout`` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        delay = 0.02
-        while True:
-            head = await self.head()
-            if head >= resource_version:
-                return head
-            if loop.time() >= deadline:
-                raise ResourceVersionTooLarge(resource_version, head)
-            await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
-            delay = min(delay * 2, 0.2)
+        return await wait_for_head(self.head, lambda head: head, resource_version, timeout=timeout)
 
     async def list(self, query: Query) -> Page:
         """One page of ``query`` (all matching rows when it has no limit).

@@ -6,9 +6,10 @@ Installed as ``clusterpedia.apiserver``. Like ``operator/``, this folder has no 
 Order, as Kubernetes' ``DefaultBuildHandlerChain``: request info -> panic recovery ->
 admission (requests in flight; before authentication, so an overload never reaches the host's
 TokenReview) -> request deadline (inside admission, so a slot is held until the answer is
-sent) -> authentication -> authorization -> read-only guard -> system paths (health,
-version, metrics) -> the clusterpedia.io group (discovery, collectionresources) -> reach-through
-to members (pods' log, exec, attach, portforward) -> ``resources`` -> 404 Status.
+sent) -> authentication -> authorization -> reach-through to members (subresources, forwarded
+and unsynced reads, the proxy path; before the read-only guard, since an exec or a POST through
+the proxy path may write there) -> read-only guard -> system paths (health, version, metrics)
+-> the clusterpedia.io group (discovery, collectionresources) -> ``resources`` -> 404 Status.
 A later server (a proxy, say) is one more entry in the list; no other layer changes.
 """
 
@@ -62,10 +63,10 @@ def build_layers(
         deadline or RequestDeadline(timeout=60),
         authentication(authenticator),
         authorization(authorizer, catalog=catalog, check_clusters=check_clusters),
+        *([reach] if reach is not None else []),
         read_only,
         SystemServer(ready=ready),
         GroupServer(reader=reader, catalog=catalog),
-        *([reach] if reach is not None else []),
         ResourcesServer(reader=reader, catalog=catalog, version=version_info(), watch=watch),
     ]
 

@@ -1,253 +1,306 @@
-"""Reach through to a member: a pod's ``log``, ``exec``, ``attach`` and ``portforward``, served
-by the member itself, acting there **as the requesting user**.
+"""Reach through to a member: what the database cannot answer, the member itself answers.
 
-``.../resources/clusters/<cluster>/api/v1/namespaces/<ns>/pods/<pod>/<subresource>`` goes to
-the member the PediaCluster names, with its credentials and ``Impersonate-User``,
-``Impersonate-Group``, ``Impersonate-Uid`` and ``Impersonate-Extra-*`` of the user we
-authenticated, so the member's own RBAC decides (the PediaCluster's identity needs only
-``impersonate`` there: ``manifests/member/impersonate.yaml``). We authorize the request first,
-as for every path (the authorization layer before this one).
+Under ``.../resources/clusters/<cluster>/``, four kinds of request go on to the member the
+PediaCluster names (``members.py`` says as whom: by default the requesting user):
 
-``log`` is a GET streamed back as the member sends it (``follow=true`` follows). ``exec``,
-``attach`` and ``portforward`` are WebSocket sessions (what kubectl 1.30+ speaks first), relayed
-message by message in both directions; closing either end closes the other. SPDY, kubectl's
-fallback, is refused with a Status that says so. The member's answer to a refused request
-(403, 404) is passed through.
+- **subresources** the policy allows (``--allowed-proxy-subresources``, the original's syntax
+  ``[resource/]subresource,...``): pods' ``log``, ``exec``, ``attach``, ``portforward`` by
+  default, and on request pods', nodes' and services' ``proxy``. ``exec``, ``attach`` and
+  ``portforward`` are WebSocket sessions (what kubectl 1.30+ sends first); SPDY, kubectl's
+  fallback, is refused with a Status that says so;
+- **forwarded** requests: the ``forward`` parameter, the ``search.clusterpedia.io/forward``
+  label or the ``X-Clusterpedia-Forward: true`` header send a read to the member as it is;
+- **unsynced** types (``--allow-forward-unsync-resource-request``): a read of a type this
+  cluster does not sync goes to the member; so does the cluster's discovery, so kubectl finds
+  those types (our own discovery answers, with a warning, while the member is unreachable);
+- **the proxy path** (``--enable-proxy-path-for-forward-request``): ``.../clusters/<c>/proxy/
+  <any member path>``, every method.
+
+Every one was authorized by us first, as kube-apiserver would authorize its path (the
+authorization layer runs before this one), and then by the member. Search parameters mean
+nothing to a member, so a request sent on with one is refused, never answered as if it had
+none. This layer runs before the read-only guard: the subresources and the proxy path may
+write (an exec, a POST through ``proxy``); everything else here is a read.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlencode
 
-import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 
-from clusterpedia.apiserver.authn import USER, User
+from clusterpedia.apiserver.authn import USER
 from clusterpedia.apiserver.chain import Handler
-from clusterpedia.apiserver.requestinfo import split_path
+from clusterpedia.apiserver.discovery import Catalogue
+from clusterpedia.apiserver.members import Identity, MemberDirectory, forwarded_headers
+from clusterpedia.apiserver.relay import MemberUnreachable, relay_http, relay_websocket
+from clusterpedia.apiserver.requestinfo import all_values, parse_request, search_values, split_path
+from clusterpedia.apiserver.scope import visible_types
 from clusterpedia.apiserver.status import StatusError
-from clusterpedia.kube.access import InvalidClusterConfig, MemberAccess, access_from_spec
-from clusterpedia.kube.client import KubeClient, KubeError
-from clusterpedia.kube.pediaclusters import authentication_secrets, host_path
+from clusterpedia.search.params import forward_requested, forwarded_query
+from clusterpedia.storage import Catalog
 
 logger = logging.getLogger(__name__)
-PREFIX = ["apis", "clusterpedia.io", "v1beta1", "resources", "clusters"]
-SUBRESOURCES = frozenset({"log", "exec", "attach", "portforward"})
+PREFIX = ["apis", "clusterpedia.io", "v1beta1", "resources"]
+# What may reach a member at all, as the original: (resource, subresource) of core/v1.
+SUPPORTED = frozenset(
+    {
+        ("pods", "proxy"),
+        ("pods", "log"),
+        ("pods", "exec"),
+        ("pods", "attach"),
+        ("pods", "portforward"),
+        ("nodes", "proxy"),
+        ("services", "proxy"),
+    }
+)
+DEFAULT_SUBRESOURCES = "pods/log,pods/exec,pods/attach,pods/portforward"
 SESSIONS = frozenset({"exec", "attach", "portforward"})  # WebSocket upgrades
-PEDIACLUSTERS = ("apis", "cluster.clusterpedia.io", "v1alpha2", "pediaclusters")
-ACCESS_SECONDS = 30.0  # a PediaCluster's access is re-read this often (rotated credentials)
+READS = frozenset({"GET", "HEAD"})
+
+
+def parse_allowed_subresources(text: str) -> frozenset[tuple[str, str]]:
+    """``[resource/]subresource,...`` (a bare subresource: every resource that has it);
+    raises ValueError naming the item it cannot use."""
+    allowed: set[tuple[str, str]] = set()
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        resource, _, subresource = item.rpartition("/")
+        matched = {
+            pair
+            for pair in SUPPORTED
+            if pair[1] == subresource and resource in ("", pair[0]) and "/" not in resource
+        }
+        if not matched:
+            supported = ",".join(sorted(f"{r}/{s}" for r, s in SUPPORTED))
+            raise ValueError(
+                f"--allowed-proxy-subresources: {item!r} is not a supported subresource "
+                f"(supported: {supported})"
+            )
+        allowed |= matched
+    return frozenset(allowed)
+
+
+@dataclass(frozen=True)
+class ReachPolicy:
+    """What may reach members; the flags of the same names."""
+
+    subresources: frozenset[tuple[str, str]] = field(
+        default_factory=lambda: parse_allowed_subresources(DEFAULT_SUBRESOURCES)
+    )
+    forward_unsynced: bool = False  # --allow-forward-unsync-resource-request
+    proxy_path: bool = False  # --enable-proxy-path-for-forward-request
 
 
 @dataclass(frozen=True, slots=True)
-class Target:
+class MemberRequest:
     cluster: str
-    path: str  # the member's own path: /api/v1/namespaces/<ns>/pods/<pod>/<subresource>
-    subresource: str
+    path: str  # the member's own path, segments quoted
+    kind: str  # what it is, for logs and metrics: log, exec, ..., forward, unsynced, proxy-path
+    query: str  # encoded
+    websocket: bool = False
+    discovery: bool = False  # ours answers if the member cannot be reached
 
 
-def reach_target(path: str) -> Target | None:
-    """The member request a path of ours stands for, if it is one we reach through."""
+def subresource_of(inner: list[str]) -> tuple[str, str] | None:
+    """(resource, subresource) when ``inner``, a member path, names one of an object of
+    core/v1 (``proxy`` takes a path after it)."""
+    if inner[:2] != ["api", "v1"]:
+        return None
+    rest = inner[2:]
+    if len(rest) >= 5 and rest[0] == "namespaces" and rest[2] in ("pods", "services"):
+        found, extra = (rest[2], rest[4]), rest[5:]
+    elif len(rest) >= 3 and rest[0] == "nodes":
+        found, extra = ("nodes", rest[2]), rest[3:]
+    else:
+        return None
+    if found not in SUPPORTED or (extra and found[1] != "proxy"):
+        return None
+    return found
+
+
+def _inner(path: str) -> tuple[str, list[str]] | None:
+    """(cluster, the member path's segments) of a path under ``.../resources/clusters/``."""
     parts = split_path(path)
-    if parts[:5] != PREFIX or len(parts) != 13:
+    if parts[:4] != PREFIX or parts[4:5] != ["clusters"] or len(parts) < 7:
         return None
-    cluster, inner = parts[5], parts[6:]
-    if inner[:2] != ["api", "v1"] or inner[2] != "namespaces" or inner[4] != "pods":
-        return None
-    if inner[6] not in SUBRESOURCES:
-        return None
-    return Target(cluster, "/" + "/".join(quote(part, safe="") for part in inner), inner[6])
+    return parts[5], parts[6:]
 
 
 def long_running(request: web.Request) -> bool:
     """A session or a followed log: no request deadline applies (the client ends it)."""
-    target = reach_target(request.path)
-    if target is None:
+    found = _inner(request.path)
+    if found is None:
         return False
-    return target.subresource in SESSIONS or request.query.get("follow") in ("true", "1")
+    inner = found[1][1:] if found[1][0] == "proxy" else found[1]
+    subresource = subresource_of(inner)
+    if subresource is None:
+        return False
+    return subresource[1] in SESSIONS or (
+        subresource[1] == "log" and request.query.get("follow") in ("true", "1")
+    )
 
 
-def impersonation(user: User) -> CIMultiDict[str]:
-    """The headers that make the member act as ``user`` (one header per group and value)."""
-    headers: CIMultiDict[str] = CIMultiDict({"Impersonate-User": user.name})
-    if user.uid:
-        headers["Impersonate-Uid"] = user.uid
-    for group in user.groups:
-        headers.add("Impersonate-Group", group)
-    for key, values in user.extra.items():
-        for value in values:
-            headers.add(f"Impersonate-Extra-{quote(key, safe='')}", value)
-    return headers
-
-
-class MemberDirectory:
-    """Each member's access, built from its PediaCluster as the operator builds it, kept
-    ``ACCESS_SECONDS``; one HTTP session per member."""
-
-    def __init__(self, host: KubeClient, namespace: str):
-        self.host = host
-        self.namespace = namespace
-        self._known: dict[str, tuple[float, MemberAccess, aiohttp.ClientSession]] = {}
-
-    async def session(self, cluster: str) -> tuple[MemberAccess, aiohttp.ClientSession]:
-        known = self._known.get(cluster)
-        if known is not None and time.monotonic() - known[0] < ACCESS_SECONDS:
-            return known[1], known[2]
-        try:
-            found = await self.host.get(host_path(*PEDIACLUSTERS, cluster))
-        except KubeError as error:
-            if error.status == 404:
-                raise StatusError(404, f'cluster "{cluster}" is not a PediaCluster') from None
-            raise StatusError(503, f"cannot read PediaCluster {cluster}: {error}") from None
-        spec = found.get("spec") or {}
-        try:
-            secrets = await authentication_secrets(self.host, self.namespace, spec)
-            access = access_from_spec(spec, secrets=secrets)
-        except InvalidClusterConfig as error:
-            raise StatusError(503, f"PediaCluster {cluster} cannot be reached: {error}") from None
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=access.ssl_context, limit=0),
-            timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10),
-        )
-        if known is not None:
-            await known[2].close()
-        self._known[cluster] = (time.monotonic(), access, session)
-        return access, session
-
-    async def close(self) -> None:
-        for _, _, session in self._known.values():
-            await session.close()
-        self._known.clear()
+def _member_path(inner: list[str], trailing_slash: bool) -> str:
+    path = "/" + "/".join(quote(part, safe="") for part in inner)
+    return path + "/" if trailing_slash and inner else path
 
 
 class ReachServer:
-    """The chain layer: serves reach-through paths, delegates the rest."""
+    """The chain layer: serves what reaches members, delegates the rest."""
 
-    def __init__(self, directory: MemberDirectory):
+    def __init__(
+        self,
+        directory: MemberDirectory,
+        *,
+        catalog: Catalog,
+        policy: ReachPolicy | None = None,
+        identity: Identity | None = None,
+    ):
         self.directory = directory
+        self.catalog = catalog
+        self.policy = policy or ReachPolicy()
+        self.identity = identity or Identity()
 
     async def __call__(self, request: web.Request, delegate: Handler) -> web.StreamResponse:
-        target = reach_target(request.path)
+        parts = split_path(request.path)
+        if parts[:4] != PREFIX:
+            return await delegate(request)
+        forward = forward_requested(search_values(request))
+        found = _inner(request.path)
+        if found is None:
+            if forward:
+                raise StatusError(
+                    400,
+                    "forwarding a request to a member needs the member: "
+                    ".../resources/clusters/<cluster>/...",
+                )
+            return await delegate(request)
+        target = await self._target(request, *found, forward=forward)
         if target is None:
             return await delegate(request)
+        try:
+            return await self._reach(request, target)
+        except MemberUnreachable as error:
+            if not target.discovery:
+                raise
+            response = await delegate(request)
+            warning = f"{target.cluster} cannot be reached, only its synced types are listed"
+            if not response.prepared:
+                response.headers["Warning"] = f'299 - "{warning}: {error.message[:200]}"'
+            return response
+
+    async def _target(
+        self, request: web.Request, cluster: str, inner: list[str], *, forward: bool
+    ) -> MemberRequest | None:
+        trailing = request.path.endswith("/")
+        raw_query = request.rel_url.raw_query_string
+        if inner[0] == "proxy":
+            if not self.policy.proxy_path:
+                raise StatusError(
+                    404,
+                    "the proxy path to members is not enabled on this server "
+                    "(--enable-proxy-path-for-forward-request)",
+                )
+            return MemberRequest(
+                cluster,
+                _member_path(inner[1:], trailing),
+                "proxy-path",
+                raw_query,
+                websocket=_upgrade(request) == "websocket",
+            )
+        subresource = subresource_of(inner)
+        if subresource is not None:
+            return self._subresource(request, cluster, inner, subresource, trailing)
+        if not (forward or self.policy.forward_unsynced) or inner[0] not in ("api", "apis"):
+            return None
+        info = parse_request("/" + "/".join(inner), request.method, dict(request.query))
+        unsynced = False
+        if info.is_resource_request:
+            types = await visible_types(request, self.catalog, cluster=cluster)
+            found = Catalogue(types).find(info.api_group, info.api_version, info.resource)
+            unsynced = found is None or bool(info.subresource)
+        if forward and unsynced and not self.policy.forward_unsynced:
+            raise StatusError(
+                403,
+                f"{info.resource} is not synced from {cluster}, and forwarding a type that is "
+                "not synced is not enabled on this server "
+                "(--allow-forward-unsync-resource-request)",
+            )
+        if not (forward or unsynced or not info.is_resource_request):
+            return None
+        if request.method not in READS:
+            raise StatusError(
+                405, f"a request forwarded to a member is a read; got {request.method}"
+            )
+        query = urlencode(forwarded_query(all_values(request)))
+        kind = "forward" if forward else "unsynced"
+        return MemberRequest(
+            cluster,
+            _member_path(inner, trailing),
+            kind,
+            query,
+            discovery=not forward and not info.is_resource_request,
+        )
+
+    def _subresource(
+        self,
+        request: web.Request,
+        cluster: str,
+        inner: list[str],
+        subresource: tuple[str, str],
+        trailing: bool,
+    ) -> MemberRequest:
+        resource, name = subresource
+        if subresource not in self.policy.subresources:
+            allowed = ",".join(sorted(f"{r}/{s}" for r, s in self.policy.subresources))
+            raise StatusError(
+                403,
+                f"{resource}/{name} does not reach members from this server "
+                f"(--allowed-proxy-subresources={allowed or '<none>'})",
+            )
+        kind = name if resource == "pods" else f"{resource}/{name}"
+        upgrade = _upgrade(request)
+        if name in SESSIONS and upgrade != "websocket":
+            raise StatusError(
+                400,
+                f"{name} through Clusterpedia needs a WebSocket upgrade "
+                f"(kubectl 1.30 and later send one first); got {upgrade or 'none'}",
+            )
+        if name == "log" and request.method not in READS:
+            raise StatusError(405, f"pods/log is read with GET; got {request.method}")
+        return MemberRequest(
+            cluster,
+            _member_path(inner, trailing),
+            kind,
+            request.rel_url.raw_query_string,
+            websocket=upgrade == "websocket",
+        )
+
+    async def _reach(self, request: web.Request, target: MemberRequest) -> web.StreamResponse:
         user = request.get(USER)
         if user is None:
             raise StatusError(401, "Unauthorized")
-        access, session = await self.directory.session(target.cluster)
-        headers = impersonation(user)
-        headers.update(access.headers)
-        url = access.server.rstrip("/") + target.path
-        upgrade = request.headers.get("Upgrade", "").lower()
-        if target.subresource in SESSIONS:
-            if upgrade != "websocket":
-                raise StatusError(
-                    400,
-                    f"{target.subresource} through Clusterpedia needs a WebSocket upgrade "
-                    f"(kubectl 1.30 and later send one first); got {upgrade or 'none'}",
+        headers = forwarded_headers(request)
+        async with self.directory.use(target.cluster) as member:
+            headers.extend(self.identity.headers(user, member.access))
+            url = member.access.server.rstrip("/") + target.path
+            if target.query:
+                url += "?" + target.query
+            if target.websocket:
+                logger.info(
+                    "%s session to %s%s for %s", target.kind, target.cluster, target.path, user.name
                 )
-            return await self._session(request, session, url, headers, target)
-        return await self._log(request, session, url, headers)
-
-    async def _log(
-        self,
-        request: web.Request,
-        session: aiohttp.ClientSession,
-        url: str,
-        headers: CIMultiDict[str],
-    ) -> web.StreamResponse:
-        try:
-            upstream = await session.get(url, params=request.query, headers=headers)
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise StatusError(503, f"the member cannot be reached: {error}") from None
-        async with upstream:
-            response = web.StreamResponse(
-                status=upstream.status,
-                headers={"Content-Type": upstream.headers.get("Content-Type", "text/plain")},
-            )
-            await response.prepare(request)
-            try:
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-            except (aiohttp.ClientError, TimeoutError) as error:
-                logger.info("log from the member ended: %r", error)  # the stream just ends
-            await response.write_eof()
-            return response
-
-    async def _session(
-        self,
-        request: web.Request,
-        session: aiohttp.ClientSession,
-        url: str,
-        headers: CIMultiDict[str],
-        target: Target,
-    ) -> web.StreamResponse:
-        offered = [
-            protocol.strip()
-            for protocol in request.headers.get("Sec-WebSocket-Protocol", "").split(",")
-            if protocol.strip()
-        ]
-        try:
-            member = await session.ws_connect(
-                url + ("?" + request.query_string if request.query_string else ""),
-                protocols=offered,
-                headers=headers,
-                max_msg_size=0,
-                autoping=True,
-                heartbeat=None,
-            )
-        except aiohttp.WSServerHandshakeError as error:
-            raise StatusError(
-                error.status if error.status >= 400 else 502,
-                f"the member refused the {target.subresource} session: {error.message}",
-            ) from None
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise StatusError(503, f"the member cannot be reached: {error}") from None
-        client = web.WebSocketResponse(
-            protocols=[member.protocol] if member.protocol else (), max_msg_size=0
-        )
-        try:
-            await client.prepare(request)
-            logger.info(
-                "%s session to %s%s for %s",
-                target.subresource,
-                target.cluster,
-                target.path,
-                request[USER].name,
-            )
-            await _relay(client, member)
-        finally:
-            await member.close()
-            await client.close()
-        return client
+                return await relay_websocket(request, member.http, url, headers, kind=target.kind)
+            if request.method not in READS:
+                logger.info(
+                    "%s %s%s for %s", request.method, target.cluster, target.path, user.name
+                )
+            return await relay_http(request, member.http, url, headers, kind=target.kind)
 
 
-async def _relay(client: web.WebSocketResponse, member: aiohttp.ClientWebSocketResponse) -> None:
-    """Messages both ways until either side closes; then the other is closed too."""
-
-    async def pump(source: Any, sink: Any) -> None:
-        async for message in source:
-            if message.type == aiohttp.WSMsgType.BINARY:
-                await sink.send_bytes(message.data)
-            elif message.type == aiohttp.WSMsgType.TEXT:
-                await sink.send_str(message.data)
-            else:
-                break
-
-    tasks = [
-        asyncio.create_task(pump(client, member), name="reach: client -> member"),
-        asyncio.create_task(pump(member, client), name="reach: member -> client"),
-    ]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+def _upgrade(request: web.Request) -> str:
+    return request.headers.get("Upgrade", "").lower()

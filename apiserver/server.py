@@ -18,8 +18,9 @@ from clusterpedia.apiserver.app import build_app, build_layers
 from clusterpedia.apiserver.authn import Authenticator, load_config
 from clusterpedia.apiserver.authz import Authorizer
 from clusterpedia.apiserver.deadline import RequestDeadline
+from clusterpedia.apiserver.members import Identity, MemberDirectory
 from clusterpedia.apiserver.protocol import StatusAppRunner
-from clusterpedia.apiserver.reach import MemberDirectory, ReachServer
+from clusterpedia.apiserver.reach import ReachPolicy, ReachServer
 from clusterpedia.apiserver.replica import LagMonitor
 from clusterpedia.apiserver.tls import ServingCertificate, ServingTLS, self_signed
 from clusterpedia.apiserver.watch import WatchServer, WatchSettings
@@ -60,6 +61,8 @@ class ServerConfig:
         ]
     )
     check_clusters: bool = False
+    reach: ReachPolicy = field(default_factory=ReachPolicy)  # what may reach members
+    reach_as_pediacluster: bool = False  # act there as the PediaCluster, not as the user
     allow_where_sql: bool = False
     auth_reload_seconds: float = 30.0
     watch: WatchSettings = field(default_factory=WatchSettings)
@@ -145,6 +148,8 @@ class APIServer:
             prune_periodically(self.storage.changes, self.config.retention),
             name="change log pruner",
         )
+        identity = Identity(as_pediacluster=self.config.reach_as_pediacluster)
+        identity.warn()
         layers = build_layers(
             reader=self.reads.objects,
             catalog=self.reads.catalog,
@@ -158,7 +163,12 @@ class APIServer:
                 max_watches=self.config.max_watches,
             ),
             deadline=RequestDeadline(self.config.request_timeout),
-            reach=ReachServer(self.members),
+            reach=ReachServer(
+                self.members,
+                catalog=self.reads.catalog,
+                policy=self.config.reach,
+                identity=identity,
+            ),
         )
         # A client that goes away cancels its handler: a watch with no events to write would
         # otherwise keep its subscription until its timeout (up to an hour).

@@ -159,6 +159,11 @@ def run(args: argparse.Namespace) -> int:
     if settings.operator.sharding_lease_duration < 3:
         print("clusterpedia: --sharding-lease-duration must be at least 3 seconds", file=sys.stderr)
         return 2
+    try:
+        compose.reach_policy(settings.reach)
+    except ValueError as error:
+        print(f"clusterpedia: {error}", file=sys.stderr)
+        return 2
     for note in gates.notes:
         logging.getLogger("clusterpedia").info("feature gate %s", note)
     storage = settings.storage

@@ -14,16 +14,26 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from clusterpedia import memory, process
+from clusterpedia.apiserver.reach import ReachPolicy, parse_allowed_subresources
 from clusterpedia.apiserver.server import APIServer, ServerConfig
 from clusterpedia.apiserver.watch import WatchSettings
 from clusterpedia.features import parse_feature_gates
 from clusterpedia.kube.client import KubeError
-from clusterpedia.settings import RunSettings
+from clusterpedia.settings import ReachOptions, RunSettings
 from clusterpedia.storage import StorageTarget
 from clusterpedia.watch.retention import Retention
 
 if TYPE_CHECKING:
     from clusterpedia.operator.handlers import OperatorConfig
+
+
+def reach_policy(options: ReachOptions) -> ReachPolicy:
+    """What may reach members; raises ValueError on a malformed --allowed-proxy-subresources."""
+    return ReachPolicy(
+        subresources=parse_allowed_subresources(options.allowed_proxy_subresources),
+        forward_unsynced=options.allow_forward_unsync_resource_request,
+        proxy_path=options.enable_proxy_path_for_forward_request,
+    )
 
 
 def server_config(settings: RunSettings, storage: StorageTarget) -> ServerConfig:
@@ -42,6 +52,8 @@ def server_config(settings: RunSettings, storage: StorageTarget) -> ServerConfig
         key_file=serving.tls_private_key_file,
         cert_dir=serving.cert_dir,
         check_clusters=serving.authorize_clusters,
+        reach=reach_policy(settings.reach),
+        reach_as_pediacluster=settings.reach.allow_pediacluster_config_for_proxy_request,
         allow_where_sql=serving.allow_where_sql or gates.allow_where_sql,
         watch=WatchSettings(
             capacity=watch.watch_queue_size, bookmark_interval=watch.watch_bookmark_interval

@@ -78,7 +78,14 @@ GATES: dict[str, _Gate] = {
     ),
     # apiserver
     "AllowProxyRequestToClusters": _Gate(
-        {False: ""}, refused="requests are not proxied to members (not built yet)"
+        {
+            True: "requests reach members as --allowed-proxy-subresources, "
+            "--allow-forward-unsync-resource-request and --enable-proxy-path-for-forward-request "
+            "say, acting there as the requesting user",
+            False: "requests reach members whatever this gate says, as "
+            "--allowed-proxy-subresources (default pods/log,exec,attach,portforward) and the "
+            "forward flags say; --allowed-proxy-subresources= turns subresources off",
+        },
     ),
     "NotConvertToMemoryVersion": _Gate(
         {

@@ -137,6 +137,38 @@ class ServingOptions:
 
 
 @dataclass(frozen=True)
+class ReachOptions:
+    """What may reach through to members (the original's flags, same names)."""
+
+    allowed_proxy_subresources: str = option(
+        "--allowed-proxy-subresources",
+        "pods/log,pods/exec,pods/attach,pods/portforward",
+        "subresources that reach the member, '[resource/]subresource,...' of pods/{log,exec,"
+        "attach,portforward,proxy}, nodes/proxy, services/proxy; empty: none",
+    )
+    allow_forward_unsync_resource_request: bool = option(
+        "--allow-forward-unsync-resource-request",
+        False,
+        "a read of a type a cluster does not sync is answered by the member (and the "
+        "cluster's discovery is the member's)",
+        switch=True,
+    )
+    enable_proxy_path_for_forward_request: bool = option(
+        "--enable-proxy-path-for-forward-request",
+        False,
+        "serve .../resources/clusters/<c>/proxy/<any member path>, every method",
+        switch=True,
+    )
+    allow_pediacluster_config_for_proxy_request: bool = option(
+        "--allow-pediacluster-config-for-proxy-request",
+        False,
+        "requests reaching members act there with the PediaCluster's credentials instead of "
+        "as the requesting user (unsafe: see the README)",
+        switch=True,
+    )
+
+
+@dataclass(frozen=True)
 class WatchOptions:
     change_log_max_age: float = option(
         "--change-log-max-age",
@@ -289,6 +321,7 @@ class RunSettings:
     storage: StorageOptions = field(default_factory=StorageOptions)
     host: HostOptions = field(default_factory=HostOptions)
     serving: ServingOptions = field(default_factory=ServingOptions)
+    reach: ReachOptions = field(default_factory=ReachOptions)
     watch: WatchOptions = field(default_factory=WatchOptions)
     sync: SyncOptions = field(default_factory=SyncOptions)
     operator: OperatorOptions = field(default_factory=OperatorOptions)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -172,13 +172,75 @@ def _where_sql(params: Mapping[str, Sequence[str]]) -> WhereSQL | None:
     return WhereSQL(statement=statement, condition=parse_where_sql(statement, values))
 
 
-def _refuse_unserved(value: Callable[[str], str | None]) -> None:
-    """The original's parameters we do not serve yet: refused, never ignored."""
-    if value("forward") is not None:
-        raise InvalidQuery(
-            "forwarding a request to the member (search.clusterpedia.io/forward, "
-            "X-Clusterpedia-Forward) is not served: lists are answered from storage only"
+# URL parameters only the storage answers (a member would ignore them, and answer as if asked
+# for everything): a request sent on to a member with one is refused.
+SEARCH_PARAMETERS = (frozenset(_LABEL_TO_PARAM.values()) - {"limit", "forward"}) | {
+    "whereSQL",
+    "whereSQLStatement",
+    "whereSQLParam",
+    "whereSQLJSONParams",
+    "onlyMetadata",
+}
+FORWARD_LABEL = SEARCH_PREFIX + "forward"
+
+
+def forward_requested(params: Mapping[str, Sequence[str]]) -> bool:
+    """The request asks to be answered by the member: ``forward=true`` (the
+    ``X-Clusterpedia-Forward: true`` header stands for it) or the original's
+    ``search.clusterpedia.io/forward`` label, with any value."""
+    forward = _first(params, "forward")
+    if forward is not None and parse_bool(forward, what="forward"):
+        return True
+    selector = _first(params, "labelSelector") or ""
+    return FORWARD_LABEL in selector and any(
+        requirement.key == FORWARD_LABEL for requirement in parse_label_selector(selector)
+    )
+
+
+def forwarded_query(params: Mapping[str, Sequence[str]]) -> list[tuple[str, str]]:
+    """The query a request sent on to a member carries: the forward markers taken out;
+    a search parameter or label refused (the member would read a search label as a label
+    no object has, and a search parameter not at all)."""
+    kept: list[tuple[str, str]] = []
+    for name, values in params.items():
+        if name == "forward":
+            continue
+        if name in SEARCH_PARAMETERS:
+            raise InvalidQuery(
+                f"{name} is a search parameter, answered from storage only; this request is "
+                "answered by the member, which does not know it"
+            )
+        if name == "labelSelector":
+            values = [_member_selector(value) for value in values]
+            values = [value for value in values if value]
+        kept += [(name, value) for value in values]
+    return kept
+
+
+def _member_selector(selector: str) -> str:
+    """``selector`` without the forward label, written back as Kubernetes writes one."""
+    written = []
+    for requirement in parse_label_selector(selector):
+        key = requirement.key
+        if key == FORWARD_LABEL:
+            continue
+        if key.startswith(SEARCH_PREFIX) or key == FUZZY_NAME:
+            raise InvalidQuery(
+                f"{key} is a search label, answered from storage only; this request is "
+                "answered by the member, which would read it as a label no object has"
+            )
+        values = ",".join(requirement.values)
+        written.append(
+            {
+                "exists": key,
+                "!exists": f"!{key}",
+                "in": f"{key}={values}" if len(requirement.values) == 1 else f"{key} in ({values})",
+                "notin": f"{key} notin ({values})",
+                "gt": f"{key}>{values}",
+                "lt": f"{key}<{values}",
+            }[requirement.operator]
         )
+    return ",".join(written)
 
 
 def query_from_request(
@@ -198,6 +260,8 @@ def query_from_request(
             suffix = requirement.key.removeprefix(SEARCH_PREFIX)
             if suffix not in _LABEL_TO_PARAM:
                 raise InvalidQuery(f"unknown search label {requirement.key!r}")
+            if suffix == "forward":
+                continue  # any form: forward_requested (below) reads it
             if requirement.operator != "in":
                 raise InvalidQuery(
                     f"search label {requirement.key} only supports '=', '==' and 'in'"
@@ -255,7 +319,12 @@ def query_from_request(
             ]
         )
 
-    _refuse_unserved(value)
+    if forward_requested(params):
+        # The reach-through layer sends these to the member; one that got here has no member.
+        raise InvalidQuery(
+            "forwarding to a member (search.clusterpedia.io/forward, X-Clusterpedia-Forward) "
+            "needs the member: .../resources/clusters/<cluster>/..."
+        )
     limit = value("limit")
     offset = value("offset")
     inject = value("injectEvents")

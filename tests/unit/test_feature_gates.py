@@ -19,6 +19,12 @@ def test_the_originals_manifest_value_is_accepted_and_said() -> None:
     ]
 
 
+def test_the_proxy_gate_is_accepted_both_ways_and_says_which_flags_decide() -> None:
+    for value in ("true", "false"):
+        (note,) = parse_feature_gates(f"AllowProxyRequestToClusters={value}").notes
+        assert "--allowed-proxy-subresources" in note
+
+
 def test_gates_that_are_our_switches_set_them() -> None:
     gates = parse_feature_gates(" AllowParameterizedSQLQuery=true, IgnoreSyncLease=TRUE ")
     assert gates == FeatureGates(allow_where_sql=True, ignore_sync_lease=True)
@@ -30,7 +36,6 @@ def test_gates_that_are_our_switches_set_them() -> None:
     ("text", "message"),
     [
         ("AllowRawSQLQuery=true", "never pasted into a query"),
-        ("AllowProxyRequestToClusters=true", "not proxied"),
         ("PruneManagedFields=false", "never stored here"),
         ("RemainingItemCount=true", "withRemainingCount=true"),
         ("AllowSyncAllResource=true", "unknown feature gate 'AllowSyncAllResource'"),

@@ -6,7 +6,12 @@ from datetime import datetime
 
 import pytest
 
-from clusterpedia.search.params import parse_order_by, query_from_request
+from clusterpedia.search.params import (
+    forward_requested,
+    forwarded_query,
+    parse_order_by,
+    query_from_request,
+)
 from clusterpedia.search.selectors import (
     parse_field_path,
     parse_field_selector,
@@ -233,17 +238,60 @@ def test_bad_parameters_raise_one_error_type(params: dict[str, list[str]], messa
 
 
 @pytest.mark.parametrize(
-    ("params", "message"),
+    "params",
     [
-        ({"labelSelector": ["search.clusterpedia.io/forward=x"]}, "forwarding a request"),
-        ({"forward": ["true"]}, "not served: lists are answered from storage"),
+        {"labelSelector": ["search.clusterpedia.io/forward=x"]},
+        {"labelSelector": ["app=web,search.clusterpedia.io/forward"]},
+        {"forward": ["true"]},
     ],
 )
-def test_the_originals_parameters_we_do_not_serve_are_refused(
-    params: dict[str, list[str]], message: str
-) -> None:
-    with pytest.raises(InvalidQuery, match=message):
+def test_a_forward_that_reached_the_storage_is_refused(params: dict[str, list[str]]) -> None:
+    """The reach-through layer sends forwards to the member; one that got to the storage
+    named no member."""
+    with pytest.raises(InvalidQuery, match="needs the member"):
         query_from_request(params)
+
+
+def test_forward_requested_by_parameter_label_or_header() -> None:
+    assert forward_requested({"forward": ["true"]})
+    assert not forward_requested({"forward": ["false"]})
+    assert forward_requested({"labelSelector": ["search.clusterpedia.io/forward"]})
+    assert forward_requested({"labelSelector": ["a=b,search.clusterpedia.io/forward=false"]})
+    assert not forward_requested({"labelSelector": ["a=b"]})
+    with pytest.raises(InvalidQuery, match="invalid forward"):
+        forward_requested({"forward": ["please"]})
+
+
+def test_what_a_forwarded_request_sends_the_member() -> None:
+    sent = forwarded_query(
+        {
+            "labelSelector": ["app in (web,db),search.clusterpedia.io/forward,!tier,x!=y,n>3"],
+            "forward": ["true"],
+            "limit": ["500"],
+            "fieldSelector": ["status.phase=Running"],
+        }
+    )
+    assert sent == [
+        ("labelSelector", "app in (web,db),!tier,x notin (y),n>3"),
+        ("limit", "500"),
+        ("fieldSelector", "status.phase=Running"),
+    ]
+    assert forwarded_query({"labelSelector": ["search.clusterpedia.io/forward=1"]}) == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"orderby": ["name"]},
+        {"clusters": ["a"]},
+        {"whereSQLStatement": ["name = ?"]},
+        {"labelSelector": ["search.clusterpedia.io/orderby=name"]},
+        {"labelSelector": ["internalstorage.clusterpedia.io/fuzzy-name=web"]},
+    ],
+)
+def test_search_parameters_are_not_sent_to_a_member(params: dict[str, list[str]]) -> None:
+    with pytest.raises(InvalidQuery, match="answered from storage only"):
+        forwarded_query(params)
 
 
 def test_inject_events_by_parameter_or_label() -> None:
@@ -265,5 +313,4 @@ def test_the_forward_header_is_the_forward_parameter() -> None:
         headers={"X-Clusterpedia-Forward": "true"},
     )  # fmt: skip
     assert search_values(request) == {"limit": ["5"], "forward": ["true"]}
-    with pytest.raises(InvalidQuery, match="X-Clusterpedia-Forward"):
-        query_from_request(search_values(request))
+    assert forward_requested(search_values(request))

@@ -12,12 +12,14 @@ once the answer has started, a failure just ends it (the client sees the stream 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import Counter, Gauge
@@ -88,8 +90,10 @@ async def relay_http(
         data = _body(request) if request.can_read_body else None
         try:
             upstream = await http.request(
-                request.method, url, headers=headers, data=data,
-                allow_redirects=False,
+                request.method, url, headers=headers, data=data, allow_redirects=False,
+                # None sent means none: kube-apiserver reads a body without one as JSON, where
+                # aiohttp's application/octet-stream would be refused (kubectl create --raw).
+                skip_auto_headers=("Content-Type",),
             )  # fmt: skip
         except (aiohttp.ClientError, TimeoutError) as error:
             raise MemberUnreachable(error) from None
@@ -148,26 +152,60 @@ async def relay_websocket(
 
 
 async def _join(client: web.WebSocketResponse, member: aiohttp.ClientWebSocketResponse) -> None:
-    """Messages both ways until either side closes; then the other is closed too."""
+    """Messages both ways until either side closes; then the other is closed too. A member
+    whose connection breaks before it sent the session's end (kube-apiserver ends an exec
+    with its Status on channel 3, and may close without a close frame) ends the client's
+    session with a failure on that channel, so kubectl exits non-zero instead of as if the
+    command had succeeded."""
+
+    ended: list[bool] = []  # the member sent the session's end, a Status on channel 3
 
     async def pump(source: Any, sink: Any) -> None:
         async for message in source:
             if message.type == aiohttp.WSMsgType.BINARY:
+                if source is member and message.data[:1] == b"\x03":
+                    ended.append(True)
                 await sink.send_bytes(message.data)
             elif message.type == aiohttp.WSMsgType.TEXT:
+                if source is member and message.data[:1] == "3":
+                    ended.append(True)
                 await sink.send_str(message.data)
             else:
                 break
 
+    upstream = asyncio.create_task(pump(member, client), name="reach: member -> client")
     tasks = [
         asyncio.create_task(pump(client, member), name="reach: client -> member"),
-        asyncio.create_task(pump(member, client), name="reach: member -> client"),
+        upstream,
     ]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        lost = member.close_code != aiohttp.WSCloseCode.OK and not ended
+        if upstream.done() and lost and not client.closed:
+            await _report_lost(client, member)
     finally:
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+async def _report_lost(
+    client: web.WebSocketResponse, member: aiohttp.ClientWebSocketResponse
+) -> None:
+    """The member's side broke: say so on the stream protocol's error channel (3), then close
+    as an unexpected condition."""
+    reason = f"the connection to the member was lost ({member.exception() or member.close_code})"
+    logger.info("reach session ended: %s", reason)
+    status = orjson.dumps(
+        {"metadata": {}, "status": "Failure", "message": reason, "reason": "InternalError",
+         "code": 500}
+    )  # fmt: skip
+    with contextlib.suppress(Exception):
+        protocol = client.ws_protocol or ""
+        if protocol.startswith("base64."):
+            await client.send_str("3" + base64.b64encode(status).decode())
+        elif protocol.endswith("channel.k8s.io"):
+            await client.send_bytes(b"\x03" + status)
+        await client.close(code=aiohttp.WSCloseCode.INTERNAL_ERROR, message=b"member lost")

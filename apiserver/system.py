@@ -16,13 +16,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
 from clusterpedia import __version__
 from clusterpedia.apiserver.chain import Handler
 
 logger = logging.getLogger(__name__)
 HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+TASKS = Gauge(
+    "clusterpedia_event_loop_tasks",
+    "Tasks on the event loop when /metrics was read (one that only grows is a leak).",
+)
 
 
 def version_info() -> dict[str, Any]:
@@ -71,6 +75,7 @@ class SystemServer:
         if path == "/version":
             return web.json_response(version_info())
         if path == "/metrics":
+            TASKS.set(len(asyncio.all_tasks()))
             return web.Response(
                 body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
             )

@@ -1,8 +1,13 @@
 """Reach through to a member, with the real kubectl through the host's aggregation layer: a
 member kube-apiserver whose node and pod kwok simulates (so the member serves their logs and
 exec), synced by ``clusterpedia run``; kubectl with the entries ``clusterpedia kubeconfig``
-writes then runs ``logs``, ``logs -f``, ``exec`` and ``exec -i`` against the member, as the
-requesting user: a user the member does not allow gets the member's 403.
+writes then runs ``logs``, ``logs -f``, ``exec``, ``exec -i``, ``attach`` and ``port-forward``
+against the member, as the requesting user: a user the member does not allow gets the
+member's 403. A ``get`` of a type the cluster does not sync, a list with ``forward``, and any
+member path under ``proxy/`` are answered by the member; a subresource the policy does not
+allow is refused; the PediaCluster-credentials mode acts with the PediaCluster's rights and
+says so in its log. A member that goes down mid-exec ends the session, and nothing is left
+open (``clusterpedia_reach_open``, the event loop's tasks).
 
 The host cuts requests after 10 s (``--request-timeout``): an exec session, a ``logs -f`` and a
 ``kubectl get -w`` through the long-running layout outlive that and still carry what comes
@@ -11,12 +16,16 @@ later; a ``logs -f`` through the original's layout is cut, which is why the layo
 
 from __future__ import annotations
 
+import json
 import re
+import selectors
 import socket
 import socketserver
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,15 +36,18 @@ from clusterpedia.apiserver.testing import register_apiservice
 from clusterpedia.kubeconfig import add_clusterpedia_clusters
 from clusterpedia.testing.aggregation import service_account_token
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.faults import TcpProxy
 from clusterpedia.testing.kwok import KWOK_MEMBER_ARGS, KwokNodes
 from clusterpedia.testing.objects import pediacluster
 from clusterpedia.testing.product import ProductProcess
 from clusterpedia.testing.waiting import eventually
 
 CLUSTER = "kwok-1"
+CUT = "kwok-cut"  # the same member, through a proxy the test can cut
 NAMESPACE = "reach"
 REQUEST_TIMEOUT = 10  # the host's --request-timeout, seconds
 MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+SUBRESOURCES = "pods/log,pods/exec,pods/attach,pods/portforward,nodes/proxy"  # no pods/proxy
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +107,14 @@ def product(
     member, _ = kwok_member
     workdir = tmp_path_factory.mktemp("reach")
     running = ProductProcess(
-        workdir=workdir, kubeconfig=host.kubeconfig, storage_url=f"sqlite:///{workdir / 'db'}"
+        workdir=workdir,
+        kubeconfig=host.kubeconfig,
+        storage_url=f"sqlite:///{workdir / 'db'}",
+        extra_args=(
+            f"--allowed-proxy-subresources={SUBRESOURCES}",
+            "--allow-forward-unsync-resource-request",
+            "--enable-proxy-path-for-forward-request",
+        ),
     ).start()
     try:
         register_apiservice(host, port=running.port, ca_pem=running.ca_pem)
@@ -110,13 +129,18 @@ def product(
 
 
 def kubeconfig_for(
-    host: APIServer, path: Path, *, token: str | None = None, original_paths: bool = False
+    host: APIServer,
+    path: Path,
+    *,
+    token: str | None = None,
+    original_paths: bool = False,
+    cluster: str = CLUSTER,
 ) -> Path:
     """The host's kubeconfig pointed at the member through Clusterpedia, the server URL as
     ``clusterpedia kubeconfig`` writes it."""
     config = host.kubeconfig_dict()
-    add_clusterpedia_clusters(config, [CLUSTER], original_paths=original_paths)
-    server = next(c for c in config["clusters"] if c["name"] == CLUSTER)["cluster"]["server"]
+    add_clusterpedia_clusters(config, [cluster], original_paths=original_paths)
+    server = next(c for c in config["clusters"] if c["name"] == cluster)["cluster"]["server"]
     config["clusters"][0]["cluster"]["server"] = server
     if token is not None:
         config["users"][0]["user"] = {"token": token}
@@ -141,8 +165,11 @@ def through(
     host: APIServer, product: ProductProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     path = kubeconfig_for(host, tmp_path_factory.mktemp("kubeconfig") / "member.kubeconfig")
+    # Until pods are synced, the member answers for them (unsynced types are forwarded):
+    # wait for the stored pod, which carries the cluster annotation.
     eventually(
-        lambda: "web-0" in kubectl(host, path, "get", "pods").stdout,
+        lambda: "shadow.clusterpedia.io/cluster-name"
+        in kubectl(host, path, "get", "pods", "-o", "yaml").stdout,
         timeout=90,
         what="the pod synced and served through the host",
     )
@@ -267,3 +294,231 @@ def test_port_forward_carries_bytes_both_ways(host: APIServer, through: Path) ->
                     assert received == payload
         finally:
             forward.terminate()
+
+
+def test_attach_follows_what_the_container_writes(
+    host: APIServer, through: Path, kwok_member: tuple[APIServer, KwokNodes]
+) -> None:
+    _, nodes = kwok_member
+    with follow(host, through, "attach", "web-0") as attached:
+        try:
+            assert attached.stdout is not None
+            # kwok's attach streams what the container writes from now on; write until the
+            # session is up and a line arrives.
+            line = eventually(
+                lambda: nodes.write_log("attached") or _readline(attached, timeout=2),
+                timeout=30,
+                what="a line through attach",
+            )
+            assert "attached" in line
+        finally:
+            attached.terminate()
+
+
+def _readline(process: subprocess.Popen[str], *, timeout: float) -> str:
+    """A line of ``process``'s output within ``timeout`` seconds, else ''."""
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            return ""
+    return process.stdout.readline()
+
+
+def test_a_type_that_is_not_synced_is_answered_by_the_member(
+    host: APIServer, through: Path, kwok_member: tuple[APIServer, KwokNodes]
+) -> None:
+    """Only pods are synced from kwok-1: ConfigMaps and Nodes come from the member itself,
+    found through the member's discovery (--allow-forward-unsync-resource-request)."""
+    member, _ = kwok_member
+    member.kubectl("create", "configmap", "unsynced", "-n", NAMESPACE, check=False)
+    configmaps = kubectl(host, through, "get", "configmaps", "-o", "name")
+    assert configmaps.returncode == 0, configmaps.stderr
+    assert "configmap/unsynced" in configmaps.stdout.split()
+    nodes = kubectl(host, through, "get", "nodes", "-o", "name")
+    assert nodes.returncode == 0, nodes.stderr
+    assert nodes.stdout.split() == ["node/node-0"]
+    pods = json.loads(kubectl(host, through, "get", "pods", "-o", "json").stdout)
+    assert pods["items"][0]["metadata"]["annotations"]["shadow.clusterpedia.io/cluster-name"]
+
+
+def test_forward_sends_a_list_to_the_member(host: APIServer, through: Path) -> None:
+    """The stored pod carries the cluster annotation Clusterpedia adds; the member's own does
+    not: with the original's forward label, the list is the member's."""
+    forwarded = kubectl(
+        host, through, "get", "pods", "-l", "app=web,search.clusterpedia.io/forward", "-o", "json"
+    )
+    assert forwarded.returncode == 0, forwarded.stderr
+    (pod,) = [p for p in json.loads(forwarded.stdout)["items"] if p["metadata"]["name"] == "web-0"]
+    assert "shadow.clusterpedia.io/cluster-name" not in (pod["metadata"].get("annotations") or {})
+    searched = kubectl(
+        host, through, "get", "pods", "-l",
+        "search.clusterpedia.io/forward,search.clusterpedia.io/orderby=name",
+    )  # fmt: skip
+    assert searched.returncode != 0
+    assert "answered from storage only" in searched.stderr
+
+
+def test_the_proxy_path_reaches_any_member_path(
+    host: APIServer,
+    through: Path,
+    kwok_member: tuple[APIServer, KwokNodes],
+    tmp_path: Path,
+) -> None:
+    member, _ = kwok_member
+    base = "/proxy"  # kubectl's --raw paths go under the entry's server, the cluster's prefix
+    got = kubectl(host, through, "get", "--raw", f"{base}/version")
+    assert got.returncode == 0, got.stderr
+    version = json.loads(got.stdout)
+    assert version == json.loads(member.get("/version"))
+    configmap = tmp_path / "cm.json"
+    configmap.write_text(
+        json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "via-proxy"}})
+    )
+    path = f"{base}/api/v1/namespaces/{NAMESPACE}/configmaps"
+    created = kubectl(host, through, "create", "--raw", path, "-f", str(configmap))
+    assert created.returncode == 0, created.stderr
+    assert member.kubectl("get", "configmap", "via-proxy", "-n", NAMESPACE).returncode == 0
+    token = service_account_token(host, "reach-reader", reader=True)
+    reader = kubeconfig_for(host, tmp_path / "reader.kubeconfig", token=token)
+    refused = kubectl(host, reader, "create", "--raw", path, "-f", str(configmap))
+    assert refused.returncode != 0
+    assert "forbidden" in refused.stderr.lower(), refused.stderr  # the member's refusal
+
+
+def test_proxy_subresources_as_the_policy_allows(host: APIServer, through: Path) -> None:
+    member = "/api/v1"  # under the entry's server, the cluster's prefix
+    pod_proxy = f"{member}/namespaces/{NAMESPACE}/pods/web-0/proxy/"
+    refused = kubectl(host, through, "get", "--raw", pod_proxy)
+    assert refused.returncode != 0
+    assert "--allowed-proxy-subresources" in refused.stderr, refused.stderr
+    # nodes/proxy is allowed: the member itself answers, and refuses a loopback kubelet.
+    answered = kubectl(host, through, "get", "--raw", f"{member}/nodes/node-0/proxy/healthz")
+    assert "address not allowed" in answered.stderr, answered.stderr
+
+
+def test_the_pediacluster_credentials_mode_acts_as_the_pediacluster(
+    host: APIServer, product: ProductProcess, tmp_path: Path
+) -> None:
+    """A user the member does not know reads the log with the PediaCluster's rights (the
+    member's admin here), and the server's log says what that means."""
+    unsafe = ProductProcess(
+        workdir=tmp_path / "unsafe",
+        kubeconfig=host.kubeconfig,
+        storage_url=f"sqlite:///{tmp_path / 'unsafe.db'}",
+        extra_args=("--no-operator", "--allow-pediacluster-config-for-proxy-request"),
+        name="unsafe",
+    ).start()
+    try:
+        assert "act there with each PediaCluster's own credentials" in unsafe.log()
+        token = service_account_token(host, "reach-reader", reader=True)
+        path = (
+            f"/apis/clusterpedia.io/v1beta1/resources/clusters/{CLUSTER}/api/v1/namespaces/"
+            f"{NAMESPACE}/pods/web-0/log"
+        )
+        for server, allowed in ((unsafe, True), (product, False)):
+            request = urllib.request.Request(
+                server.url + path, headers={"Authorization": f"Bearer {token}"}
+            )
+            try:
+                with urllib.request.urlopen(
+                    request, context=server.ssl_context(), timeout=20
+                ) as response:
+                    assert allowed and b"line one" in response.read()
+            except urllib.error.HTTPError as error:
+                assert not allowed and error.code == 403, error.read()
+    finally:
+        unsafe.stop()
+
+
+def metrics(host: APIServer, product: ProductProcess) -> dict[str, float]:
+    """The product's reach-through gauges and task count, by sample name and labels."""
+    found: dict[str, float] = {}
+    for line in product.get_as_front_proxy(host, "/metrics").decode().splitlines():
+        if line.startswith(("clusterpedia_reach_open", "clusterpedia_event_loop_tasks")):
+            name, value = line.rsplit(" ", 1)
+            found[name] = float(value)
+    return found
+
+
+def fewest_tasks(host: APIServer, product: ProductProcess) -> float:
+    """The event loop's tasks at their fewest over a few reads: some live for a moment."""
+    return min(
+        metrics(host, product)["clusterpedia_event_loop_tasks"]
+        for _ in range(5)
+        if time.sleep(0.2) is None
+    )
+
+
+def test_nothing_is_left_open_after_sessions(
+    host: APIServer, product: ProductProcess, through: Path
+) -> None:
+    before = fewest_tasks(host, product)
+    for _ in range(5):
+        assert kubectl(host, through, "exec", "web-0", "--", "echo", "hi").stdout == "hi\n"
+        assert "line one" in kubectl(host, through, "logs", "web-0").stdout
+        assert kubectl(host, through, "get", "configmaps").returncode == 0
+    eventually(
+        lambda: (
+            not any(value for name, value in metrics(host, product).items() if "reach_open" in name)
+        ),
+        timeout=30,
+        what="every relay closed",
+    )
+    eventually(
+        lambda: fewest_tasks(host, product) <= before,
+        timeout=60,
+        what=f"the event loop's tasks back to {before}",
+    )
+
+
+@pytest.fixture
+def cut_member(
+    host: APIServer, product: ProductProcess, kwok_member: tuple[APIServer, KwokNodes]
+) -> Iterator[TcpProxy]:
+    """PediaCluster ``kwok-cut``: the kwok member, reached through a proxy the test cuts."""
+    member, _ = kwok_member
+    proxy = TcpProxy("127.0.0.1", member.port).start()
+    config = yaml.safe_load(member.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    spec = pediacluster(CUT, yaml.safe_dump(config).encode(), {"group": "", "resources": ["pods"]})
+    host.kubectl("apply", "-f", "-", input=yaml.safe_dump(spec))
+    try:
+        yield proxy
+    finally:
+        host.kubectl("delete", "pediacluster", CUT, "--timeout=60s", check=False)
+        proxy.close()
+
+
+def test_a_member_down_mid_exec_ends_the_session(
+    host: APIServer,
+    product: ProductProcess,
+    cut_member: TcpProxy,
+    through: Path,
+    tmp_path: Path,
+) -> None:
+    via_proxy = kubeconfig_for(host, tmp_path / "cut.kubeconfig", cluster=CUT)
+    eventually(
+        lambda: "shadow.clusterpedia.io/cluster-name"
+        in kubectl(host, via_proxy, "get", "pods", "-o", "yaml").stdout,
+        timeout=90,
+        what="kwok-cut synced",
+    )
+    with follow(
+        host, via_proxy, "exec", "web-0", "--", "sh", "-c", "echo started; sleep 120"
+    ) as session:
+        try:
+            assert session.stdout is not None
+            assert session.stdout.readline() == "started\n"
+            assert metrics(host, product)['clusterpedia_reach_open{kind="exec"}'] == 1
+            cut_member.cut()
+            assert session.wait(timeout=30) != 0  # ended, long before the command would
+        finally:
+            session.kill()
+    eventually(
+        lambda: metrics(host, product)['clusterpedia_reach_open{kind="exec"}'] == 0,
+        timeout=30,
+        what="the relay closed",
+    )
+    # The other cluster's sessions are untouched.
+    assert kubectl(host, through, "exec", "web-0", "--", "echo", "hi").stdout == "hi\n"

@@ -168,8 +168,10 @@ def through(
     # Until pods are synced, the member answers for them (unsynced types are forwarded):
     # wait for the stored pod, which carries the cluster annotation.
     eventually(
-        lambda: "shadow.clusterpedia.io/cluster-name"
-        in kubectl(host, path, "get", "pods", "-o", "yaml").stdout,
+        lambda: (
+            "shadow.clusterpedia.io/cluster-name"
+            in kubectl(host, path, "get", "pods", "-o", "yaml").stdout
+        ),
         timeout=90,
         what="the pod synced and served through the host",
     )
@@ -499,8 +501,10 @@ def test_a_member_down_mid_exec_ends_the_session(
 ) -> None:
     via_proxy = kubeconfig_for(host, tmp_path / "cut.kubeconfig", cluster=CUT)
     eventually(
-        lambda: "shadow.clusterpedia.io/cluster-name"
-        in kubectl(host, via_proxy, "get", "pods", "-o", "yaml").stdout,
+        lambda: (
+            "shadow.clusterpedia.io/cluster-name"
+            in kubectl(host, via_proxy, "get", "pods", "-o", "yaml").stdout
+        ),
         timeout=90,
         what="kwok-cut synced",
     )

@@ -2,7 +2,9 @@
 
 A host cluster (with the aggregation layer's front-proxy flags) and two member clusters run as
 real kube-apiservers on one etcd (the test suite's harness, binaries provisioned the same way);
-the members get realistic objects; ``clusterpedia run`` (SQLite) syncs them as PediaClusters
+the members get realistic objects, and kwok plays each member's node so its pods are Running
+and serve logs and exec (``kubectl --cluster member-1 logs``, ``exec``, through Clusterpedia);
+``clusterpedia run`` (SQLite) syncs them as PediaClusters
 ``member-1`` and ``member-2`` and serves them through the host's aggregation layer, registered
 exactly as an install registers it. A kubeconfig with every context is written, and everything
 stops on SIGINT/SIGTERM, leaving no process behind.
@@ -15,6 +17,7 @@ import signal
 import sys
 import tempfile
 import threading
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,14 +26,16 @@ import yaml
 
 from clusterpedia.kubeconfig import add_clusterpedia_clusters
 from clusterpedia.testing.aggregation import register_apiservice
-from clusterpedia.testing.assets import ensure_assets
+from clusterpedia.testing.assets import ensure_assets, ensure_kwok
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
+from clusterpedia.testing.kwok import KWOK_MEMBER_ARGS, KwokNodes
 from clusterpedia.testing.objects import gadget_crd, pediacluster
 from clusterpedia.testing.product import ProductProcess
 from clusterpedia.testing.waiting import eventually
 
 CRDS = Path(__file__).resolve().parent / "crds"  # packaged copies of manifests/crds
 MEMBERS = ("member-1", "member-2")
+NODE = "node-0"  # each member's one node, played by kwok
 GADGET_CRD = gadget_crd("playground.clusterpedia.io")
 
 
@@ -67,7 +72,7 @@ def member_objects(member: str) -> list[dict[str, Any]]:
                         "apiVersion": "v1",
                         "kind": "Pod",
                         "metadata": {"name": f"{app}-{index}", "namespace": team, "labels": labels},
-                        "spec": {"containers": [container]},
+                        "spec": {"nodeName": NODE, "containers": [container]},
                     }
                 )
             objects.append(
@@ -149,16 +154,21 @@ def run_playground(*, kubeconfig: Path, workdir: Path | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     base = workdir or Path(tempfile.mkdtemp(prefix="clusterpedia-playground-"))
-    say("==> test binaries (kube-apiserver, etcd, kubectl; built once with Go, then cached)")
+    say("==> test binaries (kube-apiserver, etcd, kubectl, kwok; built once with Go, then cached)")
     assets = ensure_assets(log=True)
     say(f"    {assets.directory}")
-    with ControlPlane(assets=assets, workdir=base / "clusters") as plane:
+    say(f"    {ensure_kwok(log=True)}")
+    with ControlPlane(assets=assets, workdir=base / "clusters") as plane, ExitStack() as kwoks:
         say("==> host cluster (with the aggregation layer's front-proxy flags)")
         host = plane.add_apiserver("host", front_proxy=True)
         members: dict[str, APIServer] = {}
         for name in MEMBERS:
-            say(f"==> member cluster {name}")
-            members[name] = plane.add_apiserver(name)
+            say(f"==> member cluster {name} (its node {NODE} played by kwok)")
+            members[name] = plane.add_apiserver(name, extra_args=KWOK_MEMBER_ARGS)
+            node = KwokNodes(members[name]).start()
+            kwoks.callback(node.stop)
+            node.add_node(NODE)
+            node.write_log(f"hello from a pod of {name}")
             members[name].kubectl("apply", "-f", "-", input=yaml.safe_dump(GADGET_CRD))
             members[name].kubectl(
                 "wait",
@@ -209,6 +219,8 @@ def run_playground(*, kubeconfig: Path, workdir: Path | None = None) -> int:
                 "--cluster clusterpedia get pods -A",
                 "--cluster clusterpedia get deploy -A -l search.clusterpedia.io/clusters=member-1",
                 "--cluster member-2 get gadgets -A",
+                "--cluster member-1 logs -n shop web-0",
+                "--cluster member-1 exec -n shop web-0 -- uname -s",
                 "--cluster clusterpedia api-resources",
                 "get pediaclusters",
                 "--context playground-member-1 delete pod -n shop web-0",

@@ -1,5 +1,6 @@
 """`clusterpedia playground` as a new user runs it: Ready, kubectl through the host across both
-members with the kubeconfig it wrote, and a clean stop that leaves no process behind."""
+members with the kubeconfig it wrote (gets, logs and exec of a Running pod), and a clean stop
+that leaves no process behind."""
 
 from __future__ import annotations
 
@@ -68,6 +69,15 @@ def test_playground_gets_a_new_user_to_answers(assets: Assets, tmp_path: Path) -
         assert "amber" in gadgets
         assert "member-1" in kubectl("--context", "playground-host", "get", "pediaclusters")
         assert "web-0" in kubectl("--context", "playground-member-1", "get", "pods", "-n", "shop")
+        # kwok plays each member's node: its pods are Running, and their logs and exec reach
+        # the member through Clusterpedia.
+        assert "Running" in kubectl("--cluster", "member-1", "get", "pod", "-n", "shop", "web-0")
+        logs = kubectl("--cluster", "member-1", "logs", "-n", "shop", "web-0")
+        assert "hello from a pod of member-1" in logs
+        assert (
+            kubectl("--cluster", "member-1", "exec", "-n", "shop", "web-0", "--", "uname", "-s")
+            == "Linux\n"
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=60)

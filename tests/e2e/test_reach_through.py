@@ -185,6 +185,10 @@ def test_logs_and_a_followed_log(
     done = kubectl(host, through, "logs", "web-0")
     assert done.returncode == 0, done.stderr
     assert "line one" in done.stdout
+    missing = kubectl(
+        host, through, "get", "--raw", f"/api/v1/namespaces/{NAMESPACE}/pods/nope/log"
+    )
+    assert 'pods "nope" not found' in missing.stderr  # the member's own 404, passed through
     with subprocess.Popen(
         [
             str(host.assets.kubectl),

@@ -122,9 +122,8 @@ def subresource_of(inner: list[str]) -> tuple[str, str] | None:
     return found
 
 
-def _inner(path: str) -> tuple[str, list[str]] | None:
+def _inner(parts: list[str]) -> tuple[str, list[str]] | None:
     """(cluster, the member path's segments) of a path under ``.../resources/clusters/``."""
-    parts = split_path(path)
     if parts[:4] != PREFIX or parts[4:5] != ["clusters"] or len(parts) < 7:
         return None
     return parts[5], parts[6:]
@@ -132,7 +131,7 @@ def _inner(path: str) -> tuple[str, list[str]] | None:
 
 def long_running(request: web.Request) -> bool:
     """A session or a followed log: no request deadline applies (the client ends it)."""
-    found = _inner(request.path)
+    found = _inner(split_path(request.path))
     if found is None:
         return False
     inner = found[1][1:] if found[1][0] == "proxy" else found[1]
@@ -170,7 +169,7 @@ class ReachServer:
         if parts[:4] != PREFIX:
             return await delegate(request)
         forward = forward_requested(search_values(request))
-        found = _inner(request.path)
+        found = _inner(parts)
         if found is None:
             if forward:
                 raise StatusError(

@@ -165,17 +165,21 @@ def through(
     host: APIServer, product: ProductProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     path = kubeconfig_for(host, tmp_path_factory.mktemp("kubeconfig") / "member.kubeconfig")
-    # Until pods are synced, the member answers for them (unsynced types are forwarded):
-    # wait for the stored pod, which carries the cluster annotation.
+    wait_until_stored(host, path, what="the pod synced and served through the host")
+    return path
+
+
+def wait_until_stored(host: APIServer, kubeconfig: Path, *, what: str) -> None:
+    """Until pods are synced, the member answers for them (unsynced types are forwarded):
+    wait for the stored pod, which carries the cluster annotation."""
     eventually(
         lambda: (
             "shadow.clusterpedia.io/cluster-name"
-            in kubectl(host, path, "get", "pods", "-o", "yaml").stdout
+            in kubectl(host, kubeconfig, "get", "pods", "-o", "yaml").stdout
         ),
         timeout=90,
-        what="the pod synced and served through the host",
+        what=what,
     )
-    return path
 
 
 def test_logs_and_a_followed_log(
@@ -504,14 +508,7 @@ def test_a_member_down_mid_exec_ends_the_session(
     tmp_path: Path,
 ) -> None:
     via_proxy = kubeconfig_for(host, tmp_path / "cut.kubeconfig", cluster=CUT)
-    eventually(
-        lambda: (
-            "shadow.clusterpedia.io/cluster-name"
-            in kubectl(host, via_proxy, "get", "pods", "-o", "yaml").stdout
-        ),
-        timeout=90,
-        what="kwok-cut synced",
-    )
+    wait_until_stored(host, via_proxy, what="kwok-cut synced")
     with follow(
         host, via_proxy, "exec", "web-0", "--", "sh", "-c", "echo started; sleep 120"
     ) as session:

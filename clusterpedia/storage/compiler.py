@@ -6,7 +6,8 @@ field paths. How each database reads JSON, labels and patterns is its backend's
 (``storage/dialects/``, the ``Queries`` of each); this module holds what every one shares.
 
 Values compare as strings, as the original does: ``spec.replicas=3`` matches the number 3.
-``!=`` and ``notin`` also match objects without the key, as Kubernetes label selectors do.
+``!=`` and ``notin`` also match objects without the key, as Kubernetes label selectors do; a
+field an object lacks compares as ``""``, as Kubernetes field selectors do.
 """
 
 from __future__ import annotations
@@ -65,10 +66,9 @@ class Compiler:
             return text.is_not(None)
         if operator == "!exists":
             return text.is_(None)
-        if operator == "in":
-            return text.in_(values)
-        if operator == "notin":
-            return sa.or_(text.is_(None), text.not_in(values))
+        if operator in ("in", "notin"):
+            matches = text.in_(values) if operator == "in" else text.not_in(values)
+            return sa.or_(text.is_(None), matches) if requirement.matches_missing else matches
         raise InvalidQuery(f"field selectors do not support {operator!r}", reason="Invalid")
 
     def _field_any_element(

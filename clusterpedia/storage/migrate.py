@@ -78,6 +78,8 @@ async def ensure_schema(engine: AsyncEngine) -> int:
                     )  # fmt: skip
                 if found is None or found < 4:
                     await _add_marks(connection)
+                if found is not None:
+                    await backend_named(connection.dialect.name).upgrade(connection, found)
                 if found is None:
                     await connection.execute(
                         schema_info.insert(), {"id": 1, "version": SCHEMA_VERSION}

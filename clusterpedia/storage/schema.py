@@ -26,7 +26,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 
-SCHEMA_VERSION = 4  # 2: resource_types; 3: cluster_health; 4: change_log
+# 2: resource_types; 3: cluster_health; 4: change_log; 5: PostgreSQL labels repaired (the
+# initial list's COPY had stored them as JSON strings)
+SCHEMA_VERSION = 5
 
 metadata = sa.MetaData()
 

@@ -68,3 +68,18 @@ class FieldRequirement:
     path: FieldPath
     operator: Operator
     values: tuple[str, ...] = ()
+
+    @property
+    def matches_missing(self) -> bool:
+        """Whether an object without a value at a plain (wildcard-free) path matches ``in`` or
+        ``notin``: Kubernetes compares a missing field as ``""``, so ``spec.nodeName=`` finds
+        unscheduled Pods and ``spec.nodeName!=`` only scheduled ones."""
+        if self.operator == "in":
+            return MISSING_FIELD in self.values
+        if self.operator == "notin":
+            return MISSING_FIELD not in self.values
+        return False
+
+
+# What Kubernetes' field selectors see for a field an object does not have.
+MISSING_FIELD = ""

@@ -95,6 +95,8 @@ def field_matches(requirement: FieldRequirement, obj: dict[str, Any]) -> bool:
     operator, values = requirement.operator, requirement.values
     found = [_as_text(v) for v in _values_at(obj, requirement.path)]
     present = [v for v in found if v is not None]
+    if not present and not requirement.path.has_wildcard and operator in ("in", "notin"):
+        return requirement.matches_missing
     if operator == "exists":
         return bool(present)
     if operator == "!exists":

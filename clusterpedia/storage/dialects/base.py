@@ -182,6 +182,11 @@ class Dialect:
     async def after_create(cls, connection: AsyncConnection) -> None:
         """Tuning of a schema just created (in its transaction)."""
 
+    @classmethod
+    async def upgrade(cls, connection: AsyncConnection, found: int) -> None:
+        """Repairs this database's rows need when upgrading from schema ``found`` (in the
+        upgrade's transaction)."""
+
     # -- writes ---------------------------------------------------------------------------
 
     async def allocate(self, connection: AsyncConnection, count: int, *, head: str) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+from psycopg.types.json import Jsonb
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -112,11 +113,26 @@ async def _copy(
             await copy.write_row(row)
 
 
-def _copied(u: Upsert) -> tuple[Any, ...]:
+def _copied(u: Upsert, labels: Any) -> tuple[Any, ...]:
     """An upsert's own columns, in the order both COPY statements name them."""
-    labels = u.labels.decode() if u.labels else None
     return (u.namespace, u.name, u.uid, u.owner_uid, u.resource_version, u.created_at,
             u.deleted_at, labels, u.object)  # fmt: skip
+
+
+def _labels_text(u: Upsert) -> str | None:
+    """Labels for the staging table's ``text`` column (cast to ``jsonb`` by the upsert)."""
+    return u.labels.decode() if u.labels else None
+
+
+def _labels_jsonb(u: Upsert) -> Jsonb | None:
+    """Labels for a ``jsonb`` column in binary COPY: the member's JSON bytes as they are. A
+    ``str`` given to psycopg's jsonb dumper would be stored as a JSON *string*, which no label
+    selector matches."""
+    return Jsonb(u.labels, dumps=_as_is) if u.labels else None
+
+
+def _as_is(document: bytes) -> bytes:
+    return document
 
 
 R = resources.c
@@ -248,6 +264,19 @@ class PostgreSQL(Dialect):
                 "lz4 compression unavailable (%s); PostgreSQL's default is used", error.orig
             )
 
+    @classmethod
+    async def upgrade(cls, connection: AsyncConnection, found: int) -> None:
+        """Before schema 5 the initial list's COPY stored labels as a JSON string: parse it
+        back into the object every label selector expects."""
+        if found < 5:
+            repaired = await connection.exec_driver_sql(
+                "UPDATE resources SET labels = (labels #>> '{}')::jsonb"
+                " WHERE jsonb_typeof(labels) = 'string'"
+            )
+            logger.warning(
+                "schema %s -> 5: repaired the labels of %d stored objects", found, repaired.rowcount
+            )
+
     pushes_changes = True
     analyze_statements = (_ANALYZE,)
 
@@ -260,7 +289,7 @@ class PostgreSQL(Dialect):
         """Batches hinted all new are copied straight in (a unique key violation then fails
         the transaction, and the writer applies the batches again, trusting no hint)."""
         new = [
-            (*scope, *_copied(u), synced_at)
+            (*scope, *_copied(u, _labels_jsonb(u)), synced_at)
             for scope, all_new, upserts in groups
             if all_new
             for u in upserts
@@ -270,7 +299,7 @@ class PostgreSQL(Dialect):
             # check, a fifth of PostgreSQL's CPU on an initial sync.
             await _copy(connection, _COPY_NEW, _COPY_NEW_TYPES, new)
         staged = [
-            (*scope, *_copied(u))
+            (*scope, *_copied(u, _labels_text(u)))
             for scope, all_new, upserts in groups
             if not all_new
             for u in upserts

@@ -2,10 +2,11 @@
 
 :class:`MemberDirectory` builds each member's access from its PediaCluster as the operator
 builds it (``kube/pediaclusters.py``), one HTTP session per member. :class:`Identity` says whose
-rights a request uses there: by default **the requesting user's** (``Impersonate-User``,
-``-Group``, ``-Uid``, ``-Extra-*``), so the member's own RBAC decides and the PediaCluster's
-identity needs only ``impersonate`` (``manifests/member/impersonate.yaml``); or, only when the
-operator of Clusterpedia asks for it, the PediaCluster's own rights, as the original does.
+rights a request uses there: by default **the requesting user's**, named on the member as
+:class:`IdentityMapping` says (``Impersonate-User``, ``-Group``, ``-Extra-*``), so the member's
+own RBAC decides and the PediaCluster's identity needs only ``impersonate``
+(``manifests/member/impersonate.yaml``); or, only when the operator of Clusterpedia asks for
+it, the PediaCluster's own rights, as the original does.
 
 Only the request headers a member needs pass on (``forwarded_headers``): never the client's
 own ``Authorization`` or ``Impersonate-*``, which would let a client choose its identity there.
@@ -29,11 +30,13 @@ from clusterpedia.apiserver.authn import User
 from clusterpedia.apiserver.status import StatusError
 from clusterpedia.kube.access import InvalidClusterConfig, MemberAccess, access_from_spec
 from clusterpedia.kube.client import KubeClient, KubeError
-from clusterpedia.kube.pediaclusters import authentication_secrets, host_path
+from clusterpedia.kube.pediaclusters import authentication_secrets, host_path, object_name
 
 logger = logging.getLogger(__name__)
 PEDIACLUSTERS = ("apis", "cluster.clusterpedia.io", "v1alpha2", "pediaclusters")
 ACCESS_SECONDS = 30.0  # a PediaCluster's access is re-read this often (rotated credentials)
+CONNECT_SECONDS = 10.0  # to open a connection to a member, TLS handshake included
+RESPONSE_SECONDS = 30.0  # default for a member's answer to begin (--member-response-timeout)
 # What a client's request carries on to the member: what it asks for and in which form.
 FORWARDED_REQUEST_HEADERS = (
     "Accept",
@@ -54,27 +57,99 @@ CREDENTIAL_HEADERS = (
 )
 
 
-def impersonation(user: User) -> CIMultiDict[str]:
-    """The headers that make the member act as ``user`` (one header per group and value)."""
-    headers: CIMultiDict[str] = CIMultiDict({"Impersonate-User": user.name})
-    if user.uid:
-        headers["Impersonate-Uid"] = user.uid
-    for group in user.groups:
-        headers.add("Impersonate-Group", group)
-    for key, values in user.extra.items():
-        for value in values:
-            headers.add(f"Impersonate-Extra-{quote(key, safe='')}", value)
-    return headers
+# The only ``system:`` group a member is told of: every authenticated user is in it there too.
+AUTHENTICATED = "system:authenticated"
+# Extras Kubernetes itself sets for ServiceAccount tokens (the pod, node and credential a token
+# is bound to): facts of the host, which a member's node authorizer must never act on.
+HOST_ONLY_EXTRA_PREFIX = "authentication.kubernetes.io/"
+
+
+@dataclass(frozen=True)
+class IdentityMapping:
+    """How a host user is named on a member when a request acts there as that user.
+
+    A host identity is not a member identity: the host's ServiceAccount ``ns/name`` is not the
+    member's ServiceAccount of that name, and the host's ``system:masters`` must not be the
+    member's. So, whatever the prefixes:
+
+    - ``system:`` groups are never passed on (``system:authenticated`` alone is, as the member
+      adds it anyway); neither is the uid (a host uid means nothing to a member) nor the
+      extras Kubernetes sets for tokens (``authentication.kubernetes.io/...``).
+    - The user name and the other groups get ``user_prefix`` and ``group_prefix``
+      (``--impersonate-user-prefix``, ``--impersonate-group-prefix``), so a member's RBAC grants
+      reach-through explicitly (to ``clusterpedia:alice``, not to whoever is ``alice``).
+    - Without a user prefix, a ``system:`` user name (host ServiceAccounts, nodes, the
+      control plane's own users) is refused with 403: passed as it is, it would act as the
+      member's namesake.
+    """
+
+    user_prefix: str = ""
+    group_prefix: str = ""
+
+    def user_name(self, user: User) -> str:
+        if not self.user_prefix and user.name.startswith("system:"):
+            raise StatusError(
+                403,
+                f'user "{user.name}" cannot act on a member as itself: host ServiceAccounts and '
+                "other system: users would act as the member's own namesakes; members see users "
+                "under --impersonate-user-prefix once it is set",
+                reason="Forbidden",
+            )
+        return self.user_prefix + user.name
+
+    def groups(self, user: User) -> list[str]:
+        return [
+            group if group == AUTHENTICATED else self.group_prefix + group
+            for group in user.groups
+            if group == AUTHENTICATED or not group.startswith("system:")
+        ]
+
+    def headers(self, user: User) -> CIMultiDict[str]:
+        """The headers that make the member act as ``user``'s mapped identity (one header
+        per group and extra value)."""
+        headers: CIMultiDict[str] = CIMultiDict({"Impersonate-User": self.user_name(user)})
+        for group in self.groups(user):
+            headers.add("Impersonate-Group", group)
+        for key, values in user.extra.items():
+            if key.lower().startswith(HOST_ONLY_EXTRA_PREFIX):
+                continue
+            for value in values:
+                headers.add(f"Impersonate-Extra-{quote(key, safe='')}", value)
+        return headers
+
+
+def impersonation_role(
+    mapping: IdentityMapping, *, users: list[str], groups: list[str]
+) -> dict[str, object]:
+    """The member ClusterRole that lets the PediaCluster's identity impersonate exactly what
+    ``mapping`` makes of these host ``users`` and ``groups`` (RBAC has no prefix match, so
+    each name is listed, as Karmada lists its members' names)."""
+    named_users = sorted({mapping.user_name(User(name=user)) for user in users})
+    named_groups = sorted({AUTHENTICATED, *mapping.groups(User(name="", groups=tuple(groups)))})
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "clusterpedia-member-impersonator"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"],
+             "resourceNames": named_users},
+            {"apiGroups": [""], "resources": ["groups"], "verbs": ["impersonate"],
+             "resourceNames": named_groups},
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["userextras/*"],
+             "verbs": ["impersonate"]},
+        ],
+    }  # fmt: skip
 
 
 class Identity:
     """Whose rights a request reaching a member uses there."""
 
-    def __init__(self, *, as_pediacluster: bool = False):
+    def __init__(self, *, as_pediacluster: bool = False, mapping: IdentityMapping | None = None):
         self.as_pediacluster = as_pediacluster
+        self.mapping = mapping or IdentityMapping()
 
     def headers(self, user: User, access: MemberAccess) -> CIMultiDict[str]:
-        headers = CIMultiDict[str]() if self.as_pediacluster else impersonation(user)
+        headers = CIMultiDict[str]() if self.as_pediacluster else self.mapping.headers(user)
         headers.update(access.headers)
         return headers
 
@@ -127,9 +202,12 @@ class MemberDirectory:
     session that a changed PediaCluster replaces stays open for the requests using it (an exec
     session may last hours) and closes after the last."""
 
-    def __init__(self, host: KubeClient, namespace: str):
+    def __init__(
+        self, host: KubeClient, namespace: str, *, response_timeout: float = RESPONSE_SECONDS
+    ):
         self.host = host
         self.namespace = namespace
+        self.response_timeout = response_timeout  # for a member's answer to begin
         self._known: dict[str, Member] = {}
 
     @contextlib.asynccontextmanager
@@ -142,6 +220,10 @@ class MemberDirectory:
             await member.release()
 
     async def _current(self, cluster: str) -> Member:
+        try:
+            object_name(cluster, what="cluster")
+        except InvalidClusterConfig:  # "." or "..": never a PediaCluster, nor another path
+            raise StatusError(404, f'cluster "{cluster}" is not a PediaCluster') from None
         known = self._known.get(cluster)
         if known is not None and time.monotonic() - known.read_at < ACCESS_SECONDS:
             return known
@@ -166,7 +248,9 @@ class MemberDirectory:
             raise StatusError(503, f"PediaCluster {cluster} cannot be reached: {error}") from None
         http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=access.ssl_context, limit=0),
-            timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10),
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=CONNECT_SECONDS, sock_connect=CONNECT_SECONDS
+            ),
             auto_decompress=False,  # bytes pass through as the member encoded them
         )
         if known is not None:

@@ -19,15 +19,17 @@ PediaCluster names (``members.py`` says as whom: by default the requesting user)
 Every one was authorized by us first, as kube-apiserver would authorize its path (the
 authorization layer runs before this one), and then by the member. Search parameters mean
 nothing to a member, so a request sent on with one is refused, never answered as if it had
-none. This layer runs before the read-only guard: the subresources and the proxy path may
-write (an exec, a POST through ``proxy``); everything else here is a read.
+none. A member path is built from the request's own segments, and one that would climb out of
+them (dot segments, encoded slashes) is refused. This layer runs before the read-only guard:
+the subresources and the proxy path may write (an exec, a POST through ``proxy``); everything
+else here is a read.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from aiohttp import web
 
@@ -143,6 +145,22 @@ def long_running(request: web.Request) -> bool:
     )
 
 
+def refuse_climbing(raw_path: str) -> None:
+    """400 for a path that would not mean the same on the member: a dot segment (``.`` or
+    ``..``, raw or percent-encoded) after the cluster, which a URL library resolves into another
+    path, or an encoded ``/`` anywhere, which would split a segment in two. A member path is
+    built from these segments, so it must be exactly them."""
+    segments = [part for part in raw_path.strip("/").split("/") if part]
+    for index, segment in enumerate(segments):
+        decoded = unquote(segment)
+        if "/" in decoded:
+            raise StatusError(400, "a path that reaches a member may not hold an encoded '/'")
+        if index > len(PREFIX) + 1 and decoded in (".", ".."):
+            raise StatusError(
+                400, f"a path that reaches a member may not hold the segment {decoded!r}"
+            )
+
+
 def _member_path(inner: list[str], trailing_slash: bool) -> str:
     path = "/" + "/".join(quote(part, safe="") for part in inner)
     return path + "/" if trailing_slash and inner else path
@@ -178,6 +196,7 @@ class ReachServer:
                     ".../resources/clusters/<cluster>/...",
                 )
             return await delegate(request)
+        refuse_climbing(request.rel_url.raw_path)
         target = await self._target(request, *found, forward=forward)
         if target is None:
             return await delegate(request)
@@ -293,12 +312,18 @@ class ReachServer:
                 logger.info(
                     "%s session to %s%s for %s", target.kind, target.cluster, target.path, user.name
                 )
-                return await relay_websocket(request, member.http, url, headers, kind=target.kind)
+                return await relay_websocket(
+                    request, member.http, url, headers, kind=target.kind,
+                    response_timeout=self.directory.response_timeout,
+                )  # fmt: skip
             if request.method not in READS:
                 logger.info(
                     "%s %s%s for %s", request.method, target.cluster, target.path, user.name
                 )
-            return await relay_http(request, member.http, url, headers, kind=target.kind)
+            return await relay_http(
+                request, member.http, url, headers, kind=target.kind,
+                response_timeout=self.directory.response_timeout,
+            )  # fmt: skip
 
 
 def _upgrade(request: web.Request) -> str:

@@ -5,8 +5,10 @@ as it arrives (a followed log, a watch). :func:`relay_websocket` joins a client'
 the member's, message by message both ways; closing either end closes the other. Both count
 what they hold open (``clusterpedia_reach_open``), so a leak shows in ``/metrics``.
 
-A member that cannot be reached before anything was sent is :class:`MemberUnreachable` (503);
-once the answer has started, a failure just ends it (the client sees the stream end).
+A member that cannot be reached, or does not start answering in time, before anything was sent
+is :class:`MemberUnreachable` (503); once the answer has started, a failure just ends it (the
+client sees the stream end). URLs go out as built (``encoded=True``): nothing resolves dot
+segments on the way.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import Counter, Gauge
+from yarl import URL
 
 from clusterpedia.apiserver.status import StatusError
 
@@ -56,8 +59,19 @@ _NOT_RELAYED = frozenset(
 
 
 class MemberUnreachable(StatusError):
-    def __init__(self, error: BaseException):
+    def __init__(self, error: BaseException | str):
         super().__init__(503, f"the member cannot be reached: {error}")
+
+
+@contextlib.asynccontextmanager
+async def answer_started(seconds: float) -> AsyncIterator[None]:
+    """Bounds the wait for a member's answer to begin (its headers, or the WebSocket
+    handshake): a member that accepts and never answers is 503, not a client left waiting."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise MemberUnreachable(f"it did not start answering within {seconds:g}s") from None
 
 
 @contextlib.contextmanager
@@ -84,17 +98,21 @@ async def relay_http(
     headers: CIMultiDict[str],
     *,
     kind: str,
+    response_timeout: float,
 ) -> web.StreamResponse:
     """``request`` sent to ``url`` with ``headers``; the member's answer streamed back."""
     with counted(kind):
         data = _body(request) if request.can_read_body else None
         try:
-            upstream = await http.request(
-                request.method, url, headers=headers, data=data, allow_redirects=False,
-                # None sent means none: kube-apiserver reads a body without one as JSON, where
-                # aiohttp's application/octet-stream would be refused (kubectl create --raw).
-                skip_auto_headers=("Content-Type",),
-            )  # fmt: skip
+            async with answer_started(response_timeout):
+                upstream = await http.request(
+                    request.method, URL(url, encoded=True), headers=headers, data=data,
+                    allow_redirects=False,
+                    # None sent means none: kube-apiserver reads a body without one as JSON,
+                    # where aiohttp's application/octet-stream would be refused (kubectl create
+                    # --raw).
+                    skip_auto_headers=("Content-Type",),
+                )  # fmt: skip
         except (aiohttp.ClientError, TimeoutError) as error:
             raise MemberUnreachable(error) from None
         async with upstream:
@@ -119,6 +137,7 @@ async def relay_websocket(
     headers: CIMultiDict[str],
     *,
     kind: str,
+    response_timeout: float,
 ) -> web.StreamResponse:
     """The client's WebSocket joined to one opened on the member at ``url``."""
     offered = [
@@ -128,10 +147,11 @@ async def relay_websocket(
     ]
     with counted(kind):
         try:
-            member = await http.ws_connect(
-                url, protocols=offered, headers=headers, max_msg_size=0, autoping=True,
-                heartbeat=None,
-            )  # fmt: skip
+            async with answer_started(response_timeout):
+                member = await http.ws_connect(
+                    URL(url, encoded=True), protocols=offered, headers=headers, max_msg_size=0,
+                    autoping=True, heartbeat=None,
+                )  # fmt: skip
         except aiohttp.WSServerHandshakeError as error:
             raise StatusError(
                 error.status if error.status >= 400 else 502,

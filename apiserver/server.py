@@ -18,7 +18,12 @@ from clusterpedia.apiserver.app import build_app, build_layers
 from clusterpedia.apiserver.authn import Authenticator, load_config
 from clusterpedia.apiserver.authz import Authorizer
 from clusterpedia.apiserver.deadline import RequestDeadline
-from clusterpedia.apiserver.members import Identity, MemberDirectory
+from clusterpedia.apiserver.members import (
+    RESPONSE_SECONDS,
+    Identity,
+    IdentityMapping,
+    MemberDirectory,
+)
 from clusterpedia.apiserver.protocol import StatusAppRunner
 from clusterpedia.apiserver.reach import ReachPolicy, ReachServer
 from clusterpedia.apiserver.replica import LagMonitor
@@ -63,6 +68,8 @@ class ServerConfig:
     check_clusters: bool = False
     reach: ReachPolicy = field(default_factory=ReachPolicy)  # what may reach members
     reach_as_pediacluster: bool = False  # act there as the PediaCluster, not as the user
+    reach_identity: IdentityMapping = field(default_factory=IdentityMapping)  # who, on members
+    reach_response_timeout: float = RESPONSE_SECONDS  # for a member's answer to begin
     allow_where_sql: bool = False
     auth_reload_seconds: float = 30.0
     watch: WatchSettings = field(default_factory=WatchSettings)
@@ -104,7 +111,9 @@ class APIServer:
                 max_lag=config.read_storage_max_lag,
             )
         self.host = KubeClient(host_access(config.kubeconfig))
-        self.members = MemberDirectory(self.host, config.namespace)
+        self.members = MemberDirectory(
+            self.host, config.namespace, response_timeout=config.reach_response_timeout
+        )
         self.certificate: ServingCertificate | None = None
         self.tls: ServingTLS | None = None
         self.authenticator: Authenticator | None = None
@@ -148,7 +157,9 @@ class APIServer:
             prune_periodically(self.storage.changes, self.config.retention),
             name="change log pruner",
         )
-        identity = Identity(as_pediacluster=self.config.reach_as_pediacluster)
+        identity = Identity(
+            as_pediacluster=self.config.reach_as_pediacluster, mapping=self.config.reach_identity
+        )
         identity.warn()
         layers = build_layers(
             reader=self.reads.objects,

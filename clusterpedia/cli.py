@@ -96,7 +96,43 @@ def build_parser() -> argparse.ArgumentParser:
         ".../v1beta1/proxy/resources, which it does not; users need the proxy verb on "
         "clusterpedia.io resources there)",
     )
+    role = commands.add_parser(
+        "member-role",
+        help="print a member ClusterRole that lets reach-through impersonate only named users",
+        description="Print the clusterpedia-member-impersonator ClusterRole for a member, its "
+        "resourceNames the names those host users and groups have on members (RBAC cannot "
+        "match a prefix, so each is listed).",
+    )
+    for flag, env, what in (
+        ("--users", "CLUSTERPEDIA_MEMBER_ROLE_USERS", "host users, comma-separated"),
+        ("--groups", "CLUSTERPEDIA_MEMBER_ROLE_GROUPS", "host groups, comma-separated"),
+        ("--impersonate-user-prefix", "CLUSTERPEDIA_IMPERSONATE_USER_PREFIX", "as run takes it"),
+        ("--impersonate-group-prefix", "CLUSTERPEDIA_IMPERSONATE_GROUP_PREFIX", "as run takes it"),
+    ):
+        role.add_argument(flag, default=os.environ.get(env, ""), help=f"{what} (env {env})")
     return parser
+
+
+def print_member_role(args: argparse.Namespace) -> int:
+    import yaml
+
+    from clusterpedia.apiserver.members import IdentityMapping, impersonation_role
+    from clusterpedia.apiserver.status import StatusError
+
+    mapping = IdentityMapping(
+        user_prefix=args.impersonate_user_prefix, group_prefix=args.impersonate_group_prefix
+    )
+    try:
+        role = impersonation_role(
+            mapping,
+            users=[user for user in args.users.split(",") if user],
+            groups=[group for group in args.groups.split(",") if group],
+        )
+    except StatusError as error:
+        print(f"clusterpedia member-role: {error.message}", file=sys.stderr)
+        return 1
+    print(yaml.safe_dump(role, sort_keys=False), end="")
+    return 0
 
 
 def write_certs(args: argparse.Namespace) -> int:
@@ -198,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return write_kubeconfig(args)
     if args.command == "certs":
         return write_certs(args)
+    if args.command == "member-role":
+        return print_member_role(args)
     if args.command == "playground":
         from clusterpedia.playground import run_playground
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from clusterpedia import memory, process
+from clusterpedia.apiserver.members import IdentityMapping
 from clusterpedia.apiserver.reach import ReachPolicy, parse_allowed_subresources
 from clusterpedia.apiserver.server import APIServer, ServerConfig
 from clusterpedia.apiserver.watch import WatchSettings
@@ -54,6 +55,11 @@ def server_config(settings: RunSettings, storage: StorageTarget) -> ServerConfig
         check_clusters=serving.authorize_clusters,
         reach=reach_policy(settings.reach),
         reach_as_pediacluster=settings.reach.allow_pediacluster_config_for_proxy_request,
+        reach_response_timeout=settings.reach.member_response_timeout,
+        reach_identity=IdentityMapping(
+            user_prefix=settings.reach.impersonate_user_prefix,
+            group_prefix=settings.reach.impersonate_group_prefix,
+        ),
         allow_where_sql=serving.allow_where_sql or gates.allow_where_sql,
         watch=WatchSettings(
             capacity=watch.watch_queue_size, bookmark_interval=watch.watch_bookmark_interval

@@ -166,6 +166,25 @@ class ReachOptions:
         "as the requesting user (unsafe: see the README)",
         switch=True,
     )
+    member_response_timeout: float = option(
+        "--member-response-timeout",
+        30.0,
+        "seconds a member may take to start answering a request that reaches it (its headers, "
+        "or a session's handshake; connecting has 10 s); then 503",
+        parse=float,
+    )
+    impersonate_user_prefix: str = option(
+        "--impersonate-user-prefix",
+        "",
+        "what a requesting user is named on members: '<prefix><user>' (e.g. 'clusterpedia:'); "
+        "without one, host ServiceAccounts and other system: users cannot reach members",
+    )
+    impersonate_group_prefix: str = option(
+        "--impersonate-group-prefix",
+        "",
+        "what a requesting user's groups are named on members: '<prefix><group>'; system: "
+        "groups are never passed on, but system:authenticated",
+    )
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,10 @@ def object_name(value: Any, *, what: str) -> str:
 
 
 def host_path(*parts: str) -> str:
-    """A host API path from parts that were validated, each quoted as one segment anyway."""
+    """A host API path from parts that were validated, each quoted as one segment anyway; a
+    dot segment, which a URL library would resolve into another path, is refused even so."""
+    if any(part in ("", ".", "..") for part in parts):
+        raise InvalidClusterConfig(f"{'/'.join(parts)!r} holds an empty or dot path segment")
     return "/" + "/".join(quote(part, safe="") for part in parts)
 
 

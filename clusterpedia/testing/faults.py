@@ -3,6 +3,8 @@
 - :class:`TcpProxy`, between the product and its database: ``cut()`` is a database restart as
   the product sees one: every open connection is reset and new ones are refused, until
   ``restore()``. The real server, shared by the whole test session, is never touched.
+- :class:`SilentMember`, a member that accepts connections, completes the TLS handshake and
+  never answers a request (a hung kube-apiserver, as the product sees one).
 - :class:`MemberProxy`, between the product and a member kube-apiserver: it forwards every
   request (as the member's admin) and, while ``fault`` is set, misbehaves as a broken member
   would: slow answers, 5xx, watches that hang, truncated JSON.
@@ -16,6 +18,7 @@ import threading
 from typing import Any
 
 import aiohttp
+import trustme
 import yaml
 from aiohttp import web
 
@@ -105,6 +108,57 @@ class TcpProxy(_LoopThread):
             pass
         finally:
             writer.transport.abort()
+
+
+class SilentMember(_LoopThread):
+    """HTTPS on loopback that reads requests and never answers them; ``connections`` counts
+    those open now (the product must close its own when it gives up)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ca = trustme.CA()
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert("127.0.0.1").configure_cert(self._context)
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self.ca.cert_pem.bytes()
+
+    def start(self) -> SilentMember:
+        self._thread.start()
+
+        async def listen() -> None:
+            self._server = await asyncio.start_server(
+                self._handle, "127.0.0.1", self.port, ssl=self._context
+            )
+
+        self._run(listen())
+        return self
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while await reader.read(65536):
+                pass  # read everything, answer nothing
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.connections -= 1
+            writer.transport.abort()
+
+    def close(self) -> None:
+        async def stop() -> None:
+            if self._server is not None:
+                self._server.close()
+
+        self._run(stop())
+        self._stop_loop()
 
 
 # What MemberProxy.fault can be set to.

@@ -16,6 +16,8 @@ later; a ``logs -f`` through the original's layout is cut, which is why the layo
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import re
 import selectors
@@ -27,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -36,7 +39,7 @@ from clusterpedia.apiserver.testing import register_apiservice
 from clusterpedia.kubeconfig import add_clusterpedia_clusters
 from clusterpedia.testing.aggregation import service_account_token
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
-from clusterpedia.testing.faults import TcpProxy
+from clusterpedia.testing.faults import SilentMember, TcpProxy
 from clusterpedia.testing.kwok import KWOK_MEMBER_ARGS, KwokNodes
 from clusterpedia.testing.objects import pediacluster
 from clusterpedia.testing.product import ProductProcess
@@ -88,6 +91,12 @@ def kwok_member(control_plane: ControlPlane) -> Iterator[tuple[APIServer, KwokNo
     nodes = KwokNodes(member, forward_to=echo.port).start()
     try:
         nodes.add_node("node-0")
+        # The host's admin reaches the member as user "admin" (its system:masters group is
+        # not passed on): the member grants that name explicitly.
+        member.kubectl(
+            "create", "clusterrolebinding", "reach-host-admin", "--clusterrole=cluster-admin",
+            "--user=admin", check=False,
+        )  # fmt: skip
         member.kubectl("create", "namespace", NAMESPACE, check=False)
         nodes.write_log("line one")
         nodes.add_pod("web-0", namespace=NAMESPACE, node="node-0", app="web")
@@ -230,19 +239,130 @@ def test_exec_with_and_without_stdin(host: APIServer, through: Path) -> None:
     assert piped.stdout == "ping\npong\n"
 
 
+LOG_PATH = (
+    f"/apis/clusterpedia.io/v1beta1/resources/clusters/{CLUSTER}/api/v1/namespaces/"
+    f"{NAMESPACE}/pods/web-0/log"
+)
+
+
+def as_front_proxy(
+    server: ProductProcess, host: APIServer, path: str, *, user: str, groups: list[str]
+) -> tuple[int, bytes]:
+    """GET ``path`` from ``server`` as ``host``'s aggregation layer sends ``user`` (one
+    ``X-Remote-Group`` header per group, as the front proxy sends them)."""
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", server.port, context=server.front_proxy_context(host), timeout=20
+    )
+    try:
+        connection.putrequest("GET", path)
+        connection.putheader("X-Remote-User", user)
+        for group in groups:
+            connection.putheader("X-Remote-Group", group)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def granted(
+    server: ProductProcess, host: APIServer, *, user: str, groups: list[str]
+) -> bytes | None:
+    """The log, once the member lets ``user`` read it (None while it does not)."""
+    status, body = as_front_proxy(server, host, LOG_PATH, user=user, groups=groups)
+    return body if status == 200 else None
+
+
+def member_grants_log(member: APIServer, name: str, subject: str) -> None:
+    """On the member: ``subject`` may read pods and their logs."""
+    member.kubectl(
+        "create", "clusterrole", name, "--verb=get,list", "--resource=pods,pods/log", check=False
+    )
+    member.kubectl(
+        "create", "clusterrolebinding", name, f"--clusterrole={name}", subject, check=False
+    )
+
+
 def test_the_member_decides_as_the_requesting_user(
-    host: APIServer, through: Path, tmp_path: Path
+    host: APIServer,
+    product: ProductProcess,
+    through: Path,
+    kwok_member: tuple[APIServer, KwokNodes],
 ) -> None:
-    """A user who may read through Clusterpedia, but whom the member does not know: the
-    member's answer (403), not the PediaCluster's rights."""
-    token = service_account_token(host, "reach-reader", reader=True)
-    kubeconfig = kubeconfig_for(host, tmp_path / "reader.kubeconfig", token=token)
+    """A user in the host's system:masters whom the member does not know: the member's answer
+    (403), neither the host's group nor the PediaCluster's rights. The same user, once the
+    member grants that name, reads the log."""
+    status, body = as_front_proxy(
+        product, host, LOG_PATH, user="reach-mallory", groups=["system:masters"]
+    )
+    assert status == 403 and b"reach-mallory" in body, body  # the member's own Status
+    member_grants_log(kwok_member[0], "reach-mallory-log", "--user=reach-mallory")
+    body = eventually(
+        lambda: granted(product, host, user="reach-mallory", groups=["system:masters"]),
+        timeout=20,
+        what="the member's grant to reach-mallory",
+    )
+    assert b"line one" in body
+
+
+def test_a_host_service_account_is_not_the_members_namesake(
+    host: APIServer, through: Path, tmp_path: Path, kwok_member: tuple[APIServer, KwokNodes]
+) -> None:
+    """The member grants its own ServiceAccount tokens/reach-robot the pods' logs; the host's
+    ServiceAccount of the same name and namespace, a Clusterpedia reader, must not get them."""
+    member, _ = kwok_member
+    member.kubectl("create", "namespace", "tokens", check=False)
+    member.kubectl("create", "serviceaccount", "reach-robot", "-n", "tokens", check=False)
+    member_grants_log(member, "reach-robot-log", "--serviceaccount=tokens:reach-robot")
+    token = service_account_token(host, "reach-robot", reader=True)
+    kubeconfig = kubeconfig_for(host, tmp_path / "robot.kubeconfig", token=token)
     listed = kubectl(host, kubeconfig, "get", "pods")
     assert listed.returncode == 0 and "web-0" in listed.stdout, listed.stderr
-    for command in (["logs", "web-0"], ["exec", "web-0", "--", "echo", "hi"]):
-        done = kubectl(host, kubeconfig, *command)
-        assert done.returncode != 0, command
-        assert "forbidden" in done.stderr.lower() or "403" in done.stderr, done.stderr
+    # (exec would be refused by the host first: a reader may not create)
+    done = kubectl(host, kubeconfig, "logs", "web-0")
+    assert done.returncode != 0
+    assert "--impersonate-user-prefix" in done.stderr, done.stderr
+
+
+def test_prefixes_name_host_users_and_groups_on_the_member(
+    host: APIServer, through: Path, tmp_path: Path, kwok_member: tuple[APIServer, KwokNodes]
+) -> None:
+    """With --impersonate-user-prefix and --impersonate-group-prefix the member sees
+    'clusterpedia:<user>' and 'clusterpedia:<group>': a host ServiceAccount reaches the member
+    only once the member grants its prefixed name, and a group only by its prefixed name."""
+    prefixed = ProductProcess(
+        workdir=tmp_path / "prefixed",
+        kubeconfig=host.kubeconfig,
+        storage_url=f"sqlite:///{tmp_path / 'prefixed.db'}",
+        extra_args=(
+            "--no-operator",
+            "--impersonate-user-prefix=clusterpedia:",
+            "--impersonate-group-prefix=clusterpedia:",
+        ),
+        name="prefixed",
+    ).start()
+    try:
+        robot = "system:serviceaccount:tokens:reach-prefixed"
+        groups = ["system:masters", "system:serviceaccounts", "system:authenticated"]
+        status, body = as_front_proxy(prefixed, host, LOG_PATH, user=robot, groups=groups)
+        assert status == 403 and b"clusterpedia:" + robot.encode() in body, body
+        member, _ = kwok_member
+        member_grants_log(member, "reach-prefixed-user", f"--user=clusterpedia:{robot}")
+        member_grants_log(member, "reach-prefixed-group", "--group=clusterpedia:log-readers")
+        for user, user_groups in ((robot, groups), ("carol", ["system:masters", "log-readers"])):
+            body = eventually(
+                partial(granted, prefixed, host, user=user, groups=user_groups),
+                timeout=20,
+                what=f"the member's grant reaches {user}",
+            )
+            assert b"line one" in body
+        # The group unprefixed is not the granted one.
+        status, _ = as_front_proxy(
+            prefixed, host, LOG_PATH, user="dave", groups=["system:masters", "other"]
+        )
+        assert status == 403
+    finally:
+        prefixed.stop()
 
 
 def follow(host: APIServer, kubeconfig: Path, *args: str) -> subprocess.Popen[str]:
@@ -439,6 +559,150 @@ def test_the_pediacluster_credentials_mode_acts_as_the_pediacluster(
                 assert not allowed and error.code == 403, error.read()
     finally:
         unsafe.stop()
+
+
+REACH = f"/apis/clusterpedia.io/v1beta1/resources/clusters/{CLUSTER}"
+# Each route that reaches the member, with a path that would climb out of what it names: to
+# the member's /api/v1/namespaces/reach/pods (a list the reader may not be allowed), were the
+# dot segments resolved. {up} is one climbing segment.
+CLIMBING_ROUTES = {
+    "nodes/proxy": "/api/v1/nodes/node-0/proxy/{up}/{up}/{up}/namespaces/reach/pods",
+    "the proxy path": "/proxy/api/v1/namespaces/reach/configmaps/{up}/pods",
+    "forward": "/api/v1/namespaces/reach/configmaps/{up}/pods?forward=true",
+    "unsynced": "/api/v1/namespaces/reach/configmaps/{up}/{up}/{up}/{up}/api/v1/nodes",
+}
+
+
+def request_as_admin(
+    server: ProductProcess, host: APIServer, method: str, path: str
+) -> tuple[int, bytes]:
+    """``method path`` sent byte for byte (no client-side normalising) as the host's admin."""
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", server.port, context=server.front_proxy_context(host), timeout=20
+    )
+    try:
+        connection.putrequest(method, path, skip_accept_encoding=True)
+        connection.putheader("X-Remote-User", "admin")
+        connection.putheader("X-Remote-Group", "system:masters")
+        connection.putheader("Content-Length", "0")
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("route", sorted(CLIMBING_ROUTES))
+@pytest.mark.parametrize("up", ["..", "%2e%2e", "%2E%2E", ".", "%2e"])
+def test_a_path_never_climbs_out_of_the_route_it_names(
+    host: APIServer, product: ProductProcess, through: Path, route: str, up: str
+) -> None:
+    for method in ("GET", "POST"):
+        status, body = request_as_admin(
+            product, host, method, REACH + CLIMBING_ROUTES[route].format(up=up)
+        )
+        assert status == 400, (method, body[:300])
+        assert b"may not hold the segment" in body, body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/nodes/node-0/proxy/a%2F..%2F..%2Fpods",
+        "/proxy/api%2Fv1/namespaces/reach/pods",
+        "/api/v1/namespaces/reach%2Fpods/configmaps?forward=true",
+    ],
+)
+def test_an_encoded_slash_never_reaches_a_member(
+    host: APIServer, product: ProductProcess, through: Path, path: str
+) -> None:
+    status, body = request_as_admin(product, host, "GET", REACH + path)
+    assert status == 400 and b"encoded '/'" in body, body
+
+
+@pytest.mark.parametrize("cluster", ["..", ".", "%2e%2e"])
+def test_a_dot_cluster_is_no_pediacluster(
+    host: APIServer, product: ProductProcess, through: Path, cluster: str
+) -> None:
+    path = f"/apis/clusterpedia.io/v1beta1/resources/clusters/{cluster}/api/v1/nodes/n/proxy/x"
+    status, body = request_as_admin(product, host, "GET", path)
+    assert status == 404 and b"is not a PediaCluster" in body, body
+
+
+def test_a_member_that_never_answers_gets_a_503(host: APIServer, tmp_path: Path) -> None:
+    """A member that accepts and completes TLS, then never answers: a log, a followed log and
+    an exec upgrade each get 503 naming the wait, and no relay is left open."""
+    silent = SilentMember().start()
+    name = "silent-member"
+    spec = {
+        "apiVersion": "cluster.clusterpedia.io/v1alpha2",
+        "kind": "PediaCluster",
+        "metadata": {"name": name},
+        "spec": {
+            "apiserver": silent.url,
+            "caData": base64.b64encode(silent.ca_pem).decode(),
+            "tokenData": base64.b64encode(b"token").decode(),
+            "syncResources": [{"group": "", "resources": ["pods"]}],
+        },
+    }
+    host.kubectl("apply", "-f", "-", input=yaml.safe_dump(spec))
+    server = ProductProcess(
+        workdir=tmp_path / "silent",
+        kubeconfig=host.kubeconfig,
+        storage_url=f"sqlite:///{tmp_path / 'silent.db'}",
+        extra_args=("--no-operator", "--member-response-timeout=2"),
+        name="silent",
+    ).start()
+    try:
+        pod = f"/apis/clusterpedia.io/v1beta1/resources/clusters/{name}/api/v1/namespaces/a/pods/p"
+        for path, upgrade in (
+            (f"{pod}/log", False),
+            (f"{pod}/log?follow=true", False),
+            (f"{pod}/exec?command=sh&stdout=true", True),
+        ):
+            status, body = upgrade_or_get(server, host, path, websocket=upgrade)
+            assert status == 503, (path, body)
+            assert b"did not start answering within 2s" in body, body
+        eventually(
+            lambda: (
+                not any(
+                    value for key, value in metrics(host, server).items() if "reach_open" in key
+                )
+            ),
+            timeout=10,
+            what="no relay left open",
+        )
+        eventually(lambda: silent.connections == 0, timeout=10, what="connections closed")
+    finally:
+        server.stop()
+        host.kubectl("delete", "pediacluster", name, "--wait=false")
+        silent.close()
+
+
+def upgrade_or_get(
+    server: ProductProcess, host: APIServer, path: str, *, websocket: bool
+) -> tuple[int, bytes]:
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", server.port, context=server.front_proxy_context(host), timeout=30
+    )
+    try:
+        connection.putrequest("GET", path)
+        connection.putheader("X-Remote-User", "admin")
+        connection.putheader("X-Remote-Group", "system:masters")
+        if websocket:
+            for header, value in (
+                ("Connection", "Upgrade"),
+                ("Upgrade", "websocket"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", base64.b64encode(b"0123456789abcdef").decode()),
+                ("Sec-WebSocket-Protocol", "v5.channel.k8s.io"),
+            ):
+                connection.putheader(header, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
 
 
 def metrics(host: APIServer, product: ProductProcess) -> dict[str, float]:

@@ -16,9 +16,9 @@ from clusterpedia.apiserver.authn import USER, User
 from clusterpedia.apiserver.chain import with_recovery
 from clusterpedia.apiserver.members import (
     Identity,
+    IdentityMapping,
     MemberDirectory,
     forwarded_headers,
-    impersonation,
 )
 from clusterpedia.apiserver.reach import (
     MemberRequest,
@@ -91,12 +91,42 @@ def test_the_member_acts_as_the_requesting_user() -> None:
         groups=("dev", "system:authenticated"),
         extra={"scopes.example.com/x": ("a", "b")},
     )
-    headers = impersonation(user)
+    headers = IdentityMapping().headers(user)
     assert headers["Impersonate-User"] == "alice"
-    assert headers["Impersonate-Uid"] == "42"
+    assert "Impersonate-Uid" not in headers  # a host uid means nothing to a member
     assert headers.getall("Impersonate-Group") == ["dev", "system:authenticated"]
     assert headers.getall("Impersonate-Extra-scopes.example.com%2Fx") == ["a", "b"]
-    assert "Impersonate-Uid" not in impersonation(User(name="bob"))
+
+
+def test_host_identities_do_not_become_member_identities() -> None:
+    """No system: group but system:authenticated, no token extras, and no system: user (a
+    host ServiceAccount would act as the member's ServiceAccount of the same name)."""
+    admin = User(
+        name="alice",
+        groups=("system:masters", "system:nodes", "system:authenticated", "ops"),
+        extra={"authentication.kubernetes.io/node-name": ("n1",), "Scope": ("x",)},
+    )
+    headers = IdentityMapping().headers(admin)
+    assert headers.getall("Impersonate-Group") == ["system:authenticated", "ops"]
+    assert [k for k in headers if k.startswith("Impersonate-Extra-")] == ["Impersonate-Extra-Scope"]
+    for name in ("system:serviceaccount:ns:name", "system:node:n1", "system:admin"):
+        with pytest.raises(StatusError, match="--impersonate-user-prefix") as refused:
+            IdentityMapping().headers(User(name=name, groups=("system:serviceaccounts",)))
+        assert refused.value.code == 403
+
+
+def test_prefixes_name_every_user_and_group_explicitly() -> None:
+    mapping = IdentityMapping(user_prefix="clusterpedia:", group_prefix="cp:")
+    sa = User(
+        name="system:serviceaccount:ns:name",
+        groups=("system:serviceaccounts", "system:serviceaccounts:ns", "system:authenticated"),
+    )
+    headers = mapping.headers(sa)
+    assert headers["Impersonate-User"] == "clusterpedia:system:serviceaccount:ns:name"
+    assert headers.getall("Impersonate-Group") == ["system:authenticated"]
+    person = mapping.headers(User(name="alice", groups=("dev", "system:masters")))
+    assert person["Impersonate-User"] == "clusterpedia:alice"
+    assert person.getall("Impersonate-Group") == ["cp:dev"]
 
 
 def test_a_client_never_chooses_its_identity_on_the_member() -> None:

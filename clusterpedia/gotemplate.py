@@ -6,6 +6,12 @@ the part of the language those templates and the original's docs use; anything e
 :class:`TemplateError` that names it, never a silent empty string.
 
 Missing data renders as ``<no value>``, as Go's does (the policy code then treats it as empty).
+
+A template comes from whoever may write a policy, and runs over data it does not control, so
+every render has a :class:`Budget`: steps (actions, commands and loop iterations), the size of
+the output and of any one value, and a time limit; ``printf`` keeps Go's width and precision
+cap. Exceeding one is a :class:`BudgetExceeded` naming the limit. Errors never quote the
+data a template renders (it may hold a Secret's token): they name types and positions.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import base64
 import binascii
 import json
 import re
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +32,63 @@ NO_VALUE = "<no value>"
 
 class TemplateError(ValueError):
     """The template does not parse, or uses what is not supported here."""
+
+
+class BudgetExceeded(TemplateError):
+    """A render went past one of its :class:`Budget`'s limits, named by ``limit``."""
+
+    def __init__(self, limit: str, message: str):
+        super().__init__(message)
+        self.limit = limit
+
+
+# Go's fmt refuses widths and precisions above this (%!(BADWIDTH), %!(BADPREC)).
+GO_FMT_MAX = 1_000_000
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one render may use."""
+
+    steps: int = 100_000
+    output: int = 1 << 20  # characters, of the output and of any one value
+    seconds: float = 2.0
+
+
+class _Meter:
+    """A render's use of its budget."""
+
+    def __init__(self, budget: Budget):
+        self.budget = budget
+        self.steps = 0
+        self.output = 0
+        self.deadline = time.monotonic() + budget.seconds
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps > self.budget.steps:
+            raise BudgetExceeded(
+                "steps", f"the template took more than its {self.budget.steps} steps"
+            )
+        if self.steps % 64 == 0 and time.monotonic() > self.deadline:
+            raise BudgetExceeded(
+                "time", f"the template ran longer than its {self.budget.seconds:g}s"
+            )
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > self.budget.output:
+            raise BudgetExceeded(
+                "output", f"the template made a value over {self.budget.output} characters"
+            )
+        return value
+
+    def emit(self, text: str, out: list[str]) -> None:
+        self.output += len(text)
+        if self.output > self.budget.output:
+            raise BudgetExceeded(
+                "output", f"the template rendered more than {self.budget.output} characters"
+            )
+        out.append(text)
 
 
 # -- lexing: text and actions ---------------------------------------------------------------
@@ -312,9 +376,10 @@ def _step(value: Any, name: str) -> Any:
 
 
 class _Scope:
-    def __init__(self, dot: Any, variables: dict[str, Any]):
+    def __init__(self, dot: Any, variables: dict[str, Any], meter: _Meter):
         self.dot = dot
         self.variables = variables
+        self.meter = meter
 
 
 def _value(operand: Any, scope: _Scope) -> Any:
@@ -340,13 +405,14 @@ def _value(operand: Any, scope: _Scope) -> Any:
 def _run(pipeline: _Pipeline, scope: _Scope) -> Any:
     result: Any = MISSING
     for index, command in enumerate(pipeline.commands):
+        scope.meter.step()
         head, arguments = command[0], command[1:]
         values = [_value(a, scope) for a in arguments]
         if index > 0:
             values.append(result)  # a pipeline passes the previous result last
         if isinstance(head, _Function):
             try:
-                result = FUNCTIONS[head.name](*values)
+                result = scope.meter.value(FUNCTIONS[head.name](*values))
             except TemplateError:
                 raise
             except TypeError as error:
@@ -360,14 +426,15 @@ def _run(pipeline: _Pipeline, scope: _Scope) -> Any:
 
 def _execute(nodes: Sequence[Any], scope: _Scope, out: list[str]) -> None:
     for node in nodes:
+        scope.meter.step()
         if isinstance(node, _Text):
-            out.append(node.text)
+            scope.meter.emit(node.text, out)
         elif isinstance(node, _Output):
             value = _run(node.pipeline, scope)
             if node.pipeline.declare:
                 scope.variables[node.pipeline.declare[0]] = value
             else:
-                out.append(show(value))
+                scope.meter.emit(show(value), out)
         elif isinstance(node, _If):
             _block(node, scope, out)
 
@@ -387,29 +454,32 @@ def _block(node: _If, scope: _Scope, out: list[str]) -> None:
             raise TemplateError(f"range over {type(value).__name__} is not supported")
         ran = False
         for key, element in items:
+            scope.meter.step()
             ran = True
             names = node.pipeline.declare
             if len(names) == 1:
                 variables[names[0]] = element
             elif len(names) == 2:
                 variables[names[0]], variables[names[1]] = key, element
-            _execute(node.body, _Scope(element, variables), out)
+            _execute(node.body, _Scope(element, variables, scope.meter), out)
         if not ran:
-            _execute(node.otherwise, _Scope(scope.dot, variables), out)
+            _execute(node.otherwise, _Scope(scope.dot, variables, scope.meter), out)
         return
     if truthy(value):
         if node.pipeline.declare:
             variables[node.pipeline.declare[0]] = value
         dot = value if node.kind == "with" else scope.dot
-        _execute(node.body, _Scope(dot, variables), out)
+        _execute(node.body, _Scope(dot, variables, scope.meter), out)
     else:
-        _execute(node.otherwise, _Scope(scope.dot, variables), out)
+        _execute(node.otherwise, _Scope(scope.dot, variables, scope.meter), out)
 
 
-def render(source: str, data: Mapping[str, Any]) -> str:
-    """``source`` executed over ``data`` (the template's dot)."""
+def render(source: str, data: Mapping[str, Any], budget: Budget | None = None) -> str:
+    """``source`` executed over ``data`` (the template's dot), within ``budget``. CPU-bound
+    for up to the budget's time: call it off the event loop."""
     out: list[str] = []
-    _execute(_parse(source), _Scope(data, {"$": data}), out)
+    meter = _Meter(budget or Budget())
+    _execute(_parse(source), _Scope(data, {"$": data}, meter), out)
     return "".join(out)
 
 
@@ -434,7 +504,10 @@ def _compare(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
         try:
             return op(_plain(a), _plain(b))
         except TypeError:
-            raise TemplateError(f"incompatible types for comparison: {a!r}, {b!r}") from None
+            raise TemplateError(
+                f"incompatible types for comparison: {type(_plain(a)).__name__} and "
+                f"{type(_plain(b)).__name__}"
+            ) from None
 
     return compare
 
@@ -460,12 +533,12 @@ def _index(collection: Any, *keys: Any) -> Any:
             value = value.get(key, MISSING)
         elif isinstance(value, list | tuple) and isinstance(key, int):
             if not 0 <= key < len(value):
-                raise TemplateError(f"index {key} out of range")
+                raise TemplateError(f"index out of range (length {len(value)})")
             value = value[key]
         elif value is MISSING or value is None:
             return MISSING
         else:
-            raise TemplateError(f"cannot index {type(value).__name__} with {key!r}")
+            raise TemplateError(f"cannot index {type(value).__name__} with {type(key).__name__}")
     return value
 
 
@@ -501,13 +574,38 @@ def _to_yaml(value: Any) -> str:
     return yaml.safe_dump(_plain(value), default_flow_style=False).rstrip("\n")
 
 
+_VERB = re.compile(r"%([-+# 0]*)(\*|\d+)?(?:\.(\*|\d+))?(.?)")
+
+
+def _checked_verb(match: re.Match[str]) -> str:
+    """One ``%`` directive, refused past Go's width and precision cap (a width of 1e9 would
+    take gigabytes to print); ``*`` (a width from the arguments) is not supported."""
+    width, precision, verb = match.group(2), match.group(3), match.group(4)
+    for what, number in (("width", width), ("precision", precision)):
+        if number == "*":
+            raise TemplateError(f"printf: a {what} of '*' is not supported in import policies")
+        if number is not None and int(number) > GO_FMT_MAX:
+            raise BudgetExceeded(f"printf {what}", f"printf: {what} above Go's {GO_FMT_MAX}")
+    if verb in ("v", "s", "d", "q"):
+        return match.group(0)[:-1] + ("r" if verb == "q" else "s")
+    return match.group(0)
+
+
 def _printf(pattern: str, *values: Any) -> str:
-    converted = re.sub(r"%[vsdq]", lambda m: "%r" if m.group() == "%q" else "%s", pattern)
+    converted = _VERB.sub(_checked_verb, _text(pattern))
     shown = tuple(show(v) if not isinstance(v, int | float) else v for v in values)
     try:
         return converted % shown
-    except (TypeError, ValueError) as error:
-        raise TemplateError(f"printf: {error}") from None
+    except (TypeError, ValueError):
+        raise TemplateError("printf: the format does not fit its arguments") from None
+
+
+def _replace(old: Any, new: Any, value: Any) -> str:
+    text, old, new = _text(value), _text(old), _text(new)
+    grows = (text.count(old) if old else len(text) + 1) * max(len(new) - len(old), 0)
+    if len(text) + grows > Budget.output:
+        raise BudgetExceeded("output", "replace: the result would be too large")
+    return text.replace(old, new)
 
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -541,7 +639,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "hasPrefix": lambda prefix, value: _text(value).startswith(prefix),
     "hasSuffix": lambda suffix, value: _text(value).endswith(suffix),
     "contains": lambda part, value: part in _text(value),
-    "replace": lambda old, new, value: _text(value).replace(old, new),
+    "replace": _replace,
     "split": lambda sep, value: {f"_{i}": p for i, p in enumerate(_text(value).split(sep))},
     "join": lambda sep, values: sep.join(_text(v) for v in (_plain(values) or ())),
     "get": _get,

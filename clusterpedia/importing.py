@@ -6,6 +6,11 @@ lifecycle renders (``policy.clusterpedia.io/v1alpha1``; the host I/O is in
 Templates are Go templates over ``.source`` (the source object) and ``.references.<key>``
 (the objects its references name). As in the original, ``<no value>`` renders as nothing, and
 a condition or selector is true when it renders, trimmed and lower-cased, to ``true``.
+
+Each render has a budget (``gotemplate.Budget``) and is CPU work: the operator runs these
+decisions off the event loop. What they report never quotes what a template rendered (a
+reference may be a Secret): a name that is not valid, YAML that does not parse, are described
+by position and reason.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from clusterpedia.gotemplate import NO_VALUE, TemplateError, check, render
+from clusterpedia.gotemplate import NO_VALUE, BudgetExceeded, TemplateError, check, render
 
 POLICY_GROUP, POLICY_VERSION = "policy.clusterpedia.io", "v1alpha1"
 POLICY_LABEL = "policy.clusterpedia.io/cluster-import-policy"
@@ -27,14 +32,36 @@ _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 
 
 class PolicyError(ValueError):
-    """A policy or lifecycle that cannot be used as written."""
+    """A policy or lifecycle that cannot be used as written; ``reason`` for its condition."""
+
+    def __init__(self, message: str, *, reason: str = "InvalidTemplate"):
+        super().__init__(message)
+        self.reason = reason
 
 
 def rendered(template: str, data: Mapping[str, Any]) -> str:
     try:
         return render(template, data).replace(NO_VALUE, "")
+    except BudgetExceeded as error:
+        raise PolicyError(str(error), reason="TemplateBudgetExceeded") from None
     except TemplateError as error:
         raise PolicyError(str(error)) from None
+
+
+def valid_name(text: str) -> bool:
+    """A DNS subdomain: what an object name (and so a path segment) may be; never ``.``."""
+    return len(text) <= 253 and _NAME.fullmatch(text) is not None
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """Where and why rendered YAML does not parse, without the rendered text: PyYAML's
+    messages quote what they found, which may be a Secret's value."""
+    problem = getattr(error, "problem", None) or "not YAML"
+    problem = re.sub(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", "<...>", str(problem))
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return problem
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
 
 
 def holds(template: str, data: Mapping[str, Any]) -> bool:
@@ -92,8 +119,12 @@ def lifecycle_for(
     if not holds(source.selector, data):
         return None
     name = rendered(str(spec.get("nameTemplate") or ""), data).strip()
-    if len(name) > 253 or not _NAME.fullmatch(name):
-        raise PolicyError(f"nameTemplate renders {name[:80]!r}, not a valid object name")
+    if not valid_name(name):
+        raise PolicyError(
+            f"nameTemplate does not render a valid object name ({len(name)} characters; "
+            "a DNS subdomain is required)",
+            reason="InvalidName",
+        )
     metadata = obj.get("metadata") or {}
     policy_meta = policy.get("metadata") or {}
     return {
@@ -158,6 +189,12 @@ def references_of(spec: Mapping[str, Any], source: Mapping[str, Any]) -> list[Re
         namespace = rendered(str(reference.get("namespaceTemplate") or ""), data).strip()
         if not key or not name:
             raise PolicyError(f"reference {key or '?'} renders no name")
+        if not valid_name(name) or (namespace and not valid_name(namespace)):
+            raise PolicyError(
+                f"reference {key} does not render a valid object name and namespace "
+                "(DNS subdomains)",
+                reason="InvalidName",
+            )
         found.append(
             Reference(
                 key=key,
@@ -183,7 +220,7 @@ def pediacluster_spec(
     try:
         document = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
-        raise PolicyError(f"template does not render YAML: {error}") from None
+        raise PolicyError(f"template does not render YAML: {yaml_problem(error)}") from None
     if not isinstance(document, Mapping) or not isinstance(document.get("spec"), Mapping):
         raise PolicyError("template must render a mapping with a spec")
     return dict(document["spec"])

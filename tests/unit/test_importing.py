@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from clusterpedia.gotemplate import TemplateError, render
+from clusterpedia.gotemplate import Budget, BudgetExceeded, TemplateError, render
 from clusterpedia.importing import (
     PolicyError,
     auth_changes,
@@ -20,6 +20,7 @@ from clusterpedia.importing import (
     policy_source,
     references_of,
 )
+from clusterpedia.operator.import_policies import owned_by, wanted_lifecycles
 
 POLICIES = Path(__file__).resolve().parents[2] / "manifests" / "import-policies"
 
@@ -127,7 +128,7 @@ def test_bad_policies_are_refused_with_the_reason(spec: dict[str, Any], message:
 def test_a_name_that_is_not_an_object_name_is_refused() -> None:
     spec = {"source": {"resource": "c"}, "nameTemplate": "Upper_{{ .source.x }}"}
     bad = {"metadata": {"name": "p"}, "spec": spec}
-    with pytest.raises(PolicyError, match="not a valid object name"):
+    with pytest.raises(PolicyError, match="does not render a valid object name"):
         lifecycle_for(bad, policy_source(bad["spec"]), "v1", {"metadata": {"name": "a"}})
 
 
@@ -164,3 +165,128 @@ def test_conditions_hold_when_they_render_true() -> None:
     assert not holds("{{ .missing }}", {})
     with pytest.raises(TemplateError):
         render("{{ end }}", {})
+
+
+# -- hostile templates: budgets, and nothing rendered in an error ------------------------------
+
+SECRET = "s3cr3t-token-value"
+
+
+@pytest.mark.parametrize(
+    ("template", "limit"),
+    [
+        # nested range over a source's data: 200^3 iterations
+        ("{{range .d}}{{range $.d}}{{range $.d}}x{{end}}{{end}}{{end}}", "steps"),
+        # Go refuses widths above 1e6; Python would print a gigabyte
+        ('{{printf "%1000000000d" 1}}', "printf width"),
+        ('{{printf "%.2000000f" 1.5}}', "printf precision"),
+        # a value that doubles every iteration
+        ('{{$x := "ab"}}{{range .d}}{{$x = printf "%s%s" $x $x}}{{end}}', "output"),
+        ('{{replace "" (printf "%900000s" "") (printf "%1000s" "")}}', "output"),
+    ],
+)
+def test_a_template_past_its_budget_is_refused_by_the_limit(template: str, limit: str) -> None:
+    data = {"d": {f"k{i}": "v" for i in range(200)}}
+    with pytest.raises(BudgetExceeded) as exceeded:
+        render(template, data)
+    assert exceeded.value.limit == limit
+
+
+def test_the_time_limit_ends_a_render() -> None:
+    data = {"d": list(range(3000))}
+    with pytest.raises(BudgetExceeded) as exceeded:
+        render(
+            "{{range .d}}{{range $.d}}{{end}}{{end}}",
+            data,
+            Budget(steps=10**12, seconds=0.2),
+        )
+    assert exceeded.value.limit == "time"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        # YAML that does not parse, around the token (PyYAML quotes what it found)
+        "spec:\n  tokenData: '{{ .references.s.data.token }}\n",
+        'spec:\n  tokenData: "{{ .references.s.data.token }}\\q"\n',
+        "spec:\n  tokenData: *{{ .references.s.data.token }}\n",
+        "spec:\n  tokenData: {{ .references.s.data.token }}\n  x: [\n",
+        # comparisons and indexing that fail on the token
+        "{{ if lt .references.s.data.token 3 }}x{{ end }}",
+        "{{ index .references.s.data.token 1 }}",
+    ],
+)
+def test_an_error_never_quotes_what_was_rendered(template: str) -> None:
+    spec = {"template": template, "creationCondition": ""}
+    with pytest.raises(PolicyError) as refused:
+        pediacluster_spec(spec, {}, {"s": {"data": {"token": SECRET}}})
+    assert SECRET not in str(refused.value)
+    assert "s3cr3t" not in str(refused.value)
+
+
+def test_a_name_rendered_from_data_is_not_echoed() -> None:
+    spec = {"source": {"resource": "c"}, "nameTemplate": "{{ .source.spec.token }}"}
+    bad = {"metadata": {"name": "p"}, "spec": spec}
+    with pytest.raises(PolicyError) as refused:
+        lifecycle_for(bad, policy_source(spec), "v1", {"spec": {"token": "Not_A_Name!" + SECRET}})
+    assert SECRET not in str(refused.value) and refused.value.reason == "InvalidName"
+
+
+@pytest.mark.parametrize("name", [".", "..", "a/b", "%2e%2e", ""])
+def test_a_reference_name_must_be_an_object_name(name: str) -> None:
+    spec = {"references": [{"key": "s", "resource": "secrets", "namespaceTemplate": "ns",
+                            "nameTemplate": name or "{{ .source.none }}"}]}  # fmt: skip
+    with pytest.raises(PolicyError):
+        references_of(spec, {"metadata": {"name": "x"}})
+    spec["references"][0].update(namespaceTemplate=name or "x", nameTemplate="ok")
+    if name:
+        with pytest.raises(PolicyError, match="valid object name"):
+            references_of(spec, {"metadata": {"name": "x"}})
+
+
+# -- what a policy wants when sources collide --------------------------------------------------
+
+
+def _colliding_policy() -> tuple[dict[str, Any], Any]:
+    """The shipped Cluster API policy: capi-<namespace>-<name>, so a/b-c and a-b/c collide."""
+    chosen = policy("cluster-api")
+    return chosen, policy_source(chosen["spec"])
+
+
+def _cluster(namespace: str, name: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": namespace}, "status": {}}
+
+
+def test_two_sources_rendering_one_name_import_neither() -> None:
+    chosen, source = _colliding_policy()
+    items = [_cluster("a", "b-c"), _cluster("a-b", "c")]
+    wanted, untouched, problems = wanted_lifecycles(chosen, source, "v1beta1", items, {})
+    assert wanted == {} and untouched == {"capi-a-b-c"}
+    assert "several sources (a-b/c, a/b-c); none is imported" in problems[0]
+
+
+def test_an_existing_lifecycle_keeps_its_source_and_is_never_re_pointed() -> None:
+    chosen, source = _colliding_policy()
+    first = lifecycle_for(chosen, source, "v1beta1", _cluster("a", "b-c"))
+    assert first is not None
+    have = {"capi-a-b-c": first}
+    wanted, untouched, problems = wanted_lifecycles(
+        chosen, source, "v1beta1", [_cluster("a", "b-c"), _cluster("a-b", "c")], have
+    )
+    assert wanted == {"capi-a-b-c": first} and not untouched
+    assert "stays with a/b-c" in problems[0]
+    # the first source went; the second renders the name the lifecycle still follows
+    wanted, untouched, problems = wanted_lifecycles(
+        chosen, source, "v1beta1", [_cluster("a-b", "c")], have
+    )
+    assert wanted == {} and untouched == {"capi-a-b-c"}
+    assert "follows a/b-c; refused for a-b/c" in problems[0]
+
+
+def test_ownership_is_the_controllers_uid() -> None:
+    owner = {"metadata": {"uid": "u-1"}}
+    mine = {"metadata": {"ownerReferences": [{"uid": "u-1", "controller": True}]}}
+    assert owned_by(mine, owner)
+    assert not owned_by({"metadata": {}}, owner)
+    assert not owned_by({"metadata": {"ownerReferences": [{"uid": "u-1"}]}}, owner)
+    assert not owned_by(mine, {"metadata": {}})

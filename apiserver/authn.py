@@ -30,6 +30,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from clusterpedia.apiserver.chain import Handler
+from clusterpedia.apiserver.status import StatusError
 from clusterpedia.kube.client import KubeClient, KubeError
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,14 @@ class RequestHeaderConfig:
     group_headers: tuple[str, ...] = ("X-Remote-Group",)
     extra_prefixes: tuple[str, ...] = ("X-Remote-Extra-",)
     uid_headers: tuple[str, ...] = ()
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _strings(data: Mapping[str, str], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -168,6 +177,11 @@ class Authenticator:
                 if lowered.startswith(prefix) and len(lowered) > len(prefix):
                     extra.setdefault(unquote(lowered[len(prefix) :]), []).append(value)
         uid = next((v for h in config.uid_headers for v in headers.getall(h, ()) if v), "")
+        identity = [name, uid, *groups, *extra, *(v for values in extra.values() for v in values)]
+        if not all(_is_utf8(text) for text in identity):
+            # aiohttp keeps undecodable bytes as surrogates; an identity must be text (it goes
+            # into reviews, logs and member impersonation as UTF-8)
+            raise StatusError(400, "the front proxy's identity headers are not valid UTF-8")
         return _with_authenticated(
             User(name, uid, tuple(groups), {k: tuple(v) for k, v in extra.items()})
         )

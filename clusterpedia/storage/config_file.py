@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import replace
@@ -338,6 +339,32 @@ def _mysql_params(params: Mapping[str, str], build: _Build) -> None:
         build.connect_args["init_command"] = "SET " + ", ".join(assignments)
 
 
+# The character sets MySQL and MariaDB name collations after (``<charset>_<rest>``), as
+# go-sql-driver checks a DSN's collation against the collations it knows before using it.
+_CHARSETS = frozenset(
+    {
+        "armscii8", "ascii", "big5", "binary", "cp1250", "cp1251", "cp1256", "cp1257", "cp850",
+        "cp852", "cp866", "cp932", "dec8", "eucjpms", "euckr", "gb18030", "gb2312", "gbk",
+        "geostd8", "greek", "hebrew", "hp8", "keybcs2", "koi8r", "koi8u", "latin1", "latin2",
+        "latin5", "latin7", "macce", "macroman", "sjis", "swe7", "tis620", "ucs2", "ujis",
+        "utf16", "utf16le", "utf32", "utf8", "utf8mb3", "utf8mb4",
+    }
+)  # fmt: skip
+_COLLATION = re.compile(r"(?P<charset>[a-z0-9]+)(_[a-z0-9]+)+|binary")
+
+
+def _collation(value: str) -> str:
+    """A DSN's ``collation``: a collation name of a known character set, never text that
+    could end the ``SET collation_connection='...'`` it goes into."""
+    match = _COLLATION.fullmatch(value.lower())
+    charset = match.group("charset") if match else None
+    if match is None or (charset is not None and charset not in _CHARSETS):
+        raise StorageURLError(
+            f"storage config dsn: collation={value[:64]!r} is not a MySQL collation"
+        )
+    return value.lower()
+
+
 def _from_mysql_dsn(text: str) -> tuple[URL, dict[str, Any]]:
     """A go-sql-driver DSN, with its parameters as the equivalent config fields."""
     url, params = mysql_dsn(text)
@@ -379,7 +406,7 @@ def _from_mysql_dsn(text: str) -> tuple[URL, dict[str, Any]]:
                 int(value) if key == "maxAllowedPacket" and value.isdigit() else value
             )
         elif key == "collation":
-            extra["params"]["collation_connection"] = f"'{value}'"
+            extra["params"]["collation_connection"] = f"'{_collation(value)}'"
         else:
             extra["params"][key] = value
     return url, extra

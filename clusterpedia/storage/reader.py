@@ -70,7 +70,8 @@ def decode_token(token: str, *, fingerprint: str, keys: Sequence[SortKey]) -> tu
     for value, (_, _, kind) in zip(values, keys, strict=True):
         if (
             kind == "int" and type(value) is int and -_TOKEN_INT_LIMIT < value < _TOKEN_INT_LIMIT
-        ) or (kind == "text" and isinstance(value, str)):
+        ) or (kind == "text" and isinstance(value, str) and "\x00" not in value):
+            # (no text we store holds a NUL, and PostgreSQL cannot bind one)
             decoded.append(value)
         elif kind == "time" and isinstance(value, str):
             try:

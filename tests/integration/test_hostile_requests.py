@@ -274,6 +274,34 @@ def test_many_order_keys_with_a_continue_token_stay_cheap(
     assert status == 400 and "at most 8" in parse(body)["message"]
 
 
+def test_a_forged_continue_token_holding_a_nul_is_the_clients_error(
+    server: ServerThread, admin: dict[str, Any]
+) -> None:
+    """A continue token is base64 JSON: a client can forge its keyset values. One holding a
+    NUL is a 400 (PostgreSQL cannot bind one: it was the storage's 503)."""
+    status, _, body = get(server, f"{PREFIX}/api/v1/pods", [("limit", "5")], **admin)
+    token = parse(body)["metadata"]["continue"]
+    payload = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    assert any(isinstance(value, str) for value in payload["k"])
+    payload["k"] = [v + "\x00" if isinstance(v, str) else v for v in payload["k"]]
+    forged = base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
+    status, _, body = get(
+        server, f"{PREFIX}/api/v1/pods", [("limit", "5"), ("continue", forged)], **admin
+    )
+    assert status == 400 and parse(body)["message"] == "invalid continue token", body
+
+
+def test_a_front_proxy_identity_that_is_not_utf8_is_the_clients_error(
+    server: ServerThread, admin: dict[str, Any]
+) -> None:
+    for header in ("X-Remote-Extra-Scopes", "X-Remote-User", "X-Remote-Group"):
+        headers = {**admin["headers"], header: "caf\xe9-\xff"}  # latin-1 bytes on the wire
+        status, _, body = server.request(
+            f"{PREFIX}/api/v1/pods", cert=admin["cert"], headers=headers
+        )
+        assert status == 400 and b"not valid UTF-8" in body, (header, status, body)
+
+
 def test_an_overlong_request_line_gets_a_status(
     server: ServerThread, caplog: pytest.LogCaptureFixture
 ) -> None:

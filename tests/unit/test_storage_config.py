@@ -265,6 +265,16 @@ def test_the_originals_dsn_forms(tmp_path: Path) -> None:
         target(tmp_path, "type: mysql\ndsn: 'u@tcp(h)/d?tls=custom'\n")
 
 
+@pytest.mark.parametrize(
+    "collation",
+    ["utf8mb4_bin%27%2C%20sql_mode%3D%27", "utf8mb4_bin%27", "nonesuch_ci", "utf8mb4 bin", "x"],
+)
+def test_a_dsn_collation_is_a_known_collation(tmp_path: Path, collation: str) -> None:
+    """It goes into ``SET collation_connection='...'``: nothing else may ride along."""
+    with pytest.raises(StorageURLError, match="is not a MySQL collation"):
+        target(tmp_path, f"type: mysql\ndsn: 'u@tcp(h)/d?collation={collation}'\n")
+
+
 def test_unix_sockets_by_network(tmp_path: Path) -> None:
     pg = target(tmp_path, "type: postgres\nnetwork: unix\nhost: /run/postgresql\ndatabase: d\n")
     assert make_url(pg.url).query["host"] == "/run/postgresql"

@@ -3,12 +3,14 @@
 The same meaning as the SQL the compiler builds (``storage/compiler.py``) for every filter that
 can be judged from one object: type, clusters, namespaces, names, fuzzy names, creation time,
 label and field selectors. Owner searches need other rows and ``whereSQLStatement`` is SQL, so
-a watch refuses them rather than ignore them.
+a watch refuses them rather than ignore them; so it does any :class:`Query` field it does not
+know, by name: a filter added to lists later must not make watches silently return more.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import fields as dataclass_fields
 from typing import Any
 
 import orjson
@@ -26,15 +28,36 @@ from clusterpedia.storage import (
 
 EventMatcher = Callable[[ChangeEvent], bool]
 _MISSING = object()
+# The Query fields the matcher evaluates on each event.
+EVALUATED = frozenset(
+    {"types", "clusters", "namespaces", "names", "fuzzy_names", "since", "before", "labels",
+     "fields"}
+)  # fmt: skip
+# Fields that say how a list is paged or shaped, not which objects it holds.
+NOT_FILTERS = frozenset(
+    {"order_by", "limit", "continue_token", "offset", "with_remaining_count", "metadata_only",
+     "inject_events"}
+)  # fmt: skip
+REFUSED = {
+    "owner": "searching by owner is not supported with watch",
+    "where_sql": "whereSQLStatement is not supported with watch",
+}
+
+
+def _refuse_unevaluated(query: Query) -> None:
+    for field in dataclass_fields(query):
+        if field.name in EVALUATED or field.name in NOT_FILTERS:
+            continue
+        if getattr(query, field.name) != field.default:
+            raise InvalidQuery(
+                REFUSED.get(field.name, f"the filter {field.name} is not supported with watch")
+            )
 
 
 def event_matcher(query: Query) -> EventMatcher:
     """A predicate equal to ``query``'s filters; :class:`InvalidQuery` for filters a watch
-    cannot evaluate."""
-    if query.owner is not None:
-        raise InvalidQuery("searching by owner is not supported with watch")
-    if query.where_sql is not None:
-        raise InvalidQuery("whereSQLStatement is not supported with watch")
+    cannot evaluate, and for any it does not know."""
+    _refuse_unevaluated(query)
     types = {(t.group, t.version, t.resource) for t in query.types}
     if any(t.version is None or t.resource is None for t in query.types):
         raise InvalidQuery("watch needs one resource type")

@@ -118,6 +118,68 @@ def test_filters_a_watch_cannot_judge_per_event_are_refused(params: dict[str, st
         event_matcher(query)
 
 
+def _excluding(name: str) -> object:
+    """A value of Query field ``name`` that the test event does not pass (for the filters),
+    or any value other than the default (for paging and shape)."""
+    from datetime import datetime
+
+    from clusterpedia.search.selectors import parse_field_selector, parse_label_selector
+    from clusterpedia.storage.condition import Constant
+    from clusterpedia.storage.query import OrderBy, OwnerFilter, WhereSQL
+
+    return {
+        "types": (TypeFilter("apps", "v1", "deployments"),),
+        "clusters": ("other",),
+        "namespaces": ("other",),
+        "names": ("other",),
+        "fuzzy_names": ("zzz",),
+        "since": datetime(2999, 1, 1),  # naive UTC, as the parsers give them
+        "before": datetime(1999, 1, 1),
+        "labels": tuple(parse_label_selector("app=nope")),
+        "fields": tuple(parse_field_selector("spec.nodeName=nope")),
+        "owner": OwnerFilter(uid="u"),
+        "where_sql": WhereSQL("1=1", Constant(True)),  # type: ignore[arg-type]
+        "order_by": (OrderBy("name", True),),
+        "limit": 5,
+        "continue_token": "t",
+        "offset": 5,
+        "with_remaining_count": True,
+        "metadata_only": True,
+        "inject_events": True,
+    }[name]
+
+
+def test_the_matcher_evaluates_or_refuses_every_query_field() -> None:
+    """A filter the matcher ignored would make a watch return more than the list: every field
+    of Query is evaluated (an event outside it no longer matches), is about paging or shape
+    (the event still matches), or is refused by name. A new field must be put in one of them;
+    until it is, a watch that sets it is refused."""
+    from dataclasses import fields, replace
+
+    from clusterpedia.watch.matcher import EVALUATED, NOT_FILTERS, REFUSED
+
+    names = {field.name for field in fields(Query)}
+    assert names == EVALUATED | NOT_FILTERS | set(REFUSED), "classify the new Query fields"
+    event = _event(labels={"app": "web"}, nodeName="node-1")
+    base = Query(types=(TypeFilter("", "v1", "pods"),))
+    assert event_matcher(base)(event)
+    for name in sorted(names):
+        query = replace(base, **{name: _excluding(name)})
+        if name in REFUSED:
+            with pytest.raises(InvalidQuery, match="not supported with watch"):
+                event_matcher(query)
+        else:
+            assert event_matcher(query)(event) is (name in NOT_FILTERS), name
+
+
+def test_an_unknown_filter_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from clusterpedia.watch import matcher
+
+    monkeypatch.setattr(matcher, "EVALUATED", matcher.EVALUATED - {"fuzzy_names"})
+    with pytest.raises(InvalidQuery, match="the filter fuzzy_names is not supported with watch"):
+        event_matcher(Query(fuzzy_names=("p",)))
+
+
 @pytest.mark.parametrize(
     ("params", "error"),
     [

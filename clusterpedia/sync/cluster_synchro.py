@@ -21,12 +21,12 @@ from typing import Any
 from clusterpedia.backoff import Backoff
 from clusterpedia.kube.access import MemberAccess
 from clusterpedia.kube.client import KubeClient
-from clusterpedia.kube.discovery import SyncTarget
 from clusterpedia.storage import Catalog, ObjectWrites, StorageError
 from clusterpedia.sync import status as rendering
 from clusterpedia.sync.cluster_monitor import ClusterMonitor
 from clusterpedia.sync.metrics import MEMBER_REQUESTS, MEMBER_WATCHES
 from clusterpedia.sync.resource_negotiator import ResourceNegotiator
+from clusterpedia.sync.targets import SyncTarget
 from clusterpedia.sync.worker import ResourceSyncer, SyncSettings
 
 logger = logging.getLogger(__name__)

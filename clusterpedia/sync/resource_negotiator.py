@@ -11,14 +11,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from clusterpedia.kube.client import KubeClient, KubeError
-from clusterpedia.kube.discovery import (
-    SyncResourcesError,
-    SyncTarget,
-    discover,
-    is_builtin_group,
-    resolve_sync_resources,
-)
+from clusterpedia.kube.discovery import discover, is_builtin_group
 from clusterpedia.storage import Catalog, PrinterColumn, SyncedType
+from clusterpedia.sync.targets import SyncResourcesError, SyncTarget, resolve_sync_resources
 
 logger = logging.getLogger(__name__)
 LEASES = ("coordination.k8s.io", "leases")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from clusterpedia.kube.discovery import SyncTarget
+from clusterpedia.sync.targets import SyncTarget
 from clusterpedia.sync.worker import ResourceStatus
 
 _PROGRESS = ("objects", "lastEventTime")  # the fields of a syncCondition that only count

@@ -37,10 +37,10 @@ from clusterpedia.kube.client import (
     KubeClient,
     KubeError,
 )
-from clusterpedia.kube.discovery import SyncTarget
 from clusterpedia.storage import Change, Delete, ObjectWrites, StorageError, Upsert
 from clusterpedia.sync import metrics
 from clusterpedia.sync.objects import object_key, prepare
+from clusterpedia.sync.targets import SyncTarget
 
 logger = logging.getLogger(__name__)
 

@@ -25,14 +25,10 @@ from cryptography.x509.oid import NameOID
 from clusterpedia.apiserver.tables import TableBuilder
 from clusterpedia.kube.access import access_from_kubeconfig
 from clusterpedia.kube.client import KubeClient
-from clusterpedia.kube.discovery import (
-    SyncTarget,
-    discover,
-    is_builtin_group,
-    resolve_sync_resources,
-)
+from clusterpedia.kube.discovery import discover, is_builtin_group
 from clusterpedia.storage import SyncedType
 from clusterpedia.sync.resource_negotiator import TABLE, member_columns
+from clusterpedia.sync.targets import SyncTarget, resolve_sync_resources
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -17,15 +17,11 @@ from prometheus_client import REGISTRY
 
 from clusterpedia.kube.access import InvalidClusterConfig, access_from_kubeconfig, access_from_spec
 from clusterpedia.kube.client import Expired, KubeClient, KubeError
-from clusterpedia.kube.discovery import (
-    Discovery,
-    SyncResourcesError,
-    discover,
-    resolve_sync_resources,
-)
+from clusterpedia.kube.discovery import Discovery, discover
 from clusterpedia.storage.query import Query, TypeFilter
 from clusterpedia.storage.reader import ResourceReader
 from clusterpedia.storage.writer import ResourceWriter
+from clusterpedia.sync.targets import SyncResourcesError, resolve_sync_resources
 from clusterpedia.sync.worker import ResourceSyncer, SyncSettings
 from clusterpedia.testing.consistency import seed_configmaps
 from clusterpedia.testing.controlplane import APIServer

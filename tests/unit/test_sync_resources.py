@@ -5,14 +5,9 @@ from __future__ import annotations
 
 from clusterpedia.gvr import ResourceType
 from clusterpedia.kube.client import KubeError
-from clusterpedia.kube.discovery import (
-    APIGroup,
-    APIResource,
-    Discovery,
-    SyncTarget,
-    resolve_sync_resources,
-)
+from clusterpedia.kube.discovery import APIGroup, APIResource, Discovery
 from clusterpedia.sync.resource_negotiator import ResourceNegotiator
+from clusterpedia.sync.targets import SyncTarget, resolve_sync_resources
 
 LIST_WATCH = frozenset({"get", "list", "watch"})
 

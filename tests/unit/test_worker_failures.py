@@ -13,9 +13,9 @@ import pytest
 from clusterpedia.gvr import ResourceType
 from clusterpedia.kube.access import access_from_spec
 from clusterpedia.kube.client import KubeError
-from clusterpedia.kube.discovery import SyncTarget
 from clusterpedia.storage.records import Change
 from clusterpedia.sync.cluster_synchro import ClusterSettings, ClusterSynchro
+from clusterpedia.sync.targets import SyncTarget
 from clusterpedia.sync.worker import ResourceSyncer, SyncSettings
 from clusterpedia.testing.waiting import eventually_async
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import Counter, Gauge
 
-from clusterpedia.apiserver.chain import Handler
-from clusterpedia.apiserver.reach import long_running
-from clusterpedia.apiserver.status import StatusError
-from clusterpedia.apiserver.system import HEALTH_PATHS
+from .chain import Handler
+from .reach import long_running
+from .status import StatusError
+from .system import HEALTH_PATHS
 
 RETRY_AFTER_SECONDS = 1
 IN_FLIGHT = Gauge(

@@ -19,23 +19,24 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
-from clusterpedia.apiserver.admission import Admission
-from clusterpedia.apiserver.authn import Authenticator, authentication
-from clusterpedia.apiserver.authz import Authorizer, authorization
-from clusterpedia.apiserver.chain import (
+from clusterpedia.storage import Catalog, ObjectReads
+
+from .admission import Admission
+from .authn import Authenticator, authentication
+from .authz import Authorizer, authorization
+from .chain import (
     Layer,
     build_chain,
     read_only,
     with_recovery,
     with_request_info,
 )
-from clusterpedia.apiserver.deadline import RequestDeadline
-from clusterpedia.apiserver.group import GroupServer
-from clusterpedia.apiserver.reach import ReachServer
-from clusterpedia.apiserver.resources import ResourcesServer
-from clusterpedia.apiserver.system import SystemServer, version_info
-from clusterpedia.apiserver.watch import WatchServer
-from clusterpedia.storage import Catalog, ObjectReads
+from .deadline import RequestDeadline
+from .group import GroupServer
+from .reach import ReachServer
+from .resources import ResourcesServer
+from .system import SystemServer, version_info
+from .watch import WatchServer
 
 # A label selector or a list of names can be long, but not megabytes: aiohttp refuses longer
 # request lines and headers before any handler runs.

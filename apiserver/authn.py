@@ -29,9 +29,10 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from clusterpedia.apiserver.chain import Handler
-from clusterpedia.apiserver.status import StatusError
 from clusterpedia.kube.client import KubeClient, KubeError
+
+from .chain import Handler
+from .status import StatusError
 
 logger = logging.getLogger(__name__)
 AUTHENTICATION_CONFIGMAP = (

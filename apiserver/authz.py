@@ -21,14 +21,15 @@ from typing import Any
 
 from aiohttp import web
 
-from clusterpedia.apiserver.authn import USER, User
-from clusterpedia.apiserver.chain import Handler
-from clusterpedia.apiserver.requestinfo import RequestInfo, request_info, split_path
-from clusterpedia.apiserver.scope import ALLOWED_CLUSTERS
-from clusterpedia.apiserver.status import StatusError
-from clusterpedia.apiserver.system import HEALTH_PATHS
 from clusterpedia.kube.client import KubeClient, KubeError
 from clusterpedia.storage import Catalog
+
+from .authn import USER, User
+from .chain import Handler
+from .requestinfo import RequestInfo, request_info, split_path
+from .scope import ALLOWED_CLUSTERS
+from .status import StatusError
+from .system import HEALTH_PATHS
 
 logger = logging.getLogger(__name__)
 MASTERS = "system:masters"

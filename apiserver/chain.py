@@ -14,10 +14,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 from yarl import URL
 
-from clusterpedia.apiserver.requestinfo import REQUEST_INFO, first_values, parse_request
-from clusterpedia.apiserver.status import StatusError, no_route
 from clusterpedia.paths import without_long_running_prefix
 from clusterpedia.storage import InvalidQuery, ResourceVersionTooLarge, StorageError
+
+from .requestinfo import REQUEST_INFO, first_values, parse_request
+from .status import StatusError, no_route
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Layer = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]

@@ -15,9 +15,9 @@ import logging
 
 from aiohttp import web
 
-from clusterpedia.apiserver.chain import Handler
-from clusterpedia.apiserver.reach import long_running
-from clusterpedia.apiserver.status import StatusError
+from .chain import Handler
+from .reach import long_running
+from .status import StatusError
 
 logger = logging.getLogger(__name__)
 

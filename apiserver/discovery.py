@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from clusterpedia.apiserver.negotiation import Form
 from clusterpedia.gvr import group_version
 from clusterpedia.kube.discovery import version_priority
 from clusterpedia.storage import SyncedType
+
+from .negotiation import Form
 
 VERBS = ["get", "list", "watch"]
 V2_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"

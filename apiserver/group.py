@@ -13,19 +13,20 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from clusterpedia.apiserver.chain import Handler
-from clusterpedia.apiserver.discovery import v2_content_type
-from clusterpedia.apiserver.lists import metadata_wrapper, page_body
-from clusterpedia.apiserver.negotiation import Form, negotiate
-from clusterpedia.apiserver.printers import Column, age
-from clusterpedia.apiserver.requestinfo import search_values, split_path
-from clusterpedia.apiserver.scope import narrow_clusters, visible_types
-from clusterpedia.apiserver.status import StatusError, json_response, not_found
-from clusterpedia.apiserver.tables import CLUSTER
 from clusterpedia.gvr import group_version
 from clusterpedia.kube.discovery import is_builtin_group
 from clusterpedia.search.params import query_from_request, split_list
 from clusterpedia.storage import Catalog, ObjectReads, TypeFilter
+
+from .chain import Handler
+from .discovery import v2_content_type
+from .lists import metadata_wrapper, page_body
+from .negotiation import Form, negotiate
+from .printers import Column, age
+from .requestinfo import search_values, split_path
+from .scope import narrow_clusters, visible_types
+from .status import StatusError, json_response, not_found
+from .tables import CLUSTER
 
 GROUP, VERSION = "clusterpedia.io", "v1beta1"
 GROUP_VERSION = f"{GROUP}/{VERSION}"

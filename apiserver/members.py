@@ -26,11 +26,12 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from clusterpedia.apiserver.authn import User
-from clusterpedia.apiserver.status import StatusError
 from clusterpedia.kube.access import InvalidClusterConfig, MemberAccess, access_from_spec
 from clusterpedia.kube.client import KubeClient, KubeError
 from clusterpedia.kube.pediaclusters import authentication_secrets, host_path, object_name
+
+from .authn import User
+from .status import StatusError
 
 logger = logging.getLogger(__name__)
 PEDIACLUSTERS = ("apis", "cluster.clusterpedia.io", "v1alpha2", "pediaclusters")

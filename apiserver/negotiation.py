@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from clusterpedia.apiserver.status import StatusError
+from .status import StatusError
 
 
 class Form(enum.Enum):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from clusterpedia.apiserver.printers import (
+from .printers import (
     AGE,
     Column,
     Obj,

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from clusterpedia.apiserver.status import StatusError
+from .status import StatusError
 
 logger = logging.getLogger(__name__)
 

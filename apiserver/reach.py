@@ -33,16 +33,17 @@ from urllib.parse import quote, unquote, urlencode
 
 from aiohttp import web
 
-from clusterpedia.apiserver.authn import USER
-from clusterpedia.apiserver.chain import Handler
-from clusterpedia.apiserver.discovery import Catalogue
-from clusterpedia.apiserver.members import Identity, MemberDirectory, forwarded_headers
-from clusterpedia.apiserver.relay import MemberUnreachable, relay_http, relay_websocket
-from clusterpedia.apiserver.requestinfo import all_values, parse_request, search_values, split_path
-from clusterpedia.apiserver.scope import visible_types
-from clusterpedia.apiserver.status import StatusError
 from clusterpedia.search.params import forward_requested, forwarded_query
 from clusterpedia.storage import Catalog
+
+from .authn import USER
+from .chain import Handler
+from .discovery import Catalogue
+from .members import Identity, MemberDirectory, forwarded_headers
+from .relay import MemberUnreachable, relay_http, relay_websocket
+from .requestinfo import all_values, parse_request, search_values, split_path
+from .scope import visible_types
+from .status import StatusError
 
 logger = logging.getLogger(__name__)
 PREFIX = ["apis", "clusterpedia.io", "v1beta1", "resources"]

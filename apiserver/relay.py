@@ -27,7 +27,7 @@ from multidict import CIMultiDict
 from prometheus_client import Counter, Gauge
 from yarl import URL
 
-from clusterpedia.apiserver.status import StatusError
+from .status import StatusError
 
 logger = logging.getLogger(__name__)
 OPEN = Gauge(

@@ -15,10 +15,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from clusterpedia.apiserver import discovery
-from clusterpedia.apiserver.chain import Handler
-from clusterpedia.apiserver.events import stream_with_events, with_events
-from clusterpedia.apiserver.lists import (
+from clusterpedia.search.params import query_from_request
+from clusterpedia.storage import Catalog, ObjectReads, Query, SyncedType, TypeFilter
+
+from . import discovery
+from .chain import Handler
+from .events import stream_with_events, with_events
+from .lists import (
     EXTRA_HEADERS,
     as_partial,
     envelope,
@@ -27,19 +30,17 @@ from clusterpedia.apiserver.lists import (
     page_body,
     stream_list,
 )
-from clusterpedia.apiserver.negotiation import Form, negotiate
-from clusterpedia.apiserver.requestinfo import (
+from .negotiation import Form, negotiate
+from .requestinfo import (
     RequestInfo,
     parse_request,
     search_values,
     split_path,
 )
-from clusterpedia.apiserver.scope import narrow_clusters, visible_types
-from clusterpedia.apiserver.status import StatusError, json_response, no_route, not_found
-from clusterpedia.apiserver.tables import TableBuilder, include_object
-from clusterpedia.apiserver.watch import WatchServer
-from clusterpedia.search.params import query_from_request
-from clusterpedia.storage import Catalog, ObjectReads, Query, SyncedType, TypeFilter
+from .scope import narrow_clusters, visible_types
+from .status import StatusError, json_response, no_route, not_found
+from .tables import TableBuilder, include_object
+from .watch import WatchServer
 
 PREFIX = ["apis", "clusterpedia.io", "v1beta1", "resources"]
 LIST_FORMS = {Form.JSON, Form.TABLE, Form.METADATA}

@@ -13,27 +13,28 @@ from typing import Any
 
 from aiohttp import web
 
-from clusterpedia.apiserver.admission import Admission
-from clusterpedia.apiserver.app import build_app, build_layers
-from clusterpedia.apiserver.authn import Authenticator, load_config
-from clusterpedia.apiserver.authz import Authorizer
-from clusterpedia.apiserver.deadline import RequestDeadline
-from clusterpedia.apiserver.members import (
-    RESPONSE_SECONDS,
-    Identity,
-    IdentityMapping,
-    MemberDirectory,
-)
-from clusterpedia.apiserver.protocol import StatusAppRunner
-from clusterpedia.apiserver.reach import ReachPolicy, ReachServer
-from clusterpedia.apiserver.replica import LagMonitor
-from clusterpedia.apiserver.tls import ServingCertificate, ServingTLS, self_signed
-from clusterpedia.apiserver.watch import WatchServer, WatchSettings
 from clusterpedia.kube.client import KubeClient, KubeError
 from clusterpedia.kube.host import host_access
 from clusterpedia.storage import Database
 from clusterpedia.watch.feed import ChangeFeed
 from clusterpedia.watch.retention import Retention, prune_periodically
+
+from .admission import Admission
+from .app import build_app, build_layers
+from .authn import Authenticator, load_config
+from .authz import Authorizer
+from .deadline import RequestDeadline
+from .members import (
+    RESPONSE_SECONDS,
+    Identity,
+    IdentityMapping,
+    MemberDirectory,
+)
+from .protocol import StatusAppRunner
+from .reach import ReachPolicy, ReachServer
+from .replica import LagMonitor
+from .tls import ServingCertificate, ServingTLS, self_signed
+from .watch import WatchServer, WatchSettings
 
 logger = logging.getLogger(__name__)
 

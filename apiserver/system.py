@@ -19,7 +19,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
 
 from clusterpedia import __version__
-from clusterpedia.apiserver.chain import Handler
+
+from .chain import Handler
 
 logger = logging.getLogger(__name__)
 HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})

@@ -13,8 +13,10 @@ from typing import Any
 
 import orjson
 
-from clusterpedia.apiserver import jsonpath
-from clusterpedia.apiserver.printers import (
+from clusterpedia.storage import CLUSTER_ANNOTATION, PrinterColumn, SyncedType
+
+from . import jsonpath
+from .printers import (
     AGE,
     NAME,
     Column,
@@ -23,10 +25,9 @@ from clusterpedia.apiserver.printers import (
     name_age,
     parse_time,
 )
-from clusterpedia.apiserver.printers import PRINTERS as WORKLOAD_PRINTERS
-from clusterpedia.apiserver.printers_platform import PLATFORM_PRINTERS
-from clusterpedia.apiserver.status import StatusError
-from clusterpedia.storage import CLUSTER_ANNOTATION, PrinterColumn, SyncedType
+from .printers import PRINTERS as WORKLOAD_PRINTERS
+from .printers_platform import PLATFORM_PRINTERS
+from .status import StatusError
 
 logger = logging.getLogger(__name__)
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import orjson
 
-from clusterpedia.apiserver.server import APIServer, ServerConfig
 from clusterpedia.testing.aggregation import register_apiservice
 from clusterpedia.testing.controlplane import APIServer as HostServer
+
+from .server import APIServer, ServerConfig
 
 PREFIX = "/apis/clusterpedia.io/v1beta1/resources"
 __all__ = ["PREFIX", "ServerThread", "parse", "register_apiservice", "start_server"]

@@ -24,14 +24,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from clusterpedia.apiserver.lists import EXTRA_HEADERS, as_partial, metadata_wrapper
-from clusterpedia.apiserver.negotiation import Form
-from clusterpedia.apiserver.status import StatusError
-from clusterpedia.apiserver.tables import TableBuilder
 from clusterpedia.search.params import parse_bool, parse_int
 from clusterpedia.storage import ChangeEvent, Marks, Query, SyncedType, wait_for_head
 from clusterpedia.watch.feed import ChangeFeed, Ended, Expired, Scope, Subscription
 from clusterpedia.watch.matcher import event_matcher
+
+from .lists import EXTRA_HEADERS, as_partial, metadata_wrapper
+from .negotiation import Form
+from .status import StatusError
+from .tables import TableBuilder
 
 logger = logging.getLogger(__name__)
 WRITE_TIMEOUT = 30.0  # a client that reads nothing for this long is cut off

@@ -41,7 +41,8 @@ from clusterpedia.importing import (
 from clusterpedia.kube.access import InvalidClusterConfig
 from clusterpedia.kube.client import KubeClient, KubeError
 from clusterpedia.kube.pediaclusters import host_path
-from clusterpedia.operator.handlers import GROUP, VERSION, Runtime, registry
+
+from .handlers import GROUP, VERSION, Runtime, registry
 
 logger = logging.getLogger(__name__)
 _LIFECYCLES = f"/apis/{POLICY_GROUP}/{POLICY_VERSION}/pediaclusterlifecycles"

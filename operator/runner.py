@@ -14,8 +14,8 @@ import threading
 
 import kopf
 
-from clusterpedia.operator import import_policies  # noqa: F401  (registers its handlers)
-from clusterpedia.operator.handlers import OperatorConfig, Runtime, registry
+from . import import_policies  # noqa: F401  (registers its handlers)
+from .handlers import OperatorConfig, Runtime, registry
 
 logger = logging.getLogger(__name__)
 

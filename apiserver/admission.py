@@ -12,9 +12,8 @@ from aiohttp import web
 from prometheus_client import Counter, Gauge
 
 from .chain import Handler
-from .reach import long_running
+from .requestinfo import record_of
 from .status import StatusError
-from .system import HEALTH_PATHS
 
 RETRY_AFTER_SECONDS = 1
 IN_FLIGHT = Gauge(
@@ -35,10 +34,11 @@ class Admission:
         self.inflight = {False: 0, True: 0}
 
     async def __call__(self, request: web.Request, delegate: Handler) -> web.StreamResponse:
-        if request.path in HEALTH_PATHS:
+        record = record_of(request)
+        if record.health:
             return await delegate(request)
         # Long-running: watches, and sessions reached through to members (reach.py).
-        watch = request.query.get("watch") in ("true", "1") or long_running(request)
+        watch = record.long_running
         kind = "watch" if watch else "request"
         if self.inflight[watch] >= self.limits[watch]:
             what = "watches" if watch else "requests"

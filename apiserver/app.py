@@ -36,6 +36,7 @@ from .group import GroupServer
 from .reach import ReachServer
 from .resources import ResourcesServer
 from .system import SystemServer, version_info
+from .warning import send_warnings
 from .watch import WatchServer
 
 # A label selector or a list of names can be long, but not megabytes: aiohttp refuses longer
@@ -78,6 +79,7 @@ def build_app(layers: Sequence[Layer]) -> web.Application:
         handler_args={"max_line_size": MAX_LINE, "max_field_size": MAX_LINE},
     )
     chain = build_chain(layers)
+    app.on_response_prepare.append(send_warnings)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         return await chain(request)

@@ -26,10 +26,9 @@ from clusterpedia.storage import Catalog
 
 from .authn import USER, User
 from .chain import Handler
-from .requestinfo import RequestInfo, request_info, split_path
+from .requestinfo import RequestInfo, record_of
 from .scope import ALLOWED_CLUSTERS
 from .status import StatusError
-from .system import HEALTH_PATHS
 
 logger = logging.getLogger(__name__)
 MASTERS = "system:masters"
@@ -119,9 +118,10 @@ def authorization(authorizer: Authorizer, *, catalog: Catalog, check_clusters: b
     """The filter: 401 without a user, 403 when the host's RBAC says no."""
 
     async def authorize(request: web.Request, delegate: Handler) -> web.StreamResponse:
-        info = request_info(request)
-        if request.path.rstrip("/") in HEALTH_PATHS:
+        record = record_of(request)
+        if record.health:
             return await delegate(request)
+        info = record.info
         user = request.get(USER)
         if user is None:
             raise StatusError(401, "Unauthorized")
@@ -142,17 +142,19 @@ def authorization(authorizer: Authorizer, *, catalog: Catalog, check_clusters: b
 async def _narrow_to_permitted_clusters(
     request: web.Request, authorizer: Authorizer, user: User, catalog: Catalog
 ) -> None:
-    parts = split_path(request.path)
-    if parts[:3] != ["apis", "clusterpedia.io", "v1beta1"] or len(parts) < 4:
+    record = record_of(request)
+    parts = record.parts
+    if parts[:3] != ("apis", "clusterpedia.io", "v1beta1") or len(parts) < 4:
         return
-    if parts[3] == "resources" and parts[4:5] == ["clusters"] and len(parts) > 5:
-        allowed, _ = await authorizer.review(user, _pediacluster(parts[5]))
+    if record.cluster is not None:
+        cluster = record.cluster
+        allowed, _ = await authorizer.review(user, _pediacluster(cluster))
         if not allowed:
             raise StatusError(
                 403,
-                f'pediaclusters.{PEDIACLUSTER_GROUP} "{parts[5]}" is forbidden: User '
+                f'pediaclusters.{PEDIACLUSTER_GROUP} "{cluster}" is forbidden: User '
                 f'"{user.name}" cannot get the cluster\'s PediaCluster',
-                details={"name": parts[5], "group": PEDIACLUSTER_GROUP, "kind": "pediaclusters"},
+                details={"name": cluster, "group": PEDIACLUSTER_GROUP, "kind": "pediaclusters"},
             )
         return
     clusters = await catalog.clusters()

@@ -17,7 +17,7 @@ from yarl import URL
 from clusterpedia.paths import without_long_running_prefix
 from clusterpedia.storage import InvalidQuery, ResourceVersionTooLarge, StorageError
 
-from .requestinfo import REQUEST_INFO, first_values, parse_request
+from .requestinfo import RECORD, resolve_request
 from .status import StatusError, no_route
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -47,7 +47,7 @@ def _bind(layer: Layer, delegate: Handler) -> Handler:
 
 
 async def with_request_info(request: web.Request, delegate: Handler) -> web.StreamResponse:
-    """Parse the Kubernetes request attributes once, for every later layer.
+    """Work the request out once, for every later layer (``requestinfo.RequestRecord``).
 
     A NUL character is refused here, once for every parameter and path segment: no Kubernetes
     name, selector or token holds one, and PostgreSQL text cannot (it would fail as a storage
@@ -60,7 +60,10 @@ async def with_request_info(request: web.Request, delegate: Handler) -> web.Stre
         query = request.rel_url.raw_query_string
         target = URL(unwrapped + (f"?{query}" if query else ""), encoded=True)
         request = request.clone(rel_url=target)
-    request[REQUEST_INFO] = parse_request(request.path, request.method, first_values(request))
+    try:
+        request[RECORD] = resolve_request(request)
+    except InvalidQuery as error:  # a malformed forward marker
+        return StatusError.from_reason(error.reason, error.message).response()
     return await delegate(request)
 
 

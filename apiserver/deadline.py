@@ -16,7 +16,7 @@ import logging
 from aiohttp import web
 
 from .chain import Handler
-from .reach import long_running
+from .requestinfo import record_of
 from .status import StatusError
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class RequestDeadline:
         self.timeout = timeout
 
     async def __call__(self, request: web.Request, delegate: Handler) -> web.StreamResponse:
-        if request.query.get("watch") in ("true", "1") or long_running(request):
+        if record_of(request).long_running:
             return await delegate(request)
         try:
             async with asyncio.timeout(self.timeout) as deadline:

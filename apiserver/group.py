@@ -23,7 +23,7 @@ from .discovery import v2_content_type
 from .lists import metadata_wrapper, page_body
 from .negotiation import Form, negotiate
 from .printers import Column, age
-from .requestinfo import search_values, split_path
+from .requestinfo import record_of, search_values
 from .scope import narrow_clusters, visible_types
 from .status import StatusError, json_response, not_found
 from .tables import CLUSTER
@@ -105,7 +105,7 @@ class GroupServer:
         self.catalog = catalog
 
     async def __call__(self, request: web.Request, delegate: Handler) -> web.StreamResponse:
-        parts = split_path(request.path)
+        parts = list(record_of(request).parts)
         if parts == ["apis"]:
             form = negotiate(
                 request.headers.get("Accept"),

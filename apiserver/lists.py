@@ -18,7 +18,6 @@ from aiohttp import web
 
 STREAM_CHUNK = 256 * 1024
 # Headers a server wants on a streamed list (set before the status line goes out).
-EXTRA_HEADERS = web.RequestKey("extra_headers", dict)
 logger = logging.getLogger(__name__)
 
 
@@ -80,9 +79,7 @@ async def stream_list(
     except StopAsyncIteration:
         return web.Response(body=head + tail, content_type="application/json")
     buffer += first
-    response = web.StreamResponse(
-        headers={"Content-Type": "application/json", **request.get(EXTRA_HEADERS, {})}
-    )
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
     response.enable_chunked_encoding()
     await response.prepare(request)
     try:

@@ -33,7 +33,7 @@ from urllib.parse import quote, unquote, urlencode
 
 from aiohttp import web
 
-from clusterpedia.search.params import forward_requested, forwarded_query
+from clusterpedia.search.params import forwarded_query
 from clusterpedia.storage import Catalog
 
 from .authn import USER
@@ -41,26 +41,21 @@ from .chain import Handler
 from .discovery import Catalogue
 from .members import Identity, MemberDirectory, forwarded_headers
 from .relay import MemberUnreachable, relay_http, relay_websocket
-from .requestinfo import all_values, parse_request, search_values, split_path
+from .requestinfo import (
+    MEMBER_SUBRESOURCES,
+    RESOURCES_PREFIX,
+    SESSIONS,
+    all_values,
+    parse_request,
+    record_of,
+    subresource_of,
+)
 from .scope import visible_types
 from .status import StatusError
+from .warning import add_warning
 
 logger = logging.getLogger(__name__)
-PREFIX = ["apis", "clusterpedia.io", "v1beta1", "resources"]
-# What may reach a member at all, as the original: (resource, subresource) of core/v1.
-SUPPORTED = frozenset(
-    {
-        ("pods", "proxy"),
-        ("pods", "log"),
-        ("pods", "exec"),
-        ("pods", "attach"),
-        ("pods", "portforward"),
-        ("nodes", "proxy"),
-        ("services", "proxy"),
-    }
-)
 DEFAULT_SUBRESOURCES = "pods/log,pods/exec,pods/attach,pods/portforward"
-SESSIONS = frozenset({"exec", "attach", "portforward"})  # WebSocket upgrades
 READS = frozenset({"GET", "HEAD"})
 
 
@@ -74,11 +69,11 @@ def parse_allowed_subresources(text: str) -> frozenset[tuple[str, str]]:
         resource, _, subresource = item.rpartition("/")
         matched = {
             pair
-            for pair in SUPPORTED
+            for pair in MEMBER_SUBRESOURCES
             if pair[1] == subresource and resource in ("", pair[0]) and "/" not in resource
         }
         if not matched:
-            supported = ",".join(sorted(f"{r}/{s}" for r, s in SUPPORTED))
+            supported = ",".join(sorted(f"{r}/{s}" for r, s in MEMBER_SUBRESOURCES))
             raise ValueError(
                 f"--allowed-proxy-subresources: {item!r} is not a supported subresource "
                 f"(supported: {supported})"
@@ -108,44 +103,6 @@ class MemberRequest:
     discovery: bool = False  # ours answers if the member cannot be reached
 
 
-def subresource_of(inner: list[str]) -> tuple[str, str] | None:
-    """(resource, subresource) when ``inner``, a member path, names one of an object of
-    core/v1 (``proxy`` takes a path after it)."""
-    if inner[:2] != ["api", "v1"]:
-        return None
-    rest = inner[2:]
-    if len(rest) >= 5 and rest[0] == "namespaces" and rest[2] in ("pods", "services"):
-        found, extra = (rest[2], rest[4]), rest[5:]
-    elif len(rest) >= 3 and rest[0] == "nodes":
-        found, extra = ("nodes", rest[2]), rest[3:]
-    else:
-        return None
-    if found not in SUPPORTED or (extra and found[1] != "proxy"):
-        return None
-    return found
-
-
-def _inner(parts: list[str]) -> tuple[str, list[str]] | None:
-    """(cluster, the member path's segments) of a path under ``.../resources/clusters/``."""
-    if parts[:4] != PREFIX or parts[4:5] != ["clusters"] or len(parts) < 7:
-        return None
-    return parts[5], parts[6:]
-
-
-def long_running(request: web.Request) -> bool:
-    """A session or a followed log: no request deadline applies (the client ends it)."""
-    found = _inner(split_path(request.path))
-    if found is None:
-        return False
-    inner = found[1][1:] if found[1][0] == "proxy" else found[1]
-    subresource = subresource_of(inner)
-    if subresource is None:
-        return False
-    return subresource[1] in SESSIONS or (
-        subresource[1] == "log" and request.query.get("follow") in ("true", "1")
-    )
-
-
 def refuse_climbing(raw_path: str) -> None:
     """400 for a path that would not mean the same on the member: a dot segment (``.`` or
     ``..``, raw or percent-encoded) after the cluster, which a URL library resolves into another
@@ -156,7 +113,7 @@ def refuse_climbing(raw_path: str) -> None:
         decoded = unquote(segment)
         if "/" in decoded:
             raise StatusError(400, "a path that reaches a member may not hold an encoded '/'")
-        if index > len(PREFIX) + 1 and decoded in (".", ".."):
+        if index > len(RESOURCES_PREFIX) + 1 and decoded in (".", ".."):
             raise StatusError(
                 400, f"a path that reaches a member may not hold the segment {decoded!r}"
             )
@@ -184,13 +141,11 @@ class ReachServer:
         self.identity = identity or Identity()
 
     async def __call__(self, request: web.Request, delegate: Handler) -> web.StreamResponse:
-        parts = split_path(request.path)
-        if parts[:4] != PREFIX:
+        record = record_of(request)
+        if not record.resources:
             return await delegate(request)
-        forward = forward_requested(search_values(request))
-        found = _inner(parts)
-        if found is None:
-            if forward:
+        if record.cluster is None or not record.inner:
+            if record.forward:
                 raise StatusError(
                     400,
                     "forwarding a request to a member needs the member: "
@@ -198,7 +153,9 @@ class ReachServer:
                 )
             return await delegate(request)
         refuse_climbing(request.rel_url.raw_path)
-        target = await self._target(request, *found, forward=forward)
+        target = await self._target(
+            request, record.cluster, list(record.inner), forward=record.forward
+        )
         if target is None:
             return await delegate(request)
         try:
@@ -206,11 +163,12 @@ class ReachServer:
         except MemberUnreachable as error:
             if not target.discovery:
                 raise
-            response = await delegate(request)
-            warning = f"{target.cluster} cannot be reached, only its synced types are listed"
-            if not response.prepared:
-                response.headers["Warning"] = f'299 - "{warning}: {error.message[:200]}"'
-            return response
+            add_warning(
+                request,
+                f"{target.cluster} cannot be reached, only its synced types are listed: "
+                f"{error.message[:200]}",
+            )
+            return await delegate(request)
 
     async def _target(
         self, request: web.Request, cluster: str, inner: list[str], *, forward: bool

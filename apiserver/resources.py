@@ -22,7 +22,6 @@ from . import discovery
 from .chain import Handler
 from .events import stream_with_events, with_events
 from .lists import (
-    EXTRA_HEADERS,
     as_partial,
     envelope,
     list_metadata,
@@ -31,18 +30,13 @@ from .lists import (
     stream_list,
 )
 from .negotiation import Form, negotiate
-from .requestinfo import (
-    RequestInfo,
-    parse_request,
-    search_values,
-    split_path,
-)
+from .requestinfo import RequestInfo, parse_request, record_of, search_values
 from .scope import narrow_clusters, visible_types
 from .status import StatusError, json_response, no_route, not_found
 from .tables import TableBuilder, include_object
+from .warning import add_warning
 from .watch import WatchServer
 
-PREFIX = ["apis", "clusterpedia.io", "v1beta1", "resources"]
 LIST_FORMS = {Form.JSON, Form.TABLE, Form.METADATA}
 DISCOVERY_FORMS = {Form.JSON, Form.DISCOVERY_V2, Form.DISCOVERY_V2BETA1}
 
@@ -64,26 +58,19 @@ class ResourcesServer:
         self.watch = watch
 
     async def __call__(self, request: web.Request, delegate: Handler) -> web.StreamResponse:
-        parts = split_path(request.path)
-        if parts[:4] != PREFIX:
+        record = record_of(request)
+        if not record.resources:
             return await delegate(request)
-        inner, cluster = parts[4:], None
-        if inner[:1] == ["clusters"]:
-            if len(inner) < 3:
-                raise no_route()
-            cluster, inner = inner[1], inner[2:]
-        if not inner:
+        cluster, inner = record.cluster, list(record.inner)
+        if not inner or (cluster is None and inner[0] == "clusters"):
             raise no_route()
         types = await visible_types(request, self.catalog, cluster=cluster)
         if cluster is not None and not types:
             raise StatusError(400, "the server could not find the requested cluster")
         warning = await self._health_warning(cluster) if cluster is not None else ""
         if warning:
-            request[EXTRA_HEADERS] = {"Warning": warning}  # streamed lists send it too
-        response = await self._serve(request, inner, types, cluster)
-        if warning and not response.prepared:
-            response.headers["Warning"] = warning
-        return response
+            add_warning(request, warning)
+        return await self._serve(request, inner, types, cluster)
 
     async def _health_warning(self, cluster: str) -> str:
         """The original's warning when a cluster is not known to be healthy: its rows may be
@@ -94,7 +81,7 @@ class ResourcesServer:
         text = f"{cluster} is not ready and the resources obtained may be inaccurate"
         if reason:
             text += f", reason: {reason}"
-        return '299 - "' + text.replace('"', "'").replace("\n", " ")[:400] + '"'
+        return text
 
     async def _serve(
         self,

@@ -23,7 +23,6 @@ from clusterpedia import __version__
 from .chain import Handler
 
 logger = logging.getLogger(__name__)
-HEALTH_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
 TASKS = Gauge(
     "clusterpedia_event_loop_tasks",
     "Tasks on the event loop when /metrics was read (one that only grows is a leak).",

@@ -29,7 +29,7 @@ from clusterpedia.storage import ChangeEvent, Marks, Query, SyncedType, wait_for
 from clusterpedia.watch.feed import ChangeFeed, Ended, Expired, Scope, Subscription
 from clusterpedia.watch.matcher import event_matcher
 
-from .lists import EXTRA_HEADERS, as_partial, metadata_wrapper
+from .lists import as_partial, metadata_wrapper
 from .negotiation import Form
 from .status import StatusError
 from .tables import TableBuilder
@@ -174,9 +174,7 @@ class WatchServer:
         subscription = self.feed.subscribe(
             matcher, after=after, scope=scope, capacity=self.settings.capacity
         )
-        response = web.StreamResponse(
-            headers={"Content-Type": "application/json", **request.get(EXTRA_HEADERS, {})}
-        )
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         try:
             await response.prepare(request)

@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from clusterpedia.apiserver.admission import Admission
-from clusterpedia.apiserver.chain import build_chain, with_recovery
+from clusterpedia.apiserver.chain import build_chain, with_recovery, with_request_info
 
 
 async def test_requests_beyond_the_limit_get_429_and_health_is_never_refused() -> None:
@@ -19,7 +19,9 @@ async def test_requests_beyond_the_limit_get_429_and_health_is_never_refused() -
         await release.wait()
         return web.Response(text="done")
 
-    chain = build_chain([with_recovery, Admission(max_inflight=2, max_watches=1), slow])
+    chain = build_chain(
+        [with_request_info, with_recovery, Admission(max_inflight=2, max_watches=1), slow]
+    )
     held = [asyncio.create_task(chain(make_mocked_request("GET", "/api"))) for _ in range(2)]
     watch = asyncio.create_task(chain(make_mocked_request("GET", "/api/v1/pods?watch=true")))
     await asyncio.sleep(0)
@@ -43,6 +45,8 @@ async def test_a_zero_limit_refuses_everything_but_health() -> None:
     async def ok(request: web.Request, delegate: object) -> web.StreamResponse:
         return web.Response(text="ok")
 
-    chain = build_chain([with_recovery, Admission(max_inflight=limit, max_watches=limit), ok])
+    chain = build_chain(
+        [with_request_info, with_recovery, Admission(max_inflight=limit, max_watches=limit), ok]
+    )
     assert (await chain(make_mocked_request("GET", "/api"))).status == 429
     assert (await chain(make_mocked_request("GET", "/livez"))).status == 200

@@ -156,3 +156,26 @@ def test_every_unit_is_on_a_layer() -> None:
     units = {unit_of(module_name(path)) for path in product_files()}
     for unit in units:
         layer_of(unit)
+
+
+# The handler chain's filters and what they read; the servers (layers that answer paths) sit
+# above them. A filter reads the request as with_request_info resolved it (requestinfo.py),
+# never a server's own routing.
+FILTERS = {"chain", "admission", "deadline", "authn", "authz", "requestinfo", "status", "warning"}
+SERVERS = {"reach", "resources", "group", "system", "watch", "server", "app", "members", "relay"}
+
+
+def test_no_filter_imports_a_server() -> None:
+    found = []
+    for name in sorted(FILTERS):
+        path = ROOT / "apiserver" / f"{name}.py"
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                target = node.module or ""
+                if node.level == 1 and target in SERVERS:
+                    found.append(f"apiserver/{name}.py line {node.lineno}: imports .{target}")
+                if target.startswith("clusterpedia.apiserver."):
+                    if target.rsplit(".", 1)[1] in SERVERS:
+                        found.append(f"apiserver/{name}.py line {node.lineno}: imports {target}")
+    assert not found, "a filter imports a server:\n" + "\n".join(found)

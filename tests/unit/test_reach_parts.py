@@ -5,6 +5,7 @@ that keeps an open session's HTTP client alive when its PediaCluster changes."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 from clusterpedia.apiserver.authn import USER, User
-from clusterpedia.apiserver.chain import with_recovery
+from clusterpedia.apiserver.chain import with_recovery, with_request_info
 from clusterpedia.apiserver.members import (
     Identity,
     IdentityMapping,
@@ -24,10 +25,9 @@ from clusterpedia.apiserver.reach import (
     MemberRequest,
     ReachPolicy,
     ReachServer,
-    long_running,
     parse_allowed_subresources,
-    subresource_of,
 )
+from clusterpedia.apiserver.requestinfo import resolve_request, subresource_of
 from clusterpedia.apiserver.status import StatusError
 from clusterpedia.kube.access import MemberAccess
 from clusterpedia.storage import SyncedType
@@ -57,9 +57,12 @@ def test_which_member_paths_are_subresources_that_reach_through(
     assert subresource_of(inner.split("/")) == expected
 
 
-def test_long_running_are_sessions_and_followed_logs() -> None:
+def test_long_running_are_watches_sessions_and_followed_logs() -> None:
     def request(path: str) -> bool:
-        return long_running(make_mocked_request("GET", path))
+        return resolve_request(make_mocked_request("GET", path)).long_running
+
+    assert request("/apis/clusterpedia.io/v1beta1/resources/api/v1/pods?watch=true")
+    assert request("/api/v1/pods?watch=1")
 
     assert request(f"{P}/c1/api/v1/namespaces/ns/pods/p/exec?command=sh")
     assert request(f"{P}/c1/api/v1/namespaces/ns/pods/p/log?follow=true")
@@ -189,7 +192,7 @@ async def answer(server: Recording, method: str, path: str, **headers: str) -> w
 
     request = make_mocked_request(method, path, headers=CIMultiDict(headers))
     request[USER] = User(name="alice")
-    response = await with_recovery(request, layer)
+    response = await with_request_info(request, partial(with_recovery, delegate=layer))
     assert isinstance(response, web.Response)
     return response
 

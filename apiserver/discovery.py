@@ -23,7 +23,7 @@ VERBS = ["get", "list", "watch"]
 V2_CONTENT_TYPE = "application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"
 
 
-class Catalogue:
+class ServedTypes:
     """The synced types of one scope, deduplicated across clusters and indexed."""
 
     def __init__(self, types: Iterable[SyncedType]):
@@ -47,7 +47,7 @@ class Catalogue:
         return [t for (g, v, _), t in sorted(self.by_gvr.items()) if g == group and v == version]
 
 
-def api_versions(catalogue: Catalogue) -> dict[str, Any]:
+def api_versions(catalogue: ServedTypes) -> dict[str, Any]:
     return {
         "kind": "APIVersions",
         "apiVersion": "v1",
@@ -69,7 +69,7 @@ def api_group(group: str, versions: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def api_group_list(catalogue: Catalogue) -> dict[str, Any]:
+def api_group_list(catalogue: ServedTypes) -> dict[str, Any]:
     groups = [api_group(g, vs) for g, vs in catalogue.groups().items() if g]
     for group in groups:
         del group["kind"], group["apiVersion"]
@@ -114,7 +114,7 @@ def _v2_resource(synced: SyncedType) -> dict[str, Any]:
     return resource
 
 
-def aggregated(catalogue: Catalogue, *, core: bool, form: Form) -> dict[str, Any]:
+def aggregated(catalogue: ServedTypes, *, core: bool, form: Form) -> dict[str, Any]:
     """``APIGroupDiscoveryList`` of the core group (``/api``) or the named groups (``/apis``)."""
     version = "v2" if form is Form.DISCOVERY_V2 else "v2beta1"
     items = [

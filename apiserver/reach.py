@@ -38,7 +38,7 @@ from clusterpedia.storage import Catalog
 
 from .authn import USER
 from .chain import Handler
-from .discovery import Catalogue
+from .discovery import ServedTypes
 from .members import Identity, MemberDirectory, forwarded_headers
 from .relay import MemberUnreachable, relay_http, relay_websocket
 from .requestinfo import (
@@ -198,7 +198,7 @@ class ReachServer:
         unsynced = False
         if info.is_resource_request:
             types = await visible_types(request, self.catalog, cluster=cluster)
-            found = Catalogue(types).find(info.api_group, info.api_version, info.resource)
+            found = ServedTypes(types).find(info.api_group, info.api_version, info.resource)
             unsynced = found is None or bool(info.subresource)
         if forward and unsynced and not self.policy.forward_unsynced:
             raise StatusError(

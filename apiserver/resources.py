@@ -93,7 +93,7 @@ class ResourcesServer:
         if inner == ["version"]:
             return json_response(self.version)
         info = parse_request("/" + "/".join(inner), request.method, dict(request.query))
-        catalogue = discovery.Catalogue(types)
+        catalogue = discovery.ServedTypes(types)
         if not info.is_resource_request:
             return self._discovery(request, inner, catalogue)
         synced = catalogue.find(info.api_group, info.api_version, info.resource)
@@ -119,7 +119,7 @@ class ResourcesServer:
     # -- discovery ----------------------------------------------------------------------------
 
     def _discovery(
-        self, request: web.Request, inner: list[str], catalogue: discovery.Catalogue
+        self, request: web.Request, inner: list[str], catalogue: discovery.ServedTypes
     ) -> web.Response:
         if inner in (["api"], ["apis"]):
             form = negotiate(request.headers.get("Accept"), allowed=DISCOVERY_FORMS)

@@ -86,7 +86,7 @@ class ServerConfig:
     idle_connection_timeout: float = 90.0
 
 
-class APIServer:
+class ClusterpediaServer:
     """The aiohttp server with everything it needs; ``start``/``stop`` on one event loop."""
 
     def __init__(self, config: ServerConfig):

@@ -15,18 +15,19 @@ import orjson
 from clusterpedia.testing.aggregation import register_apiservice
 from clusterpedia.testing.controlplane import APIServer as HostServer
 
-from .server import APIServer, ServerConfig
+from .server import ClusterpediaServer, ServerConfig
 
 PREFIX = "/apis/clusterpedia.io/v1beta1/resources"
 __all__ = ["PREFIX", "ServerThread", "parse", "register_apiservice", "start_server"]
 
 
 class ServerThread:
-    """Runs :class:`APIServer` until :meth:`stop`; ``start`` raises what start-up raised."""
+    """Runs :class:`ClusterpediaServer` until :meth:`stop`; ``start`` raises what start-up
+    raised."""
 
     def __init__(self, config: ServerConfig):
         self.config = config
-        self.server: APIServer | None = None
+        self.server: ClusterpediaServer | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -39,7 +40,7 @@ class ServerThread:
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self.server = APIServer(self.config)
+        self.server = ClusterpediaServer(self.config)
         try:
             await self.server.start()
         except BaseException as error:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from clusterpedia import memory, process
 from clusterpedia.apiserver.members import IdentityMapping
 from clusterpedia.apiserver.reach import ReachPolicy, parse_allowed_subresources
-from clusterpedia.apiserver.server import APIServer, ServerConfig
+from clusterpedia.apiserver.server import ClusterpediaServer, ServerConfig
 from clusterpedia.apiserver.watch import WatchSettings
 from clusterpedia.features import parse_feature_gates
 from clusterpedia.kube.client import KubeError
@@ -109,7 +109,7 @@ def operator_config(settings: RunSettings, storage: StorageTarget) -> OperatorCo
     )
 
 
-async def _print_clusters(server: APIServer) -> None:
+async def _print_clusters(server: ClusterpediaServer) -> None:
     """Say which PediaClusters the host has (a start-up line, never fatal)."""
     try:
         found = await server.host.get("/apis/cluster.clusterpedia.io/v1alpha2/pediaclusters")
@@ -138,7 +138,7 @@ async def serve(settings: RunSettings, storage: StorageTarget) -> int:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = APIServer(server_config(settings, storage))
+    server = ClusterpediaServer(server_config(settings, storage))
     try:
         await server.start()
     except Exception as error:

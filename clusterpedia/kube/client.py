@@ -58,7 +58,7 @@ class KubeError(RuntimeError):
         self.retry_after = retry_after  # seconds the member asked us to wait (429, 503)
 
 
-class Expired(KubeError):
+class ResourceExpired(KubeError):
     """410 Gone: the resourceVersion or continue token is too old; relist."""
 
 
@@ -189,7 +189,7 @@ class KubeClient:
         except orjson.JSONDecodeError:
             pass
         message, reason = printable(message), printable(reason, limit=64)
-        kind = Expired if response.status == 410 else KubeError
+        kind = ResourceExpired if response.status == 410 else KubeError
         return kind(
             f"{response.method} {path}: {response.status} {message}",
             status=response.status,
@@ -321,7 +321,7 @@ class KubeClient:
         """Events after ``resource_version`` until the server ends the watch; ``opened`` is
         called once the member has accepted it.
 
-        Raises :class:`Expired` when the member answers 410 (in-band or as HTTP status), and
+        Raises :class:`ResourceExpired` when the member answers 410 (in-band or as HTTP status), and
         :class:`KubeError` when the stream stays silent for ``watch_idle_timeout``.
         """
         query = {
@@ -379,7 +379,7 @@ def _event(line: bytes, path: str) -> WatchEvent:
         code = obj.get("code", 0) if isinstance(obj, dict) else 0
         message = printable(str(obj.get("message", "")) if isinstance(obj, dict) else str(obj))
         if code == 410:
-            raise Expired(f"watch {path}: {message}", status=410, reason="Expired")
+            raise ResourceExpired(f"watch {path}: {message}", status=410, reason="ResourceExpired")
         raise KubeError(f"watch {path}: {code} {message}", status=code)
     if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
         raise Malformed(f"watch {path}: unknown event type {str(kind)[:40]!r}")

@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from clusterpedia.backoff import Backoff
 from clusterpedia.gvr import ResourceType
-from clusterpedia.storage.dialects import Scope, dialect_for
+from clusterpedia.storage.dialects import BatchKey, dialect_for
 from clusterpedia.storage.dialects.base import scope_of
 from clusterpedia.storage.errors import (
     StorageFailed,
@@ -75,7 +75,7 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def _scoped(batch: _Batch) -> Scope:
+def _scoped(batch: _Batch) -> BatchKey:
     """The columns every row of ``batch`` shares."""
     rtype = batch.rtype
     return rtype.group, rtype.version, rtype.resource, rtype.kind, batch.cluster

@@ -33,9 +33,9 @@ from clusterpedia.backoff import Backoff
 from clusterpedia.kube.client import (
     REQUEST_TIMEOUT,
     WATCH_IDLE_TIMEOUT,
-    Expired,
     KubeClient,
     KubeError,
+    ResourceExpired,
 )
 from clusterpedia.storage import Change, Delete, ObjectWrites, StorageError, Upsert
 from clusterpedia.sync import metrics
@@ -170,7 +170,7 @@ class ResourceSyncer:
                         resource_version = await self.relist()
                     backoff.reset()
                 resource_version = await self.watch_once(resource_version)
-            except Expired:
+            except ResourceExpired:
                 logger.info(
                     "%s/%s: resourceVersion expired; relisting", self.cluster, self.target.rtype
                 )

@@ -16,7 +16,7 @@ import pytest_asyncio
 from prometheus_client import REGISTRY
 
 from clusterpedia.kube.access import InvalidClusterConfig, access_from_kubeconfig, access_from_spec
-from clusterpedia.kube.client import Expired, KubeClient, KubeError
+from clusterpedia.kube.client import KubeClient, KubeError, ResourceExpired
 from clusterpedia.kube.discovery import Discovery, discover
 from clusterpedia.storage.query import Query, TypeFilter
 from clusterpedia.storage.reader import ResourceReader
@@ -240,7 +240,7 @@ async def test_a_namespace_field_selector_pages_through_every_object(  # type: i
 
 
 async def test_a_too_old_resource_version_is_expired(client: KubeClient) -> None:
-    with pytest.raises(Expired):
+    with pytest.raises(ResourceExpired):
         async for _ in client.watch("/api/v1/configmaps", resource_version="1", timeout_seconds=5):
             pass
 

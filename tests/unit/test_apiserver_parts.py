@@ -149,7 +149,7 @@ def test_discovery_unions_clusters_and_orders_versions() -> None:
         SyncedType("c2", "example.io", "v1", "widgets", "Widget", True),
         SyncedType("c1", "", "v1", "pods", "Pod", True, "pod", ("po",)),
     ]
-    catalogue = discovery.Catalogue(types)
+    catalogue = discovery.ServedTypes(types)
     assert catalogue.groups() == {"": ["v1"], "example.io": ["v1", "v1beta1"]}
     group = discovery.api_group("example.io", catalogue.groups()["example.io"])
     assert group["preferredVersion"]["version"] == "v1"

@@ -175,7 +175,7 @@ def test_no_filter_imports_a_server() -> None:
                 target = node.module or ""
                 if node.level == 1 and target in SERVERS:
                     found.append(f"apiserver/{name}.py line {node.lineno}: imports .{target}")
-                if target.startswith("clusterpedia.apiserver."):
-                    if target.rsplit(".", 1)[1] in SERVERS:
-                        found.append(f"apiserver/{name}.py line {node.lineno}: imports {target}")
+                inside = target.startswith("clusterpedia.apiserver.")
+                if inside and target.rsplit(".", 1)[1] in SERVERS:
+                    found.append(f"apiserver/{name}.py line {node.lineno}: imports {target}")
     assert not found, "a filter imports a server:\n" + "\n".join(found)

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from clusterpedia.storage.dialects.base import Dialect, Queries, Scope, StampedGroup
+from clusterpedia.storage.dialects.base import BatchKey, Dialect, Queries, StampedGroup
 from clusterpedia.storage.dialects.mysql import MySQL
 from clusterpedia.storage.dialects.postgresql import PostgreSQL
 from clusterpedia.storage.dialects.sqlite import SQLite
 
 __all__ = [
+    "BatchKey",
     "Dialect",
     "Queries",
-    "Scope",
     "StampedGroup",
     "backend_named",
     "dialect_for",

@@ -25,11 +25,11 @@ from clusterpedia.storage.threaded import ThreadedReads
 logger = logging.getLogger(__name__)
 
 # The columns every row of a batch shares, in this order: group, version, resource, kind, cluster.
-Scope = tuple[str, str, str, str, str]
+BatchKey = tuple[str, str, str, str, str]
 SCOPE_COLUMNS = ("group", "version", "resource", "kind", "cluster")
 # One batch of a group transaction, as the upsert needs it: its scope, whether every object
 # is new (nothing stored to conflict with), and its upserts with their resourceVersions stamped.
-StampedGroup = tuple[Scope, bool, list[Upsert]]
+StampedGroup = tuple[BatchKey, bool, list[Upsert]]
 
 LOG_COLUMNS = (
     "rv", "type", "group", "version", "resource", "cluster", "namespace", "name", "labels",

@@ -70,8 +70,7 @@ def decode_token(token: str, *, fingerprint: str, keys: Sequence[SortKey]) -> tu
     for value, (_, _, kind) in zip(values, keys, strict=True):
         if (
             kind == "int" and type(value) is int and -_TOKEN_INT_LIMIT < value < _TOKEN_INT_LIMIT
-        ) or (kind == "text" and isinstance(value, str) and "\x00" not in value):
-            # (no text we store holds a NUL, and PostgreSQL cannot bind one)
+        ) or (kind == "text" and isinstance(value, str)):
             decoded.append(value)
         elif kind == "time" and isinstance(value, str):
             try:
@@ -213,6 +212,9 @@ class ResourceReader:
             values, resource_version = decode_token(
                 token, fingerprint=query.fingerprint(), keys=keys
             )
+            if not self.dialect.text_holds_nul and any("\x00" in str(v) for v in values):
+                # a forged token: this database stores no such text, nor can it bind one
+                raise InvalidQuery("invalid continue token")
             conditions.append(self._after(keys, values))
             if self.replica and resource_version:  # never a page older than the last one
                 await self.catch_up(resource_version)

@@ -275,10 +275,11 @@ def test_many_order_keys_with_a_continue_token_stay_cheap(
 
 
 def test_a_forged_continue_token_holding_a_nul_is_the_clients_error(
-    server: ServerThread, admin: dict[str, Any]
+    server: ServerThread, admin: dict[str, Any], database_url: str
 ) -> None:
     """A continue token is base64 JSON: a client can forge its keyset values. One holding a
-    NUL is a 400 (PostgreSQL cannot bind one: it was the storage's 503)."""
+    NUL is a 400 on PostgreSQL, whose text holds none and cannot bind one (it was the storage's
+    503); SQLite and MySQL compare it as any other text, and page on from there."""
     status, _, body = get(server, f"{PREFIX}/api/v1/pods", [("limit", "5")], **admin)
     token = parse(body)["metadata"]["continue"]
     payload = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
@@ -288,7 +289,10 @@ def test_a_forged_continue_token_holding_a_nul_is_the_clients_error(
     status, _, body = get(
         server, f"{PREFIX}/api/v1/pods", [("limit", "5"), ("continue", forged)], **admin
     )
-    assert status == 400 and parse(body)["message"] == "invalid continue token", body
+    if database_url.startswith("postgresql"):
+        assert status == 400 and parse(body)["message"] == "invalid continue token", body
+    else:
+        assert status == 200 and parse(body)["kind"] == "PodList", body
 
 
 def test_a_front_proxy_identity_that_is_not_utf8_is_the_clients_error(

@@ -160,6 +160,8 @@ class Dialect:
     pushes_changes = False
     # ``(a, b) > (x, y)`` seeks an index (MySQL's range optimiser prefers the expanded form).
     row_value_seek = True
+    # Whether its text holds a NUL character (PostgreSQL's cannot, nor can a NUL be bound).
+    text_holds_nul = True
     # Planner statistics refreshed as the table grows (InnoDB keeps its own).
     analyze_statements: tuple[str, ...] = ()
 

@@ -278,6 +278,7 @@ class PostgreSQL(Dialect):
             )
 
     pushes_changes = True
+    text_holds_nul = False
     analyze_statements = (_ANALYZE,)
 
     async def allocate(self, connection: AsyncConnection, count: int, *, head: str) -> int:

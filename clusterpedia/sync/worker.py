@@ -105,6 +105,52 @@ class ResourceStatus:
 
 
 _STOP = object()
+
+
+class _WatchBatch:
+    """A watch's changes waiting to be stored: due when full, or ``interval`` seconds after
+    the first of them arrived (changes come in bursts; one write takes a burst)."""
+
+    def __init__(self, size: int, interval: float):
+        self.size, self.interval = size, interval
+        self.changes: list[Change] = []
+        self.received = 0.0  # when the first change arrived
+
+    def add(self, change: Change) -> None:
+        if not self.changes:
+            self.received = time.monotonic()
+        self.changes.append(change)
+
+    def due(self) -> bool:
+        return len(self.changes) >= self.size or (
+            bool(self.changes) and time.monotonic() >= self.received + self.interval
+        )
+
+    def wait(self) -> float | None:
+        """How long the next event may be waited for before the batch is due (None: no
+        batch, wait as long as it takes)."""
+        if not self.changes:
+            return None
+        return max(0.0, self.received + self.interval - time.monotonic())
+
+    def take(self) -> tuple[list[Change], float]:
+        changes, self.changes = self.changes, []
+        return changes, self.received
+
+
+async def _next_item(queue: asyncio.Queue[Any], timeout: float | None) -> Any:
+    """The next item of a watch's queue, None when ``timeout`` passes first. Events come in
+    bursts: what is there is taken without wait_for's task and timer, which cost more than the
+    rest of an event's handling."""
+    try:
+        return queue.get_nowait()
+    except asyncio.QueueEmpty:
+        try:
+            return await asyncio.wait_for(queue.get(), timeout=timeout)
+        except TimeoutError:
+            return None
+
+
 T = TypeVar("T")
 
 
@@ -290,52 +336,37 @@ class ResourceSyncer:
                 await queue.put(error)
 
         producer = asyncio.create_task(produce(), name=f"watch {self.cluster}/{self.target.rtype}")
-        batch: list[Change] = []
+        batch = _WatchBatch(self.settings.batch_size, self.settings.batch_interval)
         last_rv = resource_version
-        deadline: float | None = None
         try:
             while True:
-                try:
-                    # Events come in bursts: take what is there without wait_for's task and
-                    # timer, which cost more than the rest of an event's handling here.
-                    item = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                    try:
-                        item = await asyncio.wait_for(queue.get(), timeout=timeout)
-                    except TimeoutError:
-                        item = None
-                if item is not None and item is not _STOP and not isinstance(item, BaseException):
-                    event = item
-                    rv = str((event.object.get("metadata") or {}).get("resourceVersion", last_rv))
-                    if event.type != "BOOKMARK":
-                        batch.append(self._change(event.type, event.object))
-                        self._count(event.type)
-                        deadline = deadline or time.monotonic() + self.settings.batch_interval
-                    last_rv = rv
-                flush = (
-                    item is None
-                    or item is _STOP
-                    or isinstance(item, BaseException)
-                    or len(batch) >= self.settings.batch_size
-                    or (deadline is not None and time.monotonic() >= deadline)
-                )
-                if batch and flush:
-                    received = deadline - self.settings.batch_interval if deadline else None
-                    await self._store(batch, origin="WATCH")
-                    if received is not None:
-                        lag = time.monotonic() - received
-                        metrics.EVENT_LAG.labels(*self._labels).observe(lag)
-                    self.status.last_event_time = time.time()
-                    batch, deadline = [], None
-                elif item is None:
-                    deadline = None
+                item = await _next_item(queue, batch.wait())
+                ended = item is _STOP or isinstance(item, BaseException)
+                if item is not None and not ended:
+                    last_rv = self._take(item, batch, last_rv)
+                if batch.changes and (item is None or ended or batch.due()):
+                    await self._flush(batch)
                 if item is _STOP:
                     return last_rv
                 if isinstance(item, BaseException):
                     raise item
         finally:
             producer.cancel()
+
+    def _take(self, event: Any, batch: _WatchBatch, last_rv: str) -> str:
+        """One watch event into ``batch`` (a BOOKMARK only moves the resourceVersion on);
+        the resourceVersion the watch has now reached."""
+        if event.type != "BOOKMARK":
+            batch.add(self._change(event.type, event.object))
+            self._count(event.type)
+        return str((event.object.get("metadata") or {}).get("resourceVersion", last_rv))
+
+    async def _flush(self, batch: _WatchBatch) -> None:
+        """Store a watch's batch; how long its first change waited is the event lag."""
+        changes, received = batch.take()
+        await self._store(changes, origin="WATCH")
+        metrics.EVENT_LAG.labels(*self._labels).observe(time.monotonic() - received)
+        self.status.last_event_time = time.time()
 
     async def _store(self, changes: list[Change], *, origin: str) -> None:
         started = time.monotonic()

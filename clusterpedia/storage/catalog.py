@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from clusterpedia.gvr import ResourceType
+from clusterpedia.storage.dialects.base import scope_of
 from clusterpedia.storage.errors import database_errors
 from clusterpedia.storage.schema import cluster_health, resource_types
 
@@ -133,6 +134,17 @@ class TypeCatalog:
                     ],
                 )
         self._cached = None
+
+    @database_errors("forgetting a cluster's types")
+    async def forget(self, cluster: str, *, rtype: ResourceType | None = None) -> None:
+        """Drop ``cluster``'s types (or only ``rtype``); without ``rtype``, its health too."""
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                sa.delete(resource_types).where(*scope_of(resource_types, cluster, rtype))
+            )
+            if rtype is None:
+                await connection.execute(sa.delete(cluster_health).where(H.cluster == cluster))
+        self._cached = self._health = None
 
     @database_errors("recording cluster health")
     async def set_health(self, cluster: str, *, healthy: bool, reason: str) -> None:

@@ -87,6 +87,19 @@ def is_transient(error: BaseException) -> bool:
     return "database is locked" in message or "database is busy" in message
 
 
+def database_error(error: Exception, driver_error: type[Exception]) -> DBAPIError | None:
+    """``error`` as SQLAlchemy's wrapper if it came from the database: statements sent on the
+    driver's own connection (the COPY paths) raise the driver's errors (``driver_error``)
+    unwrapped."""
+    if isinstance(error, DBAPIError):
+        return error
+    if isinstance(error, driver_error):
+        wrapped = DBAPIError.instance(None, None, error, driver_error)
+        assert isinstance(wrapped, DBAPIError)  # what it returns for a driver error
+        return wrapped
+    return None
+
+
 def storage_error(error: DBAPIError, what: str) -> StorageError:
     """``error`` as the storage reports it: unavailable when a retry may cure it."""
     if is_transient(error):

@@ -63,6 +63,10 @@ class Catalog(Protocol):
 
     async def clusters(self) -> list[str]: ...
 
+    async def forget(self, cluster: str, *, rtype: ResourceType | None = None) -> None:
+        """Drop ``cluster``'s entry (or one type of it); the whole cluster's health too."""
+        ...
+
 
 class Changes(Protocol):
     """The change log: dense global resourceVersions, read in order, announced, pruned.

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from clusterpedia.backoff import Backoff
@@ -47,6 +47,7 @@ from clusterpedia.storage.dialects.base import scope_of
 from clusterpedia.storage.errors import (
     StorageFailed,
     StorageUnavailable,
+    database_error,
     is_transient,
     storage_error,
 )
@@ -54,8 +55,6 @@ from clusterpedia.storage.grouping import GroupCommit
 from clusterpedia.storage.records import Change, Delete, Upsert, as_bytes, stamp_resource_version
 from clusterpedia.storage.schema import (
     HEAD,
-    cluster_health,
-    resource_types,
     resources,
 )
 
@@ -337,7 +336,8 @@ class ResourceWriter:
         return {(f"{namespace}/{name}" if namespace else name): rv for namespace, name, rv in rows}
 
     async def delete_cluster(self, cluster: str, *, rtype: ResourceType | None = None) -> int:
-        """Remove every row of ``cluster`` (or only of one of its resource types).
+        """Remove every stored object of ``cluster`` (or only of one of its resource types);
+        its catalog entry is the catalog's (``Catalog.forget``).
 
         Objects go in batches through :meth:`apply`, so watchers get a DELETED event for each
         and no transaction holds the head lock for a whole cluster."""
@@ -347,16 +347,6 @@ class ResourceWriter:
                 removed += await self.apply(
                     cluster=cluster, rtype=target, changes=[Delete(ns, name) for ns, name in keys]
                 )
-        catalog = sa.delete(resource_types).where(*scope_of(resource_types, cluster, rtype))
-        health = sa.delete(cluster_health).where(cluster_health.c.cluster == cluster)
-
-        async def forget() -> None:
-            async with self._turns, self.engine.begin() as connection:
-                await connection.execute(catalog)
-                if rtype is None:
-                    await connection.execute(health)
-
-        await self._retrying(forget, what=f"forget cluster {cluster}")
         return removed
 
     async def _stored_types(self, cluster: str) -> list[ResourceType]:
@@ -392,25 +382,13 @@ class ResourceWriter:
             keys=[d.key for d in deletes],
         )
 
-    def _database_error(self, error: Exception) -> DBAPIError | None:
-        """``error`` as SQLAlchemy's wrapper if it came from the database: statements sent on
-        the driver's own connection (the COPY paths) raise the driver's errors unwrapped."""
-        if isinstance(error, DBAPIError):
-            return error
-        driver_error = self.engine.dialect.loaded_dbapi.Error
-        if isinstance(error, driver_error):
-            wrapped = DBAPIError.instance(None, None, error, driver_error)
-            assert isinstance(wrapped, DBAPIError)  # what it returns for a driver error
-            return wrapped
-        return None
-
     async def _retrying(self, operation: Callable[[], Awaitable[T]], *, what: str) -> T:
         backoff = Backoff(RETRY_BASE_DELAY * 2, RETRY_BASE_DELAY * 2**RETRY_ATTEMPTS)
         for attempt in range(1, RETRY_ATTEMPTS + 1):
             try:
                 return await operation()
             except Exception as raised:
-                error = self._database_error(raised)
+                error = database_error(raised, self.engine.dialect.loaded_dbapi.Error)
                 if error is None:
                     raise
                 if not is_transient(error) or attempt == RETRY_ATTEMPTS:

@@ -69,6 +69,7 @@ class ClusterSynchro:
         self.name = name
         self.access = access
         self.writer = writer
+        self.catalog = catalog
         self.report = report
         self.settings = settings or SyncSettings()
         self.cluster_settings = cluster_settings or ClusterSettings()
@@ -206,6 +207,7 @@ class ClusterSynchro:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             removed = await self.writer.delete_cluster(self.name, rtype=syncer.target.rtype)
+            await self.catalog.forget(self.name, rtype=syncer.target.rtype)
             logger.info(
                 "cluster %s: %s is no longer synced; removed %d rows",
                 self.name,

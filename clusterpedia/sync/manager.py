@@ -97,6 +97,7 @@ class SyncManager:
         """Stop syncing ``name`` and delete all of its rows; returns how many."""
         await self.stop(name)
         removed = await self.writer.delete_cluster(name)
+        await self.catalog.forget(name)
         logger.info("cluster %s removed with %d rows", name, removed)
         return removed
 

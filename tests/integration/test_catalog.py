@@ -51,18 +51,24 @@ async def test_replace_round_trips_every_field(catalog: TypeCatalog) -> None:
     assert [t.resource for t in await catalog.all() if t.cluster == "c1"] == ["widgets"]
 
 
-async def test_removing_a_cluster_or_a_type_removes_its_entry(
+async def test_forgetting_a_cluster_or_a_type_removes_its_entry(
     catalog: TypeCatalog, database_url: str
 ) -> None:
+    """The catalog forgets a type or a cluster (its health with it); the objects are the
+    writer's, which leaves the catalog alone."""
     await catalog.replace("c1", [POD_TYPE, WIDGETS])
+    await catalog.set_health("c1", healthy=True, reason="")
     writer = ResourceWriter(catalog.engine)
     await writer.apply(
         cluster="c1", rtype=PODS, changes=[upsert(make_object(PODS, name="p", cluster="c1"))]
     )
-    await writer.delete_cluster("c1", rtype=WIDGETS.rtype)
+    assert await writer.delete_cluster("c1") == 1
+    assert len(await catalog.all()) == 2
+    await catalog.forget("c1", rtype=WIDGETS.rtype)
     assert [t.resource for t in await catalog.all()] == ["pods"]
-    await writer.delete_cluster("c1")
-    assert await catalog.all() == []
+    assert "c1" in await catalog.health()
+    await catalog.forget("c1")
+    assert await catalog.all() == [] and "c1" not in await catalog.health()
 
 
 async def test_a_version_1_database_is_upgraded(database_url: str) -> None:

@@ -62,6 +62,9 @@ class Catalog:
     async def replace(self, cluster: str, types: Sequence[Any]) -> None:
         pass
 
+    async def forget(self, cluster: str, *, rtype: Any = None) -> None:
+        pass
+
 
 async def test_an_unexpected_exception_is_reported_and_followed_by_a_relist() -> None:
     member, storage = FlakyMember(), Storage()

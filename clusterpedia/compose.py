@@ -25,7 +25,7 @@ from clusterpedia.storage import StorageTarget
 from clusterpedia.watch.retention import Retention
 
 if TYPE_CHECKING:
-    from clusterpedia.operator.handlers import OperatorConfig
+    from clusterpedia.operator.runtime import OperatorConfig
 
 
 def reach_policy(options: ReachOptions) -> ReachPolicy:
@@ -81,7 +81,7 @@ def server_config(settings: RunSettings, storage: StorageTarget) -> ServerConfig
 def operator_config(settings: RunSettings, storage: StorageTarget) -> OperatorConfig:
     # Imported here only: Kopf and the kubernetes client it loads hold 50 MB that a server
     # run with --no-operator has no use for.
-    from clusterpedia.operator.handlers import OperatorConfig
+    from clusterpedia.operator.runtime import OperatorConfig
     from clusterpedia.sync.cluster_synchro import ClusterSettings
     from clusterpedia.sync.worker import SyncSettings
 

@@ -42,7 +42,8 @@ from clusterpedia.kube.access import InvalidClusterConfig
 from clusterpedia.kube.client import KubeClient, KubeError
 from clusterpedia.kube.pediaclusters import host_path
 
-from .handlers import GROUP, VERSION, Runtime, registry
+from .handlers import registry
+from .runtime import GROUP, VERSION, Runtime
 
 logger = logging.getLogger(__name__)
 _LIFECYCLES = f"/apis/{POLICY_GROUP}/{POLICY_VERSION}/pediaclusterlifecycles"

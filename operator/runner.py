@@ -15,7 +15,8 @@ import threading
 import kopf
 
 from . import import_policies  # noqa: F401  (registers its handlers)
-from .handlers import OperatorConfig, Runtime, registry
+from .handlers import registry
+from .runtime import OperatorConfig, Runtime
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from clusterpedia.kube.client import KubeError
-from clusterpedia.operator.handlers import OperatorConfig
 from clusterpedia.operator.import_policies import reconcile_lifecycle
 from clusterpedia.operator.runner import OperatorThread
+from clusterpedia.operator.runtime import OperatorConfig
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
 from clusterpedia.testing.objects import PODS, make_object, storage, upsert
 from clusterpedia.testing.waiting import eventually

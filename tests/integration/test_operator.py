@@ -14,8 +14,8 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from clusterpedia.operator.handlers import OperatorConfig
 from clusterpedia.operator.runner import OperatorThread
+from clusterpedia.operator.runtime import OperatorConfig
 from clusterpedia.storage.catalog import TypeCatalog
 from clusterpedia.storage.query import Query, TypeFilter
 from clusterpedia.storage.reader import ResourceReader

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from clusterpedia.compose import peering_name
-from clusterpedia.operator.handlers import OperatorConfig, Runtime, _claimed, ours
+from clusterpedia.operator.runtime import OperatorConfig, Runtime
+from clusterpedia.operator.shards import claimed, ours
 from clusterpedia.settings import OperatorOptions, RunSettings
 
 
@@ -27,16 +28,16 @@ def test_a_shard_owns_the_clusters_that_name_it() -> None:
     assert ours({"shardingName": "east"}, shard) and not ours({}, shard)
 
 
-async def test_a_cluster_another_shard_holds_is_waited_for_then_claimed() -> None:
+async def test_a_cluster_another_shard_holds_is_waited_for_thenclaimed() -> None:
     shard = Recorder("east")
-    assert not await _claimed(shard, "c", {"shardingName": "west"})  # west releases first
+    assert not await claimed(shard, "c", {"shardingName": "west"})  # west releases first
     assert shard.patches == []
-    assert await _claimed(shard, "c", {})
+    assert await claimed(shard, "c", {})
     assert shard.patches == [("c", {"shardingName": "east"})]
-    assert await _claimed(shard, "c", {"shardingName": "east"})  # already ours: no patch
+    assert await claimed(shard, "c", {"shardingName": "east"})  # already ours: no patch
     assert len(shard.patches) == 1
     default = Recorder("")
-    assert await _claimed(default, "c", {}) and default.patches == []
+    assert await claimed(default, "c", {}) and default.patches == []
 
 
 def test_each_shard_peers_on_its_own_object_by_default() -> None:

@@ -137,6 +137,18 @@ def product(
         running.stop()
 
 
+def serving_only(host: APIServer, tmp_path: Path, name: str, *flags: str) -> ProductProcess:
+    """A second ``clusterpedia run`` that only serves (``--no-operator``: the module's product
+    syncs), with ``flags``, on a database of its own."""
+    return ProductProcess(
+        workdir=tmp_path / name,
+        kubeconfig=host.kubeconfig,
+        storage_url=f"sqlite:///{tmp_path / f'{name}.db'}",
+        extra_args=("--no-operator", *flags),
+        name=name,
+    ).start()
+
+
 def kubeconfig_for(
     host: APIServer,
     path: Path,
@@ -330,17 +342,13 @@ def test_prefixes_name_host_users_and_groups_on_the_member(
     """With --impersonate-user-prefix and --impersonate-group-prefix the member sees
     'clusterpedia:<user>' and 'clusterpedia:<group>': a host ServiceAccount reaches the member
     only once the member grants its prefixed name, and a group only by its prefixed name."""
-    prefixed = ProductProcess(
-        workdir=tmp_path / "prefixed",
-        kubeconfig=host.kubeconfig,
-        storage_url=f"sqlite:///{tmp_path / 'prefixed.db'}",
-        extra_args=(
-            "--no-operator",
-            "--impersonate-user-prefix=clusterpedia:",
-            "--impersonate-group-prefix=clusterpedia:",
-        ),
-        name="prefixed",
-    ).start()
+    prefixed = serving_only(
+        host,
+        tmp_path,
+        "prefixed",
+        "--impersonate-user-prefix=clusterpedia:",
+        "--impersonate-group-prefix=clusterpedia:",
+    )
     try:
         robot = "system:serviceaccount:tokens:reach-prefixed"
         groups = ["system:masters", "system:serviceaccounts", "system:authenticated"]
@@ -532,13 +540,7 @@ def test_the_pediacluster_credentials_mode_acts_as_the_pediacluster(
 ) -> None:
     """A user the member does not know reads the log with the PediaCluster's rights (the
     member's admin here), and the server's log says what that means."""
-    unsafe = ProductProcess(
-        workdir=tmp_path / "unsafe",
-        kubeconfig=host.kubeconfig,
-        storage_url=f"sqlite:///{tmp_path / 'unsafe.db'}",
-        extra_args=("--no-operator", "--allow-pediacluster-config-for-proxy-request"),
-        name="unsafe",
-    ).start()
+    unsafe = serving_only(host, tmp_path, "unsafe", "--allow-pediacluster-config-for-proxy-request")
     try:
         assert "act there with each PediaCluster's own credentials" in unsafe.log()
         token = service_account_token(host, "reach-reader", reader=True)
@@ -646,13 +648,7 @@ def test_a_member_that_never_answers_gets_a_503(host: APIServer, tmp_path: Path)
         },
     }
     host.kubectl("apply", "-f", "-", input=yaml.safe_dump(spec))
-    server = ProductProcess(
-        workdir=tmp_path / "silent",
-        kubeconfig=host.kubeconfig,
-        storage_url=f"sqlite:///{tmp_path / 'silent.db'}",
-        extra_args=("--no-operator", "--member-response-timeout=2"),
-        name="silent",
-    ).start()
+    server = serving_only(host, tmp_path, "silent", "--member-response-timeout=2")
     try:
         pod = f"/apis/clusterpedia.io/v1beta1/resources/clusters/{name}/api/v1/namespaces/a/pods/p"
         for path, upgrade in (

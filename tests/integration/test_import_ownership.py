@@ -24,33 +24,11 @@ from clusterpedia.operator.import_policies import reconcile_lifecycle
 from clusterpedia.operator.runner import OperatorThread
 from clusterpedia.operator.runtime import OperatorConfig
 from clusterpedia.testing.controlplane import APIServer, ControlPlane
-from clusterpedia.testing.objects import PODS, make_object, storage, upsert
+from clusterpedia.testing.objects import PODS, make_object, printed_crd, storage, upsert
 from clusterpedia.testing.waiting import eventually
 
 CRDS = Path(__file__).resolve().parents[2] / "manifests" / "crds"
-SOURCE_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "sources.own.example.com"},
-    "spec": {
-        "group": "own.example.com",
-        "scope": "Namespaced",
-        "names": {"plural": "sources", "singular": "source", "kind": "Source"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": True,
-                    }
-                },
-            }
-        ],
-    },
-}
+SOURCE_CRD = printed_crd("own.example.com", "sources", "Source", [])
 POLICY = {
     "apiVersion": "policy.clusterpedia.io/v1alpha1",
     "kind": "ClusterImportPolicy",

@@ -87,7 +87,15 @@ def member_clusters(control_plane: ControlPlane) -> list[APIServer]:
 
 @pytest.fixture(scope="module", params=DIALECTS)
 def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh database per test module on each of SQLite, PostgreSQL and MySQL."""
+    """A fresh database per test module on each of SQLite, PostgreSQL and MySQL.
+
+    The matrix is for tests whose subject is the storage's behaviour. A module whose subject is
+    something else (the operator, member access, the product's wiring) is marked
+    ``pytestmark = pytest.mark.one_database("<dialect>")`` and runs on that one; the modules so
+    marked are spread over the three, and every database still runs the whole storage contract
+    (tests/integration/test_storage_*, test_change_log, test_catalog, test_databases,
+    test_hostile_requests, test_watch_api, test_apiserver; tests/e2e/test_member_oracle,
+    test_crash, test_shutdown)."""
     dialect: str = request.param
     try:
         server_version(dialect)
@@ -98,12 +106,24 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
         yield url
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark each test by its folder: tests/unit, tests/integration, tests/e2e."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by its folder: tests/unit, tests/integration, tests/e2e; and run a
+    module marked ``one_database(dialect)`` on that database alone (see :func:`database_url`)."""
+    kept, deselected = [], []
     for item in items:
         for kind in ("unit", "integration", "e2e"):
             if f"{os.sep}tests{os.sep}{kind}{os.sep}" in str(item.path):
                 item.add_marker(kind)
+        only = item.get_closest_marker("one_database")
+        callspec = getattr(item, "callspec", None)
+        dialect = callspec.params.get("database_url") if callspec is not None else None
+        if only is not None and dialect is not None and dialect != only.args[0]:
+            deselected.append(item)
+        else:
+            kept.append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 
 
 @pytest.hookimpl(trylast=True)

@@ -1,6 +1,6 @@
 """The product end to end: ``clusterpedia run`` as a child process (operator and API server in
 one process), real host and member kube-apiservers, kubectl through the host's aggregation
-layer, every database."""
+layer, SQLite (the manifests' default)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ from clusterpedia.testing.controlplane import APIServer
 from clusterpedia.testing.objects import gadget_crd, pediacluster
 from clusterpedia.testing.product import ProductProcess, console_script
 from clusterpedia.testing.waiting import eventually
+
+# The product's wiring is the subject (kubectl through the aggregator, both members, a CRD);
+# every database runs the product end to end in test_member_oracle, test_crash, test_shutdown.
+pytestmark = pytest.mark.one_database("sqlite")
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,22 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from clusterpedia import __version__
 from clusterpedia.settings import RunSettings, add_arguments
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad flag is one line naming it and where to read more (argparse would print the whole
+    usage first, burying the cause)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="clusterpedia",
         description="The encyclopedia of Kubernetes clusters: sync many clusters into SQL "
         "and search them through one Kubernetes-style API.",

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import signal
+import ssl
 import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -19,13 +22,16 @@ from clusterpedia.apiserver.reach import ReachPolicy, parse_allowed_subresources
 from clusterpedia.apiserver.server import ClusterpediaServer, ServerConfig
 from clusterpedia.apiserver.watch import WatchSettings
 from clusterpedia.features import parse_feature_gates
+from clusterpedia.kube.access import InvalidClusterConfig
 from clusterpedia.kube.client import KubeError
 from clusterpedia.settings import ReachOptions, RunSettings
-from clusterpedia.storage import StorageTarget
+from clusterpedia.storage import SchemaTooNew, StorageError, StorageTarget
 from clusterpedia.watch.retention import Retention
 
 if TYPE_CHECKING:
     from clusterpedia.operator.runtime import OperatorConfig
+
+logger = logging.getLogger(__name__)
 
 
 def reach_policy(options: ReachOptions) -> ReachPolicy:
@@ -109,6 +115,39 @@ def operator_config(settings: RunSettings, storage: StorageTarget) -> OperatorCo
     )
 
 
+def cannot_start(error: BaseException, settings: RunSettings, storage: StorageTarget) -> int:
+    """Say in one line why the process cannot start and what to change; the traceback only
+    with ``--log-level debug``. Returns the exit code."""
+    logger.debug("start-up failed", exc_info=error)
+    problem = " ".join(startup_problem(error, settings, storage).split())  # one line
+    print(f"clusterpedia: cannot start: {problem}", file=sys.stderr)
+    return 1
+
+
+def startup_problem(error: BaseException, settings: RunSettings, storage: StorageTarget) -> str:
+    """The cause of a failed start, and the setting that decides it."""
+    serving = settings.serving
+    if isinstance(error, InvalidClusterConfig):
+        return f"the host cluster: {error} (--kubeconfig, KUBECONFIG, or in-cluster)"
+    if isinstance(error, KubeError):
+        return f"the host cluster does not answer: {error} (--kubeconfig, KUBECONFIG)"
+    if isinstance(error, StorageError | SchemaTooNew):
+        return f"the storage ({storage.describe()}): {error} (--storage-url, --storage-config)"
+    if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:
+        return (
+            f"{serving.bind_address}:{serving.secure_port} is in use: choose another "
+            "--secure-port or --bind-address, or stop what listens there"
+        )
+    if isinstance(error, OSError | ssl.SSLError) and serving.tls_cert_file:
+        reason = getattr(error, "strerror", None) or str(error)
+        return (
+            f"the serving certificate ({serving.tls_cert_file}, {serving.tls_private_key_file}): "
+            f"{reason} (--tls-cert-file, --tls-private-key-file: a readable PEM certificate "
+            "and its own key)"
+        )
+    return f"{type(error).__name__}: {error} (run with --log-level debug for the traceback)"
+
+
 async def _print_clusters(server: ClusterpediaServer) -> None:
     """Say which PediaClusters the host has (a start-up line, never fatal)."""
     try:
@@ -138,13 +177,15 @@ async def serve(settings: RunSettings, storage: StorageTarget) -> int:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = ClusterpediaServer(server_config(settings, storage))
+    try:
+        server = ClusterpediaServer(server_config(settings, storage))
+    except InvalidClusterConfig as error:
+        return cannot_start(error, settings, storage)
     try:
         await server.start()
     except Exception as error:
-        print(f"clusterpedia: the API server failed to start: {error}", file=sys.stderr)
         await server.stop()
-        return 1
+        return cannot_start(error, settings, storage)
     bind = settings.serving.bind_address
     print(f"clusterpedia: serving https://{bind}:{server.port}", file=sys.stderr)
     await _print_clusters(server)

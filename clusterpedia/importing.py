@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from clusterpedia.gotemplate import NO_VALUE, BudgetExceeded, TemplateError, check, render
+from clusterpedia.yamlerror import yaml_problem
 
 POLICY_GROUP, POLICY_VERSION = "policy.clusterpedia.io", "v1alpha1"
 POLICY_LABEL = "policy.clusterpedia.io/cluster-import-policy"
@@ -51,17 +52,6 @@ def rendered(template: str, data: Mapping[str, Any]) -> str:
 def valid_name(text: str) -> bool:
     """A DNS subdomain: what an object name (and so a path segment) may be; never ``.``."""
     return len(text) <= 253 and _NAME.fullmatch(text) is not None
-
-
-def yaml_problem(error: yaml.YAMLError) -> str:
-    """Where and why rendered YAML does not parse, without the rendered text: PyYAML's
-    messages quote what they found, which may be a Secret's value."""
-    problem = getattr(error, "problem", None) or "not YAML"
-    problem = re.sub(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", "<...>", str(problem))
-    mark = getattr(error, "problem_mark", None)
-    if mark is None:
-        return problem
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
 
 
 def holds(template: str, data: Mapping[str, Any]) -> bool:

@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from clusterpedia.yamlerror import yaml_problem
+
 
 class InvalidClusterConfig(ValueError):
     """The PediaCluster's connection settings are unusable; the message says why."""
@@ -181,7 +183,7 @@ def access_from_kubeconfig(data: bytes, *, allow_http_credentials: bool = False)
     try:
         config = yaml.safe_load(data)
     except yaml.YAMLError as error:
-        raise InvalidClusterConfig(f"kubeconfig is not valid YAML: {error}") from None
+        raise InvalidClusterConfig(f"kubeconfig is not valid YAML: {yaml_problem(error)}") from None
     if not isinstance(config, dict):
         raise InvalidClusterConfig("kubeconfig is not a mapping")
 

@@ -85,6 +85,8 @@ def host_access(kubeconfig: str | None = None) -> MemberAccess:
 
 
 def _host_config(kubeconfig: str | None) -> dict:  # type: ignore[type-arg]
+    if kubeconfig and not Path(kubeconfig).is_file():
+        raise InvalidClusterConfig(f"--kubeconfig {kubeconfig}: no such file")
     candidates = [kubeconfig, os.environ.get("KUBECONFIG"), str(Path.home() / ".kube" / "config")]
     for candidate in candidates:
         if candidate and Path(candidate.split(os.pathsep)[0]).is_file():

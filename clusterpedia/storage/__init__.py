@@ -25,6 +25,7 @@ from clusterpedia.storage.errors import (
     StorageUnavailable,
     add_transient_codes,
 )
+from clusterpedia.storage.migrate import SchemaTooNew
 from clusterpedia.storage.port import Catalog, Changes, ObjectReads, ObjectWrites, Storage
 from clusterpedia.storage.query import (
     ORDERABLE_COLUMNS,
@@ -83,6 +84,7 @@ __all__ = [
     "ReplicaLag",
     "Requirement",
     "ResourceVersionTooLarge",
+    "SchemaTooNew",
     "Segment",
     "Storage",
     "StorageError",

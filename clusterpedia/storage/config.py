@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError
 from clusterpedia.storage.config_file import DEFAULT_SQLITE_FILE, target_from_config
 from clusterpedia.storage.engine import StorageURLError, async_url
 from clusterpedia.storage.target import StorageTarget, describe
+from clusterpedia.yamlerror import yaml_problem
 
 __all__ = [
     "StorageTarget",
@@ -87,7 +88,9 @@ def _primary(
         except OSError as error:
             raise StorageURLError(f"cannot read storage config {path}: {error.strerror}") from None
         except yaml.YAMLError as error:
-            raise StorageURLError(f"storage config {path} is not valid YAML: {error}") from None
+            raise StorageURLError(
+                f"storage config {path} is not valid YAML: {yaml_problem(error)}"
+            ) from None
         target = target_from_config(config or {}, environ=environ, base=path.parent)
         _parse(target.url)
         if target.read is not None:

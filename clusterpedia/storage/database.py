@@ -71,6 +71,7 @@ class Database:
             self._changes = ChangeLog(self.engine, listen=not self.replica)
         return self._changes
 
+    @database_errors("creating or upgrading the schema")
     async def migrate(self) -> int:
         if self.replica:
             raise RuntimeError("a read replica is migrated through its primary")

@@ -88,8 +88,8 @@ async def ensure_schema(engine: AsyncEngine) -> int:
                     await connection.execute(schema_info.update().values(version=SCHEMA_VERSION))
                 logger.info("database schema created or upgraded: %s -> %s", found, SCHEMA_VERSION)
                 return found or 0
-        except DBAPIError:
-            if attempt == 2:
+        except DBAPIError as error:
+            if attempt == 2 or error.statement is None:  # None: no connection, no race
                 raise
             logger.info("schema creation raced with another replica; checking again")
     raise AssertionError("unreachable")

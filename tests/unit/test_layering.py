@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
         "process",
         "features",
         "gotemplate",
+        "yamlerror",
     },
     {"storage", "kube"},
     {"search", "watch", "sync", "sharding", "kubeconfig", "testing", "importing"},

@@ -179,6 +179,13 @@ def run_playground(*, kubeconfig: Path, workdir: Path | None = None) -> int:
             members[name].kubectl(
                 "apply", "-f", "-", input=yaml.safe_dump_all(member_objects(name))
             )
+            # logs and exec through Clusterpedia act on the member as the requesting user, and
+            # the host's system:masters is never passed on: the member grants the host's admin
+            # (user "admin") by name, as a member's RBAC grants reach-through explicitly.
+            members[name].kubectl(
+                "create", "clusterrolebinding", "host-admin", "--clusterrole=cluster-admin",
+                "--user=admin",
+            )  # fmt: skip
         host.kubectl("apply", "-f", str(CRDS))
         host.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd", "--all")
         say("==> clusterpedia run (operator and API server; SQLite)")

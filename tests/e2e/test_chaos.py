@@ -1,4 +1,8 @@
-"""Load and chaos in CI: ``bench/chaos.py`` at a reduced size on PostgreSQL and MariaDB.
+"""Load and chaos in CI: ``bench/chaos.py`` at a reduced size on PostgreSQL.
+
+(It ran on MariaDB too, 110 s more of CI. What is MariaDB's own in it, an outage of the
+database mid-sync and mid-query, runs on both servers in tests/e2e/test_database_faults.py, both
+by a cut proxy and by a real restart; the rest is the product's, the same on either.)
 
 16 clients page through 4,000 objects for 20 s while two real members churn; then member 5xx,
 truncated JSON, a slow member, a database outage and ``kill -9`` follow one another, 4 s each.
@@ -21,7 +25,7 @@ from clusterpedia.testing.databases import require_server
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "chaos.py"
 
 
-@pytest.mark.parametrize("dialect", ["postgresql", "mysql"])
+@pytest.mark.parametrize("dialect", ["postgresql"])
 def test_load_then_faults_lose_nothing(assets, dialect: str) -> None:  # type: ignore[no-untyped-def]
     require_server(dialect)
     done = subprocess.run(

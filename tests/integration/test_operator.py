@@ -39,21 +39,36 @@ def host(control_plane: ControlPlane) -> APIServer:
     return server
 
 
+@pytest.fixture(scope="module")
+def operators(host: APIServer, database_url: str) -> Iterator[list[OperatorThread]]:
+    """The module's operators, the running one last: tests share it (starting one takes a few
+    seconds); one that a test stopped is replaced for the next."""
+    started: list[OperatorThread] = []
+    yield started
+    if started:
+        assert not started[-1].failed, started[-1].error
+        started[-1].stop()
+
+
 @pytest.fixture
-def operator(host: APIServer, database_url: str) -> Iterator[OperatorThread]:
-    """A running operator per test (a few seconds), so tests may stop and restart it."""
-    config = OperatorConfig(
-        storage_url=database_url,
-        kubeconfig=str(host.kubeconfig),
-        sync=SyncSettings(batch_interval=0.05, backoff_initial=0.2),
-        cluster=ClusterSettings(probe_interval=1.0, discovery_interval=3.0, status_interval=0.5),
-        import_interval=1.0,
-    )
-    thread = OperatorThread(config)
-    thread.start()
-    yield thread
-    thread.stop()
-    assert not thread.failed, thread.error
+def operator(host: APIServer, database_url: str, operators: list[OperatorThread]) -> OperatorThread:
+    """The shared running operator; a test may stop it (the next test gets a new one)."""
+    if not operators or operators[-1].stop_flag.is_set():
+        config = OperatorConfig(
+            storage_url=database_url,
+            kubeconfig=str(host.kubeconfig),
+            sync=SyncSettings(batch_interval=0.05, backoff_initial=0.2),
+            cluster=ClusterSettings(
+                probe_interval=1.0, discovery_interval=3.0, status_interval=0.5
+            ),
+            import_interval=1.0,
+        )
+        thread = OperatorThread(config)
+        thread.start()
+        operators.append(thread)
+    current = operators[-1]
+    assert not current.failed, current.error
+    return current
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -13,6 +13,7 @@ from prometheus_client import Counter, Gauge
 
 from .chain import Handler
 from .requestinfo import record_of
+from .requestmetrics import TERMINATED
 from .status import StatusError
 
 RETRY_AFTER_SECONDS = 1
@@ -43,6 +44,7 @@ class Admission:
         if self.inflight[watch] >= self.limits[watch]:
             what = "watches" if watch else "requests"
             REFUSED.labels(kind).inc()
+            request[TERMINATED] = True
             raise StatusError(
                 429,
                 f"Too many {what} in flight ({self.limits[watch]}), please try again later.",

@@ -3,7 +3,8 @@
 Installed as ``clusterpedia.apiserver``. Like ``operator/``, this folder has no top-level
 ``__init__.py`` (see README, "Layout").
 
-Order, as Kubernetes' ``DefaultBuildHandlerChain``: request info -> panic recovery ->
+Order, as Kubernetes' ``DefaultBuildHandlerChain``: request info -> request metrics (every
+answer counted, timed and sized with kube-apiserver's names) -> panic recovery ->
 admission (requests in flight; before authentication, so an overload never reaches the host's
 TokenReview) -> request deadline (inside admission, so a slot is held until the answer is
 sent) -> authentication -> authorization -> reach-through to members (subresources, forwarded
@@ -34,6 +35,7 @@ from .chain import (
 from .deadline import RequestDeadline
 from .group import GroupServer
 from .reach import ReachServer
+from .requestmetrics import request_metrics
 from .resources import ResourcesServer
 from .system import SystemServer, version_info
 from .warning import send_warnings
@@ -60,6 +62,7 @@ def build_layers(
 ) -> list[Layer]:
     return [
         with_request_info,
+        request_metrics(catalog),
         with_recovery,
         admission or Admission(max_inflight=400, max_watches=2000),
         deadline or RequestDeadline(timeout=60),

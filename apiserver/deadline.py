@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .chain import Handler
 from .requestinfo import record_of
+from .requestmetrics import TERMINATED
 from .status import StatusError
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class RequestDeadline:
         logger.warning(
             "%s %s did not complete within %.0fs", request.method, request.path_qs, self.timeout
         )
+        request[TERMINATED] = True
         if request.writer.output_size == 0:
             raise StatusError(
                 504,

@@ -46,7 +46,6 @@ from .requestinfo import (
     RESOURCES_PREFIX,
     SESSIONS,
     all_values,
-    parse_request,
     record_of,
     subresource_of,
 )
@@ -194,7 +193,8 @@ class ReachServer:
             return self._subresource(request, cluster, inner, subresource, trailing)
         if not (forward or self.policy.forward_unsynced) or inner[0] not in ("api", "apis"):
             return None
-        info = parse_request("/" + "/".join(inner), request.method, dict(request.query))
+        info = record_of(request).inner_info
+        assert info is not None  # a path under .../clusters/<cluster>/ has one
         unsynced = False
         if info.is_resource_request:
             types = await visible_types(request, self.catalog, cluster=cluster)

@@ -149,6 +149,7 @@ class RequestRecord:
     resources: bool  # under .../clusterpedia.io/v1beta1/resources
     cluster: str | None  # of .../resources/clusters/<cluster>/...
     inner: tuple[str, ...]  # the path under .../resources (and the cluster), a member's path
+    inner_info: RequestInfo | None  # ``inner`` parsed (None outside .../resources)
     long_running: bool  # a watch, a followed log or a member session: no deadline, watch slots
     health: bool  # /healthz, /livez, /readyz: never refused, never authorized
     forward: bool  # asks to be answered by its member (parameter, label or header)
@@ -178,6 +179,9 @@ def resolve_request(request: web.Request) -> RequestRecord:
         resources=resources,
         cluster=cluster,
         inner=inner,
+        inner_info=parse_request("/" + "/".join(inner), request.method, query)
+        if resources and inner
+        else None,
         long_running=(resources and _long_running(inner, query)) or _is_true(query.get("watch")),
         health=(request.path.rstrip("/") or "/") in HEALTH_PATHS,
         forward=forward_requested(search_values(request)),

@@ -30,7 +30,7 @@ from .lists import (
     stream_list,
 )
 from .negotiation import Form, negotiate
-from .requestinfo import RequestInfo, parse_request, record_of, search_values
+from .requestinfo import RequestInfo, record_of, search_values
 from .scope import narrow_clusters, visible_types
 from .status import StatusError, json_response, no_route, not_found
 from .tables import TableBuilder, include_object
@@ -92,7 +92,8 @@ class ResourcesServer:
     ) -> web.StreamResponse:
         if inner == ["version"]:
             return json_response(self.version)
-        info = parse_request("/" + "/".join(inner), request.method, dict(request.query))
+        info = record_of(request).inner_info
+        assert info is not None  # a path under .../resources has one
         catalogue = discovery.ServedTypes(types)
         if not info.is_resource_request:
             return self._discovery(request, inner, catalogue)

@@ -31,6 +31,7 @@ from clusterpedia.watch.matcher import event_matcher
 
 from .lists import as_partial, metadata_wrapper
 from .negotiation import Form
+from .requestmetrics import watch_events_sent
 from .status import StatusError
 from .tables import TableBuilder
 
@@ -223,6 +224,7 @@ class WatchServer:
                 # TLS record for a burst instead of one per event.
                 burst = [event, *subscription.ready(WRITE_BURST - 1)]
                 await self._send(response, b"".join(encoder.event(e) for e in burst))
+                watch_events_sent(event.group, event.version, event.resource, len(burst))
             if next_bookmark is not None and time.monotonic() >= next_bookmark:
                 await self._send(response, encoder.bookmark(subscription.progress()))
                 next_bookmark = time.monotonic() + interval

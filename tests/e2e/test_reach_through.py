@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from clusterpedia.apiserver.testing import register_apiservice
 from clusterpedia.kubeconfig import add_clusterpedia_clusters
@@ -711,6 +712,18 @@ def metrics(host: APIServer, product: ProductProcess) -> dict[str, float]:
     return found
 
 
+def connects(host: APIServer, product: ProductProcess) -> float:
+    """apiserver_request_total of exec sessions, as kube-apiserver labels them."""
+    wanted = {"verb": "CONNECT", "resource": "pods", "subresource": "exec", "code": "101"}
+    text = product.get_as_front_proxy(host, "/metrics").decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "apiserver_request_total" and wanted.items() <= sample.labels.items()
+    )
+
+
 def fewest_tasks(host: APIServer, product: ProductProcess) -> float:
     """The event loop's tasks at their fewest over a few reads: some live for a moment."""
     return min(
@@ -724,6 +737,7 @@ def test_nothing_is_left_open_after_sessions(
     host: APIServer, product: ProductProcess, through: Path
 ) -> None:
     before = fewest_tasks(host, product)
+    connects_before = connects(host, product)
     for _ in range(5):
         assert kubectl(host, through, "exec", "web-0", "--", "echo", "hi").stdout == "hi\n"
         assert "line one" in kubectl(host, through, "logs", "web-0").stdout
@@ -740,6 +754,8 @@ def test_nothing_is_left_open_after_sessions(
         timeout=60,
         what=f"the event loop's tasks back to {before}",
     )
+    # each exec counted as kube-apiserver counts one: CONNECT of pods/exec, 101 Switching
+    assert connects(host, product) - connects_before == 5
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from clusterpedia.apiserver.testing import (
     PREFIX,
@@ -624,3 +625,102 @@ def test_tls_below_1_2_is_refused_by_the_server(server: ServerThread) -> None:
     with pytest.raises(ssl.SSLError, match=r"ALERT_PROTOCOL_VERSION|UNEXPECTED_EOF"):
         handshake(ssl.TLSVersion.TLSv1_1)
     assert handshake(ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+
+
+# -- request metrics, against kube-apiserver's own ----------------------------------------------
+
+
+def _families(text: str) -> dict[str, Any]:
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def _value(families: dict[str, Any], sample: str, **labels: str) -> float:
+    """The sum of ``sample``'s values whose labels include ``labels``."""
+    total = 0.0
+    for family in families.values():
+        for found in family.samples:
+            if found.name == sample and labels.items() <= found.labels.items():
+                total += found.value
+    return total
+
+
+def _scrape(server: ServerThread, host: APIServer) -> dict[str, Any]:
+    assert host.pki.front_proxy_client is not None
+    status, _, body = server.request(
+        "/metrics",
+        cert=(str(host.pki.front_proxy_client.cert), str(host.pki.front_proxy_client.key)),
+        headers={"X-Remote-User": "admin", "X-Remote-Group": "system:masters"},
+    )
+    assert status == 200
+    return _families(body.decode())
+
+
+REQUEST_METRICS = (
+    "apiserver_request", "apiserver_request_duration_seconds", "apiserver_response_sizes",
+    "apiserver_current_inflight_requests", "apiserver_longrunning_requests",
+    "apiserver_watch_events",
+)  # fmt: skip
+
+
+def test_requests_move_the_right_series(
+    server: ServerThread, host: APIServer, registered: APIServer
+) -> None:
+    """A list, a get, a watch, a 403 and a made-up path, each counted with the labels
+    kube-apiserver would give it (the member's resource, not our path)."""
+    pods = {"group": "", "version": "v1", "resource": "pods", "component": "apiserver"}
+    before = _scrape(server, host)
+    kubectl(registered, "get", "pods", "-A")
+    kubectl(registered, "get", "pod", "web-0", "-n", "team-a", cluster="c1")
+    stranger = service_account_token(host, "stranger", reader=False)
+    assert server.request(f"{PREFIX}/api/v1/pods", token=stranger)[0] == 403
+    assert server.request(f"{PREFIX}/clusters/c1/api/v1/made-up-{time.time_ns()}")[0] == 401
+    assert host.pki.front_proxy_client is not None
+    admin = {
+        "cert": (str(host.pki.front_proxy_client.cert), str(host.pki.front_proxy_client.key)),
+        "headers": {"X-Remote-User": "admin", "X-Remote-Group": "system:masters"},
+    }
+    assert (
+        server.request(f"{PREFIX}/clusters/c1/api/v1/made-up-{time.time_ns()}", **admin)[0] == 404
+    )
+    watch = f"{PREFIX}/api/v1/namespaces/team-a/pods?watch=true&timeoutSeconds=1&resourceVersion=1"
+    assert server.request(watch, **admin)[0] == 200
+    after = _scrape(server, host)
+
+    def moved(sample: str, **labels: str) -> float:
+        return _value(after, sample, **labels) - _value(before, sample, **labels)
+
+    total = "apiserver_request_total"
+    assert moved(total, verb="LIST", scope="cluster", code="200", **pods) >= 1
+    assert moved(total, verb="GET", scope="resource", code="200", **pods) >= 1
+    assert moved(total, verb="WATCH", scope="namespace", code="200", **pods) >= 1
+    assert moved(total, verb="LIST", scope="cluster", code="403", **pods) == 1
+    # a path that names nothing we serve carries no resource: no series per made-up name
+    assert moved(total, verb="GET", resource="", code="404") >= 1
+    assert not any("made-up" in str(s.labels) for family in after.values() for s in family.samples)
+    assert moved("apiserver_request_duration_seconds_count", verb="LIST", **pods) >= 2
+    assert moved("apiserver_response_sizes_count", verb="GET", scope="resource", **pods) >= 1
+    assert _value(after, "apiserver_current_inflight_requests", request_kind="readOnly") >= 1
+    # the watch from resourceVersion 1 replayed the seeded pods of team-a
+    assert moved("apiserver_watch_events_total", group="", version="v1", resource="pods") >= 3
+
+
+def test_request_metrics_have_kube_apiservers_names_labels_and_buckets(
+    server: ServerThread, host: APIServer
+) -> None:
+    """The host is a real kube-apiserver: every request metric it and we both expose has the
+    same label names, and the histograms the same buckets (after the test above, so that every
+    one of ours has samples)."""
+    theirs, ours = _families(host.get("/metrics").decode()), _scrape(server, host)
+    for name in REQUEST_METRICS:
+        assert name in theirs and name in ours, name
+        for family in (theirs[name], ours[name]):
+            assert family.samples, name
+        their_labels = {frozenset(s.labels) - {"le"} for s in theirs[name].samples}
+        our_labels = {frozenset(s.labels) - {"le"} for s in ours[name].samples}
+        assert our_labels <= their_labels, (name, our_labels, their_labels)
+    for histogram in ("apiserver_request_duration_seconds", "apiserver_response_sizes"):
+        buckets = [
+            {float(s.labels["le"]) for s in family.samples if s.name.endswith("_bucket")}
+            for family in (theirs[histogram], ours[histogram])
+        ]
+        assert buckets[0] == buckets[1], histogram

@@ -162,7 +162,10 @@ def test_every_unit_is_on_a_layer() -> None:
 # The handler chain's filters and what they read; the servers (layers that answer paths) sit
 # above them. A filter reads the request as with_request_info resolved it (requestinfo.py),
 # never a server's own routing.
-FILTERS = {"chain", "admission", "deadline", "authn", "authz", "requestinfo", "status", "warning"}
+FILTERS = {
+    "chain", "admission", "deadline", "authn", "authz", "requestinfo", "requestmetrics", "status",
+    "warning",
+}  # fmt: skip
 SERVERS = {"reach", "resources", "group", "system", "watch", "server", "app", "members", "relay"}
 
 

@@ -170,11 +170,11 @@ class Oracle:
     ) -> set[tuple[str, str]]:
         scope = f"/clusters/{cluster}" if cluster else ""
         path = f"{PREFIX}{scope}/api/v1/namespaces/{self.namespace}/{resource}"
-        body = json.loads(
-            self.product.get_as_front_proxy(
-                self.host, f"{path}?{urllib.parse.urlencode({**params, 'limit': '500'})}"
-            )
-        )
+        query = urllib.parse.urlencode({**params, "limit": "500"})
+        try:
+            body = json.loads(self.product.get_as_front_proxy(self.host, f"{path}?{query}"))
+        except urllib.error.HTTPError as error:
+            raise AssertionError(f"{path}?{query}: {error.code} {error.read()[:300]!r}") from None
         assert not body["metadata"].get("continue"), "one page holds every answer"
         return {
             (item["metadata"]["annotations"][CLUSTER_ANNOTATION], item["metadata"]["name"])
@@ -182,7 +182,9 @@ class Oracle:
         }
 
     def caught_up(self) -> bool:
-        """Every object with the member's labels (the phase's writes have all arrived)."""
+        """Every object with the member's labels, on the all-clusters path and on each
+        cluster's own (the phase's writes have all arrived, and every cluster's types are in
+        the catalog each replica reads, cached for up to two seconds)."""
         for resource in ("configmaps", "pods"):
             theirs = set()
             for cluster, member in self.clusters.items():
@@ -190,28 +192,31 @@ class Oracle:
                 for item in json.loads(member.get(path))["items"]:
                     labels = json.dumps(item["metadata"].get("labels") or {}, sort_keys=True)
                     theirs.add((cluster, item["metadata"]["name"], labels))
-            try:
-                body = json.loads(
-                    self.product.get_as_front_proxy(
-                        self.host,
-                        f"{PREFIX}/api/v1/namespaces/{self.namespace}/{resource}?limit=500",
-                    )
-                )
-            except urllib.error.HTTPError as error:  # 404 until the type is first synced
-                if error.code != 404:
-                    raise
-                return False
-            ours = {
-                (
-                    item["metadata"]["annotations"][CLUSTER_ANNOTATION],
-                    item["metadata"]["name"],
-                    json.dumps(item["metadata"].get("labels") or {}, sort_keys=True),
-                )
-                for item in body["items"]
-            }
-            if ours != theirs:
-                return False
+            for scope in (None, *self.clusters):
+                wanted = {entry for entry in theirs if scope is None or entry[0] == scope}
+                if self._labelled(resource, scope) != wanted:
+                    return False
         return True
+
+    def _labelled(self, resource: str, cluster: str | None) -> set[tuple[str, str, str]] | None:
+        """(cluster, name, labels) of what we serve; None while the path is not served yet
+        (404 before the type's first sync, 400 before a cluster's types are read)."""
+        scope = f"/clusters/{cluster}" if cluster else ""
+        path = f"{PREFIX}{scope}/api/v1/namespaces/{self.namespace}/{resource}?limit=500"
+        try:
+            body = json.loads(self.product.get_as_front_proxy(self.host, path))
+        except urllib.error.HTTPError as error:
+            if error.code not in (400, 404):
+                raise
+            return None
+        return {
+            (
+                item["metadata"]["annotations"][CLUSTER_ANNOTATION],
+                item["metadata"]["name"],
+                json.dumps(item["metadata"].get("labels") or {}, sort_keys=True),
+            )
+            for item in body["items"]
+        }
 
     def compare(self, resource: str, params: dict[str, str]) -> list[str]:
         """The differences, described; empty when we answer as the members do."""

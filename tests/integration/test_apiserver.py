@@ -695,7 +695,7 @@ def test_requests_move_the_right_series(
     assert moved(total, verb="WATCH", scope="namespace", code="200", **pods) >= 1
     assert moved(total, verb="LIST", scope="cluster", code="403", **pods) == 1
     # a path that names nothing we serve carries no resource: no series per made-up name
-    assert moved(total, verb="GET", resource="", code="404") >= 1
+    assert moved(total, resource="", subresource="", code="404") >= 1
     assert not any("made-up" in str(s.labels) for family in after.values() for s in family.samples)
     assert moved("apiserver_request_duration_seconds_count", verb="LIST", **pods) >= 2
     assert moved("apiserver_response_sizes_count", verb="GET", scope="resource", **pods) >= 1

@@ -155,9 +155,8 @@ class RequestRecord:
     forward: bool  # asks to be answered by its member (parameter, label or header)
 
 
-def _long_running(inner: Sequence[str], query: Mapping[str, str]) -> bool:
-    if _is_true(query.get("watch")):
-        return True
+def _member_session(inner: Sequence[str], query: Mapping[str, str]) -> bool:
+    """A session or a followed log reaching a member (under ``proxy/`` too)."""
     member_path = inner[1:] if inner[:1] == ("proxy",) else inner
     subresource = subresource_of(member_path)
     if subresource is None:
@@ -182,9 +181,10 @@ def resolve_request(request: web.Request) -> RequestRecord:
         inner_info=parse_request("/" + "/".join(inner), request.method, query)
         if resources and inner
         else None,
-        long_running=(resources and _long_running(inner, query)) or _is_true(query.get("watch")),
+        long_running=_is_true(query.get("watch")) or (resources and _member_session(inner, query)),
         health=(request.path.rstrip("/") or "/") in HEALTH_PATHS,
-        forward=forward_requested(search_values(request)),
+        # only a path under .../resources can be forwarded (and only there is the marker read)
+        forward=resources and forward_requested(search_values(request)),
     )
 
 

@@ -66,6 +66,9 @@ class ResourcesServer:
             raise no_route()
         types = await visible_types(request, self.catalog, cluster=cluster)
         if cluster is not None and not types:
+            # a cluster synced in the last seconds is not in the catalog's cache yet
+            types = await visible_types(request, self.catalog, cluster=cluster, fresh=True)
+        if cluster is not None and not types:
             raise StatusError(400, "the server could not find the requested cluster")
         warning = await self._health_warning(cluster) if cluster is not None else ""
         if warning:

@@ -18,13 +18,13 @@ def allowed_clusters(request: web.Request) -> frozenset[str] | None:
 
 
 async def visible_types(
-    request: web.Request, catalog: Catalog, *, cluster: str | None = None
+    request: web.Request, catalog: Catalog, *, cluster: str | None = None, fresh: bool = False
 ) -> list[SyncedType]:
     """The synced types of ``cluster`` (or of every cluster) that this request may see."""
     allowed = allowed_clusters(request)
     return [
         t
-        for t in await catalog.all()
+        for t in await catalog.all(fresh=fresh)
         if (cluster is None or t.cluster == cluster) and (allowed is None or t.cluster in allowed)
     ]
 

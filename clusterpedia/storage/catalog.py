@@ -169,10 +169,11 @@ class TypeCatalog:
         return found
 
     @database_errors("reading the type catalog")
-    async def all(self) -> list[SyncedType]:
-        """Every cluster's types, ordered by cluster, group, version, resource."""
+    async def all(self, *, fresh: bool = False) -> list[SyncedType]:
+        """Every cluster's types, ordered by cluster, group, version, resource (read again
+        when ``fresh``, else cached for ``cache_seconds``)."""
         cached = self._cached
-        if cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
+        if not fresh and cached is not None and time.monotonic() - cached[0] < self.cache_seconds:
             return cached[1]
         statement = sa.select(resource_types).order_by(T.cluster, T.group, T.version, T.resource)
         async with self.engine.connect() as connection:

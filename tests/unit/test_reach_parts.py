@@ -160,7 +160,7 @@ class FakeCatalog:
     def __init__(self, *types: SyncedType):
         self.types = list(types)
 
-    async def all(self) -> list[SyncedType]:
+    async def all(self, *, fresh: bool = False) -> list[SyncedType]:
         return self.types
 
 
